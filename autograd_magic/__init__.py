@@ -1,0 +1,39 @@
+"""autograd_magic: see what PyTorch autograd did in a notebook cell.
+
+``%load_ext autograd_magic`` registers the ``%%autograd`` cell magic and the
+``%autograd`` line magic. The Python API: `Recorder` (a context manager that
+records a block), `build_report`, and `Report`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .capture import Recorder
+from .report import Diagnostic, Report
+from .summarize import build_report
+
+__all__ = ["Diagnostic", "Recorder", "Report", "build_report", "load_ipython_extension", "unload_ipython_extension"]
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magic import AutogradMagic
+
+    if any(isinstance(c, AutogradMagic) for c in ipython.configurables):
+        return  # loading twice is harmless
+    magics = AutogradMagic(shell=ipython, parent=ipython)
+    ipython.register_magics(magics)
+    ipython.configurables.append(magics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magic import AutogradMagic
+
+    table = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        bound = table[kind].get("autograd")
+        if bound is not None and isinstance(getattr(bound, "__self__", None), AutogradMagic):
+            table[kind].pop("autograd")
+    ipython.magics_manager.registry.pop("AutogradMagic", None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, AutogradMagic)]

@@ -1,0 +1,69 @@
+"""Diagnostics: one small pure function per kind, all listed in `CHECKS`.
+
+Each check reads the `Trace` (and the names given to its tensors) and returns
+`Diagnostic`s. Adding a kind means adding one function here or in a
+``checks_*`` module, and its tests.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .checks_backward import (
+    check_backward_no_grad_fn, check_backward_non_scalar, check_backward_twice, check_grad_accumulated,
+    check_no_gradient, check_saved_tensor_mutated,
+)
+from .checks_errors import (
+    check_exception, check_inplace_saved_tensor, check_leaf_inplace, check_numpy_requires_grad,
+    check_requires_grad_int, check_requires_grad_nonleaf,
+)
+from .checks_flow import check_graph_break, check_history_growing, check_nonleaf_grad
+from .checks_memory import check_alias_write, check_shared_memory
+from .events import Trace
+from .naming import Names
+from .report import SEVERITIES, Diagnostic
+
+Check = Callable[[Trace, Names], list[Diagnostic]]
+
+CHECKS: dict[str, Check] = {
+    "alias-write": check_alias_write,
+    "shared-memory": check_shared_memory,
+    "graph-break": check_graph_break,
+    "no-gradient": check_no_gradient,
+    "backward-no-grad-fn": check_backward_no_grad_fn,
+    "backward-twice": check_backward_twice,
+    "backward-non-scalar": check_backward_non_scalar,
+    "inplace-saved-tensor": check_inplace_saved_tensor,
+    "saved-tensor-mutated": check_saved_tensor_mutated,
+    "leaf-inplace": check_leaf_inplace,
+    "nonleaf-grad": check_nonleaf_grad,
+    "grad-accumulated": check_grad_accumulated,
+    "requires-grad-int": check_requires_grad_int,
+    "numpy-requires-grad": check_numpy_requires_grad,
+    "requires-grad-nonleaf": check_requires_grad_nonleaf,
+    "history-growing": check_history_growing,
+    "exception": check_exception,
+}
+
+
+def analyze(trace: Trace, names: Names) -> list[Diagnostic]:
+    """Run every check; errors first, then warnings, then notes, each by line."""
+    found: list[Diagnostic] = []
+    for check in CHECKS.values():
+        found.extend(check(trace, names))
+    found = _dedupe(found)
+    if any(d.severity == "error" and d.kind != "exception" for d in found):
+        found = [d for d in found if d.kind != "exception"]  # a specific explanation replaces the generic one
+    return sorted(found, key=lambda d: (SEVERITIES.index(d.severity), d.line or 0))
+
+
+def _dedupe(found: list[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per kind, line and names: a loop repeats the same finding."""
+    seen: set[tuple[str, int | None, tuple[str, ...]]] = set()
+    out = []
+    for diag in found:
+        key = (diag.kind, diag.line, diag.names)
+        if key not in seen:
+            seen.add(key)
+            out.append(diag)
+    return out

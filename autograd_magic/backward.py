@@ -1,0 +1,276 @@
+"""Record backward calls: the graph before it is freed, and the gradients it made.
+
+Hooks on autograd nodes live only for the duration of one backward call, so
+nothing is left registered on the user's graph afterwards.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from . import internal
+from .events import BackwardEvent, GradEvent, GradValue, GraphNode, GraphSnapshot, Site, TensorInfo
+from .tensors import describe_tensor, grad_value, plain_values
+
+if TYPE_CHECKING:
+    from .capture import Recorder
+
+MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
+MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
+_BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
+_saved_names: dict[type, tuple[str, ...]] = {}
+
+
+def is_backward(func: Callable[..., Any]) -> bool:
+    return func in _BACKWARD_FUNCS
+
+
+class GradHistory:
+    """Which call site last wrote each leaf's ``.grad``, across cells (weakly keyed)."""
+
+    def __init__(self) -> None:
+        self._site: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+    def last_site(self, leaf: torch.Tensor) -> tuple[int | None, str] | None:
+        return self._site.get(leaf)
+
+    def wrote(self, leaf: torch.Tensor, site: Site) -> None:
+        self._site[leaf] = (site.line, site.code)
+
+
+class BackwardRecorder:
+    """The part of `Recorder` that handles ``backward`` and ``autograd.grad``."""
+
+    def __init__(self, recorder: Recorder, history: GradHistory) -> None:
+        self._rec = recorder
+        self._history = history
+        self._events: list[BackwardEvent] = []
+        self._calls: dict[tuple[int | None, str, str], int] = {}
+        self._node_tid: dict[int, int] = {}
+        self._node_site: dict[int, Site] = {}
+        self._hook_grads: dict[int, torch.Tensor] = {}
+        self._before: dict[int, Any] = {}
+
+    def note_output(self, info: TensorInfo, site: Site) -> None:
+        if info.node is not None and info.node not in self._node_site:
+            self._node_tid[info.node] = info.tid
+            self._node_site[info.node] = site
+
+    # -- one backward call -------------------------------------------------------
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
+        __tracebackhide__ = True  # noqa: F841
+        kwargs = kwargs or {}
+        prepared: _Prepared | None = None
+        try:
+            site, count = self._rec.count_site(func, 2)
+            roots = _roots(func, args, kwargs)
+            root = describe_tensor(roots[0], self._rec.ids) if roots else None
+            seq = self._rec.add_backward_op(func, site, root)
+            key = (site.line, site.code, func.__name__)
+            self._calls[key] = self._calls.get(key, 0) + 1
+            if count <= MAX_BACKWARD_DETAIL:
+                prepared = self._prepare(roots, site)
+        except Exception:
+            internal.report_failure("preparing backward")
+            return func(*args, **kwargs)
+        error: BaseException | None = None
+        try:
+            return func(*args, **kwargs)
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            self._after(func, kwargs, site, seq, root, prepared, error)
+
+    def _after(self, func: Any, kwargs: dict[str, Any], site: Site, seq: int, root: TensorInfo | None,
+               prepared: _Prepared | None, error: BaseException | None) -> None:
+        try:
+            if prepared is not None:
+                prepared.remove_hooks()
+            if prepared is None and error is None:
+                return
+            self._events.append(BackwardEvent(
+                seq=seq,
+                func=func.__name__,
+                site=site,
+                root=root,
+                graph=None if prepared is None else prepared.graph,
+                retain_graph=bool(kwargs.get("retain_graph") or kwargs.get("create_graph")),
+                create_graph=bool(kwargs.get("create_graph")),
+                leaf_grads=() if prepared is None else prepared.leaf_grads,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            ))
+            if prepared is not None and error is None and func is not torch.autograd.grad:
+                for leaf in prepared.leaves:
+                    self._history.wrote(leaf, site)
+        except Exception:
+            internal.report_failure("recording backward")
+
+    def _prepare(self, roots: list[torch.Tensor], site: Site) -> _Prepared:
+        prepared = _Prepared()
+        prepared.graph = self._snapshot(roots, prepared)
+        prepared.leaf_grads = tuple(self._leaf_state(leaf, site) for leaf in prepared.leaves)
+        self._hook_named(prepared)
+        return prepared
+
+    def _leaf_state(self, leaf: torch.Tensor, site: Site) -> GradEvent:
+        grad = leaf.grad
+        had = grad is not None and bool(grad.detach().ne(0).any())
+        tid = self._rec.ids.tid(leaf)
+        before = None
+        if had and grad is not None:
+            before = plain_values(grad)
+            self._before[tid] = before
+        last = self._history.last_site(leaf)
+        return GradEvent(tid, had, had and last == (site.line, site.code),
+                         None if grad is None else float(grad.detach().double().norm()))
+
+    def _hook_named(self, prepared: _Prepared) -> None:
+        named = self._rec.named_tids()
+        in_graph = prepared.node_ids
+        for tid, obj in self._rec.ids.live().items():
+            if tid not in named or not isinstance(obj, torch.Tensor) or obj.grad_fn is None:
+                continue
+            if id(obj.grad_fn) not in in_graph:
+                continue
+            prepared.handles.append(obj.grad_fn.register_prehook(self._grad_catcher(tid, obj.output_nr)))
+
+    def _grad_catcher(self, tid: int, output_nr: int) -> Callable[[tuple[Any, ...]], None]:
+        def catch(grad_outputs: tuple[Any, ...]) -> None:
+            try:
+                grad = grad_outputs[output_nr]
+                if isinstance(grad, torch.Tensor):
+                    self._hook_grads[tid] = grad.detach()
+            except Exception:
+                internal.report_failure("catching a gradient")
+        return catch
+
+    # -- the graph -----------------------------------------------------------------
+    def _snapshot(self, roots: list[torch.Tensor], prepared: _Prepared) -> GraphSnapshot:
+        ids = self._rec.ids
+        start = [r.grad_fn for r in roots if r.grad_fn is not None]
+        root_tid = ids.tid(roots[0]) if roots else None
+        queue: deque[Any] = deque(start)
+        seen: dict[int, int] = {id(n): ids.node(n) for n in start}
+        nodes: list[GraphNode] = []
+        edges: list[tuple[int, int]] = []
+        skipped = 0
+        while queue:  # iterative: deep chains must not hit the recursion limit
+            node = queue.popleft()
+            nid = seen[id(node)]
+            if len(nodes) >= MAX_GRAPH_NODES:
+                skipped += 1
+                continue
+            nodes.append(self._graph_node(node, nid, prepared))
+            for child, _ in node.next_functions:
+                if child is None:
+                    continue
+                if id(child) not in seen:
+                    seen[id(child)] = ids.node(child)
+                    queue.append(child)
+                edges.append((seen[id(child)], nid))
+        prepared.node_ids = set(seen)
+        kept = {n.nid for n in nodes}
+        return GraphSnapshot(root_tid, tuple(nodes), tuple(e for e in edges if e[0] in kept and e[1] in kept), skipped)
+
+    def _graph_node(self, node: Any, nid: int, prepared: _Prepared) -> GraphNode:
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):  # AccumulateGrad: the leaf itself
+            prepared.leaves.append(variable)
+            tid = self._rec.ids.tid(variable)
+            return GraphNode(nid, type(node).__name__, tid, None, tuple(variable.shape))
+        tid = self._node_tid.get(nid)
+        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), _node_shape(node), _saved(node))
+
+    # -- results -----------------------------------------------------------------
+    def events(self) -> tuple[BackwardEvent, ...]:
+        out = []
+        for event in self._events:
+            calls = self._calls.get((event.site.line, event.site.code, event.func), 1)
+            out.append(event if calls == event.calls else _with_calls(event, calls))
+        return tuple(out)
+
+    def gradients(self, final: dict[str, TensorInfo], namespace: dict[str, Any]) -> dict[str, GradValue]:
+        live = self._rec.ids.live()
+        grads: dict[str, GradValue] = {}
+        for name, info in final.items():
+            tensor = live.get(info.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.grad is not None:
+                grads[name] = grad_value(tensor.grad, self._before.get(info.tid))
+            elif info.tid in self._hook_grads:
+                grads[name] = grad_value(self._hook_grads[info.tid], source="hook")
+        return grads
+
+    def result_graphs(self, final: dict[str, TensorInfo], used: set[str], limit: int = 12) -> tuple[GraphSnapshot, ...]:
+        """Graphs of named results that have a grad_fn: taken at the end of the cell."""
+        live = self._rec.ids.live()
+        out = []
+        for name, info in final.items():
+            if info.grad_fn is None or name.split(".")[0] not in used:
+                continue
+            tensor = live.get(info.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                out.append(self._snapshot([tensor], _Prepared()))
+                if len(out) >= limit:
+                    break
+        return tuple(out)
+
+    def close(self) -> None:
+        self._hook_grads.clear()
+        self._before.clear()
+
+
+class _Prepared:
+    """What one detailed backward collected before running."""
+
+    def __init__(self) -> None:
+        self.graph: GraphSnapshot | None = None
+        self.leaves: list[torch.Tensor] = []
+        self.leaf_grads: tuple[GradEvent, ...] = ()
+        self.handles: list[Any] = []
+        self.node_ids: set[int] = set()
+
+    def remove_hooks(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.leaves.clear()
+
+
+def _roots(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    first = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+    items = first if isinstance(first, (list, tuple)) else (first,)
+    return [t for t in items if isinstance(t, torch.Tensor)]
+
+
+def _with_calls(event: BackwardEvent, calls: int) -> BackwardEvent:
+    from dataclasses import replace
+    return replace(event, calls=calls)
+
+
+def _node_shape(node: Any) -> tuple[int, ...]:
+    try:
+        meta = node._input_metadata
+        return tuple(meta[0].shape) if meta else ()
+    except (AttributeError, RuntimeError, IndexError):
+        return ()
+
+
+def _saved(node: Any) -> tuple[str, ...]:
+    names = _saved_names.get(type(node))
+    if names is None:
+        names = _saved_names[type(node)] = tuple(a for a in dir(node) if a.startswith("_saved_"))
+    out = []
+    for attr in names:
+        try:
+            value = getattr(node, attr)
+        except RuntimeError:  # freed by an earlier backward
+            out.append(f"{attr[7:]}: freed")
+            continue
+        if isinstance(value, torch.Tensor):
+            out.append(f"{attr[7:]}: {tuple(value.shape)}")
+    return tuple(out)

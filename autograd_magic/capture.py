@@ -1,0 +1,290 @@
+"""Record what a block of code does with tensors.
+
+`Recorder` is the public context manager: it owns the state and, on exit, the
+`Trace`. `_RecordingMode` is a tiny `TorchFunctionMode` that calls the user's
+function first and only then records, inside a guard, so a failure of ours
+can never change the user's result. Nothing here holds a strong reference to a
+user tensor after the block ends.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import FrameType
+from typing import Any, Callable
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from . import internal
+from .backward import BackwardRecorder, GradHistory, is_backward
+from .events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
+from .namespace import scan_namespace
+from .naming import identifiers
+from .sites import SiteTable
+from .tensors import Identity, describe
+
+DEFAULT_MAX_REPEATS = 64  # ops recorded in detail per call site; later ones are only counted
+_INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
+                              "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
+                              "__imatmul__"})
+_is_compiling = torch.compiler.is_compiling
+
+
+def func_name(func: Callable[..., Any]) -> str:
+    """'mul', 'grad.__get__', 'requires_grad.__set__', '__setitem__' ..."""
+    owner = getattr(func, "__self__", None)
+    name = getattr(func, "__name__", None) or repr(func)
+    if name in ("__get__", "__set__") and owner is not None and hasattr(owner, "__name__"):
+        return f"{owner.__name__}.{name}"
+    return name
+
+
+def is_inplace(name: str, kwargs: dict[str, Any] | None) -> bool:
+    if name in _INPLACE_DUNDERS:
+        return True
+    if kwargs and kwargs.get("out") is not None:
+        return True
+    return name.endswith("_") and not name.endswith("__")
+
+
+class Recorder:
+    """Context manager that records the torch calls made inside it.
+
+    >>> with Recorder(source=src, filename=fname, namespace=ns) as rec:
+    ...     exec(code, ns)
+    >>> rec.trace.ops[0].func
+    'mul'
+
+    ``filename`` names the code whose lines are reported (a notebook cell);
+    without it the first frame outside torch is taken as user code.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str = "",
+        filename: str | None = None,
+        namespace: dict[str, Any] | None = None,
+        first_line: int = 2,
+        max_repeats: int = DEFAULT_MAX_REPEATS,
+        history: GradHistory | None = None,
+    ) -> None:
+        self.sites = SiteTable(source, filename, first_line)
+        self.ids = Identity()
+        self.namespace = namespace if namespace is not None else {}
+        self.max_repeats = max_repeats
+        self.trace: Trace | None = None
+        self._source = source
+        self._first_line = first_line
+        self._ops: list[OpEvent] = []
+        self._bindings: list[Binding] = []
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._total = 0
+        self._folded = 0
+        self._backward = BackwardRecorder(self, history if history is not None else GradHistory())
+        self._mode: _RecordingMode | None = None
+        self._previous: dict[str, TensorInfo] = {}
+
+    # -- entering and leaving -------------------------------------------------
+    def __enter__(self) -> Recorder:
+        self._previous = self._scan(seq=0)
+        self._mode = _RecordingMode(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        mode, self._mode = self._mode, None
+        if mode is not None:
+            _leave_mode(mode)
+        try:
+            self.trace = self._finish(exc, tb)
+        except Exception:
+            internal.report_failure("building the trace")
+            self.trace = Trace(source=self._source, first_line=self._first_line)
+        finally:
+            self.ids.clear()
+            self._backward.close()
+
+    # -- the hot path -----------------------------------------------------------
+    def call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
+        """Run one intercepted torch call and record it."""
+        __tracebackhide__ = True  # noqa: F841
+        if _is_compiling():
+            return func(*args, **(kwargs or {}))
+        if is_backward(func):
+            return self._backward.run(func, args, kwargs)
+        try:
+            result = func(*args, **(kwargs or {}))
+        except BaseException as error:
+            self._guarded(func, args, kwargs, None, error)
+            raise
+        self._guarded(func, args, kwargs, result, None)
+        return result
+
+    def _guarded(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any, error: BaseException | None) -> None:
+        self._total += 1
+        try:
+            frame = self.sites.user_frame(3)
+            key = (None, 0, func) if frame is None else (frame.f_code, frame.f_lasti, func)
+            count = self._counts.get(key, 0) + 1
+            self._counts[key] = count
+            if count > self.max_repeats and error is None:
+                self._folded += 1
+                return
+            self._record(func, args, kwargs, result, error, frame)
+        except Exception:
+            internal.report_failure("recording an op")
+
+    def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
+                error: BaseException | None, frame: FrameType | None) -> None:
+        name = func_name(func)
+        inputs = self._describe_all(args, kwargs)
+        outputs = self._describe_all((result,), None) if error is None else ()
+        target = self.sites.target(frame)
+        site = self.sites.site(frame)
+        event = OpEvent(
+            seq=len(self._ops) + 1,
+            func=name,
+            site=site,
+            inputs=inputs,
+            outputs=outputs,
+            inplace=is_inplace(name, kwargs),
+            grad_enabled=torch.is_grad_enabled(),
+            target=target if isinstance(target, str) else None,
+            scope=_scope(frame),
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            args=_scalar_args(args),
+        )
+        self._ops.append(event)
+        self._bind_targets(target, outputs, event)
+        for out in outputs:
+            if out.node is not None:
+                self._backward.note_output(out, site)
+
+    def _bind_targets(self, target: str | tuple[str, ...] | None, outputs: tuple[TensorInfo, ...], event: OpEvent) -> None:
+        if target is None or not outputs or event.scope != "<cell>" and event.site.line is None:
+            return
+        names = (target,) if isinstance(target, str) else target
+        infos = outputs if len(names) == len(outputs) else outputs[:1] * len(names) if len(names) == 1 else ()
+        for bound, info in zip(names, infos):
+            label = bound if event.scope == "<cell>" else f"{bound} (in {event.scope})"
+            self._bindings.append(Binding(label, info.tid, event.seq, event.site.line))
+
+    def _describe_all(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[TensorInfo, ...]:
+        found: list[TensorInfo] = []
+        values: list[Any] = list(args)
+        if kwargs:
+            values.extend(kwargs.values())
+        for value in values:  # one level of lists and tuples: pytree flattening costs too much here
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            for item in items:
+                info = describe(item, self.ids)
+                if info is not None:
+                    found.append(info)
+        return tuple(found)
+
+    # -- what the backward recorder needs from us ------------------------------
+    @property
+    def seq(self) -> int:
+        return len(self._ops)
+
+    def add_backward_op(self, func: Any, site: Site, root: TensorInfo | None) -> int:
+        """Put a backward call on the op timeline; returns its sequence number."""
+        seq = len(self._ops) + 1
+        self._ops.append(OpEvent(seq=seq, func=func_name(func), site=site, inputs=(root,) if root else ()))
+        return seq
+
+    def count_site(self, func: Any, depth: int) -> tuple[Site, int]:
+        frame = self.sites.user_frame(depth + 1)
+        key = (None, 0, func) if frame is None else (frame.f_code, frame.f_lasti, func)
+        count = self._counts.get(key, 0) + 1
+        self._counts[key] = count
+        self._total += 1
+        return self.sites.site(frame), count
+
+    def named_tids(self) -> set[int]:
+        named = {b.tid for b in self._bindings}
+        for value in list(self.namespace.values()):
+            if isinstance(value, torch.Tensor):
+                known = self.ids.known(value)
+                if known is not None:
+                    named.add(known)
+        return named
+
+    # -- finishing ---------------------------------------------------------------
+    def _scan(self, seq: int) -> dict[str, TensorInfo]:
+        found = scan_namespace(self.namespace, self.ids)
+        self._bindings.extend(Binding(name, info.tid, seq, None, qualified) for name, (info, qualified) in found.items())
+        return {name: info for name, (info, _) in found.items()}
+
+    def _finish(self, exc: BaseException | None, tb: Any) -> Trace:
+        final = self._scan(seq=len(self._ops) + 1)
+        used = identifiers(self._source)
+        return Trace(
+            graphs=self._backward.result_graphs(final, used),
+            source=self._source,
+            first_line=self._first_line,
+            ops=tuple(self._ops),
+            backwards=self._backward.events(),
+            bindings=tuple(self._bindings),
+            final=final,
+            gradients=self._backward.gradients(final, self.namespace),
+            folded_ops=self._folded,
+            total_ops=self._total,
+            error=self._error_info(exc, tb),
+            previous=self._previous,
+        )
+
+    def _error_info(self, exc: BaseException | None, tb: Any) -> ErrorInfo | None:
+        if exc is None:
+            return None
+        line = None
+        while tb is not None:  # the innermost frame that is cell code
+            if self.sites.is_user_code(tb.tb_frame.f_code):
+                line = self.sites.editor_line(tb.tb_lineno)
+            tb = tb.tb_next
+        return ErrorInfo(type(exc).__name__, str(exc), Site(line, self.sites.line_text(line)))
+
+
+def _scope(frame: FrameType | None) -> str:
+    if frame is None:
+        return "<unknown>"
+    name = frame.f_code.co_name
+    return "<cell>" if name == "<module>" else name
+
+
+def _scalar_args(args: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(repr(a) for a in args[1:4] if isinstance(a, (bool, int, float, type(None))))
+
+
+def _leave_mode(mode: _RecordingMode) -> None:
+    """Take our mode off the torch-function stack, keeping any the cell left above it."""
+    above = []
+    try:
+        while torch._C._len_torch_function_stack() > 0:
+            top = torch._C._pop_torch_function_stack()
+            if top is mode:
+                break
+            above.append(top)
+        else:
+            internal.report_failure("our mode was not on the stack")
+        for other in reversed(above):
+            torch._C._push_on_torch_function_stack(other)
+    finally:
+        mode.recorder = None  # break the cycle
+
+
+class _RecordingMode(TorchFunctionMode):
+    """Pass every call through to the recorder; nothing else."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder: Recorder | None = recorder
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        __tracebackhide__ = True  # noqa: F841 - tracebacks show the user's frames, not ours
+        recorder = self.recorder
+        if recorder is None:
+            return func(*args, **(kwargs or {}))
+        return recorder.call(func, args, kwargs)

@@ -1,0 +1,156 @@
+"""The trace: plain frozen records of what a cell did to tensors.
+
+Capture writes these; analysis and the report read them. Nothing here imports
+torch or IPython, so every later layer can be tested on hand-built traces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """What a tensor (or a numpy array) looked like when an event touched it.
+
+    ``tid`` is a short id stable for the object's lifetime within one cell;
+    ``memory`` is the byte range ``(start, stop)`` of its storage, so that two
+    objects that share memory can be found without keeping either alive.
+    """
+
+    tid: int
+    kind: str = "tensor"  # "tensor" | "ndarray"
+    shape: tuple[int, ...] = ()
+    dtype: str = ""
+    device: str = "cpu"
+    requires_grad: bool = False
+    is_leaf: bool = True
+    grad_fn: str | None = None
+    node: int | None = None  # graph node id of grad_fn, when it has one
+    memory: tuple[int, int] | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A place in the cell: editor line (the magic's line is 1) and text."""
+
+    line: int | None
+    code: str = ""  # the whole source line
+    expr: str = ""  # the exact sub-expression, when Python can tell
+
+
+@dataclass(frozen=True, slots=True)
+class OpEvent:
+    """One torch call seen in the cell (function, method, getter or setter)."""
+
+    seq: int
+    func: str
+    site: Site
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    inplace: bool = False
+    grad_enabled: bool = True
+    target: str | None = None  # the variable the result was stored in
+    scope: str = "<cell>"  # function whose code made the call
+    error: str | None = None  # "Type: message" when the call raised
+    args: tuple[str, ...] = ()  # reprs of plain scalar arguments (True in requires_grad_(True))
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    """One autograd node; ``tid`` is the tensor it produced or accumulates into."""
+
+    nid: int
+    label: str
+    tid: int | None = None
+    site: Site | None = None
+    shape: tuple[int, ...] = ()
+    saved: tuple[str, ...] = ()  # "self: (3, 2)" style descriptions
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSnapshot:
+    """The graph reachable from one root, taken before backward frees it."""
+
+    root: int | None  # tid of the root tensor
+    nodes: tuple[GraphNode, ...]
+    edges: tuple[tuple[int, int], ...]  # (input node, consumer node)
+    truncated: int = 0  # nodes left out by the size cap
+
+
+@dataclass(frozen=True, slots=True)
+class GradEvent:
+    """How one backward changed a leaf's ``.grad``."""
+
+    tid: int
+    had_grad: bool  # .grad was already set (and not all zeros) before
+    repeated_site: bool  # the last gradient came from this same call site
+    norm_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackwardEvent:
+    """A call to ``backward`` or ``torch.autograd.grad``."""
+
+    seq: int
+    func: str
+    site: Site
+    root: TensorInfo | None
+    graph: GraphSnapshot | None = None
+    retain_graph: bool = False
+    create_graph: bool = False
+    leaf_grads: tuple[GradEvent, ...] = ()
+    error: str | None = None
+    calls: int = 1  # calls at this site folded into this event
+    stale_saved: tuple[tuple[int, str], ...] = ()  # (node id, saved name) changed behind autograd
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A user name bound to an object at some point of the cell."""
+
+    name: str
+    tid: int
+    seq: int  # the event count when the binding was seen
+    line: int | None = None
+    qualified: bool = False  # a module parameter/buffer name like "model.0.weight"
+
+
+@dataclass(frozen=True, slots=True)
+class GradValue:
+    """A gradient, made plain: small ones in full, big ones as a summary."""
+
+    shape: tuple[int, ...]
+    values: object  # nested lists, or None when too big
+    norm: float
+    before: object = None  # values before the last backward accumulated into it
+    source: str = "leaf"  # "leaf" (.grad) or "hook" (an intermediate's gradient)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The exception that ended the cell."""
+
+    type: str
+    message: str
+    site: Site
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """Everything capture learned about one cell run."""
+
+    source: str = ""  # the cell body as typed
+    first_line: int = 2  # editor line of the body's first line
+    ops: tuple[OpEvent, ...] = ()
+    backwards: tuple[BackwardEvent, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+    final: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info at the end
+    gradients: dict[str, GradValue] = field(default_factory=dict)
+    attr_reads: tuple[OpEvent, ...] = ()  # .grad/.data/.requires_grad access
+    folded_ops: int = 0  # ops counted but not recorded (repeats past the cap)
+    total_ops: int = 0
+    graphs: tuple[GraphSnapshot, ...] = ()  # named results with a grad_fn that no backward covered
+    error: ErrorInfo | None = None
+    previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell

@@ -1,0 +1,117 @@
+"""Turn captured graph snapshots into the report's named, folded `Graph`s."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Iterable
+
+from .events import GraphSnapshot, OpEvent, Site, Trace
+from .naming import Names
+from .report import Cut, Graph, GradRow, Node
+
+FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, marked ×N
+CUT_FUNCS = {
+    "detach": "detach", "detach_": "detach", "item": "item", "tolist": "tolist", "numpy": "numpy",
+    "data.__get__": ".data", "tensor": "torch.tensor", "as_tensor": "torch.as_tensor",
+}
+
+
+def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *, root_name: str | None,
+                site: Site | None, backward: bool, calls: int, cuts: Iterable[Cut], max_nodes: int,
+                steps: dict[int, int]) -> Graph:
+    root_nid = snap.nodes[0].nid if snap.nodes else None
+    nodes = []
+    for raw in snap.nodes:
+        name = names.label(raw.tid)
+        grad = grads.get(name.split(", ")[0]) if name else None
+        nodes.append(Node(
+            id=raw.nid,
+            label=raw.label,
+            name=name,
+            line=raw.site.line if raw.site else None,
+            code=raw.site.code if raw.site else "",
+            expr=raw.site.expr if raw.site else "",
+            shape=raw.shape,
+            kind="leaf" if raw.label == "AccumulateGrad" else "root" if raw.nid == root_nid else "op",
+            saved=raw.saved,
+            grad_norm=None if grad is None else grad.norm,
+            step=steps.get(raw.nid, 0),
+        ))
+    ids = {n.id for n in nodes}
+    leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}
+    resolved = (replace(c, source=leaf_by_tid.get(-c.source)) if c.source is not None and c.source < 0 else c
+                for c in cuts)  # leaves are cut by tensor id: see cuts_of
+    kept_cuts = tuple(c for c in resolved if c.source in ids)
+    folded_nodes, edges, folded = fold(nodes, list(snap.edges))
+    capped, edges, dropped = cap(folded_nodes, edges, max_nodes)
+    return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges), cuts=tuple(c for c in kept_cuts if c.source in {n.id for n in capped}),
+                 line=site.line if site else None, backward=backward, calls=calls, folded=folded,
+                 dropped=dropped + snap.truncated)
+
+
+def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], list[tuple[int, int]], int]:
+    """Draw repeated structure once: unnamed op nodes sharing class, line and expression."""
+    def signature(node: Node) -> tuple[str, int | None, str] | None:
+        return None if node.kind != "op" or node.name or node.line is None else (node.label, node.line, node.expr)
+
+    counts = Counter(s for s in map(signature, nodes) if s is not None)
+    heavy = {s for s, n in counts.items() if n >= FOLD_MIN}
+    if not heavy:
+        return nodes, edges, 0
+    keep: dict[tuple[str, int | None, str], Node] = {}
+    alias: dict[int, int] = {}
+    out: list[Node] = []
+    for node in nodes:
+        sig = signature(node)
+        if sig in heavy:
+            first = keep.get(sig)  # type: ignore[arg-type]
+            if first is None:
+                first = keep[sig] = Node(**{**node.__dict__, "repeat": counts[sig]})  # type: ignore[index]
+                out.append(first)
+            alias[node.id] = first.id
+        else:
+            out.append(node)
+    folded_edges = list(dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges))
+    return out, folded_edges, sum(counts[s] - 1 for s in heavy)
+
+
+def cap(nodes: list[Node], edges: list[tuple[int, int]], max_nodes: int) -> tuple[list[Node], list[tuple[int, int]], int]:
+    """Keep the nodes nearest the root (snapshot order is breadth-first from it)."""
+    if max_nodes <= 0 or len(nodes) <= max_nodes:
+        return nodes, edges, 0
+    kept = nodes[:max_nodes]
+    ids = {n.id for n in kept}
+    return kept, [e for e in edges if e[0] in ids and e[1] in ids], len(nodes) - max_nodes
+
+
+def cuts_of(trace: Trace, names: Names) -> list[Cut]:
+    """Every recorded op through which a tracked value left autograd."""
+    out = []
+    for op in trace.ops:
+        how = _cut_kind(op)
+        if how is None:
+            continue
+        source = op.inputs[0]
+        target = None
+        if op.outputs:
+            target = names.label(op.outputs[0].tid)
+        out.append(Cut(
+            source=source.node if source.node is not None else -source.tid,
+            target=target or op.site.expr or how,
+            line=op.site.line,
+            code=op.site.code,
+            how=how,
+        ))
+    return out
+
+
+def _cut_kind(op: OpEvent) -> str | None:
+    if not op.inputs or op.error or op.inputs[0].kind != "tensor" or not op.inputs[0].requires_grad:
+        return None
+    how = CUT_FUNCS.get(op.func)
+    if how is not None:
+        return how
+    if not op.grad_enabled and op.outputs and not op.inplace:
+        return "no_grad"
+    return None

@@ -1,0 +1,115 @@
+"""The static HTML view: what nbconvert, GitHub and a saved notebook show.
+
+Every user string goes through `html.escape`; SVG comes from Graphviz, which
+escapes label text itself. Colours use JupyterLab's CSS variables with
+fallbacks, so the view reads in light and dark themes and outside Jupyter.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from .graph_view import render_svg
+from .report import Graph, Report
+from .text_view import format_values, graph_title, summary_line
+
+STYLE = """
+<style>
+.agm{font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;color:var(--jp-ui-font-color1,#222);
+ background:var(--jp-layout-color0,transparent);max-width:100%;overflow-x:auto}
+.agm h4{margin:.7em 0 .3em;font-size:13px}
+.agm table{border-collapse:collapse;margin:.2em 0}
+.agm td,.agm th{border:1px solid var(--jp-border-color2,#ccc);padding:2px 6px;text-align:left;vertical-align:top}
+.agm th{background:var(--jp-layout-color2,#f2f2f2)}
+.agm code,.agm pre{font-family:var(--jp-code-font-family,monospace);font-size:12px}
+.agm pre{white-space:pre-wrap;margin:2px 0}
+.agm .sev-error{color:var(--jp-error-color1,#b00020);font-weight:bold}
+.agm .sev-warning{color:var(--jp-warn-color1,#a15c00);font-weight:bold}
+.agm .sev-note{color:var(--jp-info-color1,#00609b)}
+.agm .graph{overflow:auto;max-height:640px;border:1px solid var(--jp-border-color2,#ddd);padding:4px;resize:vertical}
+.agm .graph svg{max-width:none;height:auto}
+.agm .hint{color:var(--jp-ui-font-color2,#666);font-style:italic}
+.agm details>summary{cursor:pointer}
+</style>
+"""
+
+
+def render_html(report: Report) -> str:
+    parts = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
+    parts += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]
+    parts.append(diagnostics_html(report))
+    parts.append(graphs_html(report))
+    parts.append(variables_html(report))
+    parts.append(gradients_html(report))
+    parts.append("</div>")
+    return "\n".join(p for p in parts if p)
+
+
+def render_page(report: Report) -> str:
+    """A standalone HTML document (``report.save('x.html')``)."""
+    return f'<!doctype html><html><head><meta charset="utf-8"><title>autograd report</title></head><body>{render_html(report)}</body></html>'
+
+
+def diagnostics_html(report: Report) -> str:
+    if not report.diagnostics:
+        return ""
+    rows = "".join(
+        f'<tr><td class="sev-{_e(d.severity)}">{_e(d.severity)}</td><td>{_e(d.kind)}</td><td>{_e(_line(d.line))}</td>'
+        f"<td><code>{_e(d.code)}</code></td><td><pre>{_e(d.message)}</pre></td></tr>"
+        for d in report.diagnostics
+    )
+    return f"<h4>Diagnostics</h4><table><tr><th>severity</th><th>kind</th><th>line</th><th>code</th><th>message</th></tr>{rows}</table>"
+
+
+def graphs_html(report: Report) -> str:
+    return "".join(graph_html(g, i, report) for i, g in enumerate(report.graphs, 1))
+
+
+def graph_html(graph: Graph, index: int, report: Report) -> str:
+    drawn = render_svg(graph, report.diagnostics)
+    title = f"<h4>{_e(graph_title(graph, index))}</h4>"
+    if drawn.svg is not None:
+        return f'{title}<div class="graph" role="img" aria-label="{_e(graph_title(graph, index))}">{drawn.svg}</div>'
+    return (f'{title}<div class="hint">{_e(drawn.hint or "")}</div>'
+            f"<details><summary>DOT source</summary><pre>{_e(drawn.dot)}</pre></details>")
+
+
+def variables_html(report: Report) -> str:
+    if not report.tensors:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("name", "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "line"))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(str(v))}</td>" for v in (
+            r.name, _shape(r.shape), r.dtype + (" (numpy)" if r.kind == "ndarray" else ""), r.device,
+            r.requires_grad, r.is_leaf, r.grad_fn or "—", _line(r.line))) + "</tr>"
+        for r in report.tensors.values()
+    )
+    return f"<h4>Variables</h4><table><tr>{head}</tr>{rows}</table>"
+
+
+def gradients_html(report: Report) -> str:
+    if not report.gradients:
+        return ""
+    rows = []
+    for g in report.gradients.values():
+        values = format_values(g.values, g.shape)
+        if g.before is not None:
+            values = f"{format_values(g.before, g.shape)} → {values}"
+        kind = "intermediate" if g.source == "hook" else "leaf .grad"
+        rows.append(f"<tr><td>{_e(g.name)}</td><td>{_e(_shape(g.shape))}</td><td><code>{_e(values)}</code></td>"
+                    f"<td>{g.norm:.4g}</td><td>{kind}</td></tr>")
+    return ("<h4>Gradients</h4><table><tr><th>name</th><th>shape</th><th>values</th><th>norm</th><th>from</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _line(line: int | None) -> str:
+    return "—" if line is None else str(line)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")" if shape else "scalar"

@@ -1,0 +1,141 @@
+"""The ``%%autograd`` / ``%autograd`` magics: IPython glue only.
+
+Parse options, run the cell under a `Recorder`, build the report and display
+it. The cell's own value is returned (so it shows as ``Out[n]``) and its
+exception re-raised, after the report of what ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Enum, Int
+
+from . import internal
+from .backward import GradHistory
+from .capture import DEFAULT_MAX_REPEATS, Recorder
+from .cellrun import compile_cell, run_compiled
+from .summarize import DEFAULT_MAX_NODES, build_report
+from .views import show_report
+
+
+@magics_class
+class AutogradMagic(Magics):
+    """Holds the magics and their defaults (``%config AutogradMagic.<trait> = ...``)."""
+
+    max_nodes = Int(DEFAULT_MAX_NODES, help="Nodes drawn per graph before the rest is left out.").tag(config=True)
+    max_repeats = Int(DEFAULT_MAX_REPEATS, help="Ops recorded in detail per call site.").tag(config=True)
+    view = Enum(["auto", "widget", "html", "text"], "auto",
+                help="What to display: the widget (auto in Jupyter), static HTML, or text.").tag(config=True)
+    graph = Bool(True, help="Draw graphs (turn off with --no-graph).").tag(config=True)
+    quiet = Bool(False, help="Display nothing (the report is still stored with -o).").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.history = GradHistory()  # which backward last wrote each leaf's .grad, across cells
+
+    @no_var_expand
+    @magic_arguments()
+    @argument("-o", "--out", metavar="NAME", help="Store the Report in the user namespace as NAME.")
+    @argument("-q", "--quiet", action="store_true", default=None, help="Display nothing.")
+    @argument("--no-graph", action="store_true", help="Skip the graph (faster for huge cells).")
+    @argument("--max-nodes", type=int, metavar="N", help="Draw at most N nodes per graph (default 150).")
+    @argument("--view", choices=["auto", "widget", "html", "text"], help="Force one view.")
+    @argument("--text", action="store_true", help="Same as --view text.")
+    @argument("--torchviz", action="store_true", help="Also show torchviz's own drawing of the graph.")
+    @argument("--save", metavar="PATH", help="Write the report to PATH (.json, .html or .svg).")
+    @line_cell_magic
+    def autograd(self, line: str = "", cell: str | None = None) -> Any:
+        """Run a cell (or one statement) as usual and show what autograd did.
+
+        Shows the computational graph with your variable names and the line
+        that made each node, every variable's grad_fn, the gradients after
+        backward(), and plain-language diagnostics for aliasing, detached
+        graphs and autograd errors.
+
+        Examples::
+
+            %load_ext autograd_magic
+
+            %%autograd
+            x = torch.tensor([5.], requires_grad=True)
+            z = (2 * x) ** 2
+            z.backward()
+
+            %%autograd -o rep --max-nodes 50
+            loss = model(batch).sum()
+            loss.backward()
+
+            %autograd y = x.detach()      # one statement
+
+            %config AutogradMagic.view = 'text'
+        """
+        __tracebackhide__ = True  # noqa: F841 - keep tracebacks on the user's lines
+        args, statement = self._parse(line, cell)
+        source = cell if cell is not None else statement
+        compiled = compile_cell(self.shell, source)
+        recorder = Recorder(
+            source=source if _same_lines(source, compiled.source) else compiled.source,
+            filename=compiled.filename,
+            namespace=self.shell.user_ns,
+            first_line=2 if cell is not None else 1,
+            max_repeats=self.max_repeats,
+            history=self.history,
+        )
+        try:
+            with recorder:
+                value = run_compiled(self.shell, compiled)
+        except BaseException:
+            self._present(recorder, args)
+            raise
+        self._present(recorder, args)
+        return value
+
+    def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
+        try:
+            args, extra = parse_argstring(self.autograd, line, partial=True)
+        except UsageError as error:
+            raise UsageError(f"{error}\n{_usage(self.autograd)}") from None
+        statement = " ".join(extra)
+        if statement.startswith("-"):
+            raise UsageError(f"unrecognized arguments: {statement.split()[0]}\n{_usage(self.autograd)}")
+        if cell is not None and statement:
+            raise UsageError(f"unrecognized arguments: {statement}\n{_usage(self.autograd)}")
+        if cell is None and not statement.strip():
+            raise UsageError(f"%autograd needs a statement to run, or use %%autograd on a cell.\n{_usage(self.autograd)}")
+        if args.max_nodes is not None and args.max_nodes < 1:
+            raise UsageError(f"--max-nodes must be a positive number.\n{_usage(self.autograd)}")
+        return args, statement
+
+    def _present(self, recorder: Recorder, args: Any) -> None:
+        """Build and show the report; never let our failure reach the user's cell."""
+        try:
+            if recorder.trace is None:
+                return
+            graph = self.graph and not args.no_graph
+            report = build_report(recorder.trace, max_nodes=args.max_nodes or self.max_nodes, graphs=graph)
+            report.hints.extend(f"autograd_magic failed while {what}; the report may be incomplete."
+                                for what in dict.fromkeys(internal.take_failures()))
+            if args.out:
+                self.shell.user_ns[args.out] = report
+            if args.save:
+                report.save(args.save)
+            quiet = self.quiet if args.quiet is None else args.quiet
+            if not quiet:
+                view = "text" if args.text else args.view or self.view
+                show_report(report, view=view, shell=self.shell, torchviz=args.torchviz)
+        except Exception:
+            internal.report_failure("showing the report")
+            print("autograd_magic: could not show the report (internal error); the cell itself ran normally.")
+
+
+def _usage(magic: Any) -> str:
+    parser = getattr(magic, "parser", None)
+    return parser.format_usage().strip() if parser is not None else "%autograd [options]"
+
+
+def _same_lines(a: str, b: str) -> bool:
+    return len(a.splitlines()) == len(b.splitlines())

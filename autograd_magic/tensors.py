@@ -1,0 +1,153 @@
+"""Describe tensors and numpy arrays as plain `TensorInfo`/`GradValue` records.
+
+Ids come from `Identity`, a map keyed by ``id()`` that holds only weak
+references, so describing a tensor never keeps it alive.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import torch
+
+from .events import GradValue, TensorInfo
+
+try:  # numpy is optional for torch; describe arrays only when it is there
+    import numpy as np
+except ImportError:  # pragma: no cover - torch wheels ship with numpy here
+    np = None  # type: ignore[assignment]
+
+FULL_VALUES_LIMIT = 1000  # elements: larger gradients are summarised
+
+
+class Identity:
+    """Short, stable ids for objects, without keeping them alive."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, tuple[weakref.ref[Any], int]] = {}
+        self._nodes: dict[int, tuple[int, str]] = {}  # autograd nodes cannot be weakly referenced
+        self._next = 1
+
+    def tid(self, obj: Any) -> int:
+        entry = self._refs.get(id(obj))
+        if entry is not None and entry[0]() is obj:
+            return entry[1]
+        tid = self._next
+        self._next += 1
+        self._refs[id(obj)] = (weakref.ref(obj), tid)
+        return tid
+
+    def known(self, obj: Any) -> int | None:
+        entry = self._refs.get(id(obj))
+        return entry[1] if entry is not None and entry[0]() is obj else None
+
+    def live(self) -> dict[int, Any]:
+        """tid -> object for every object still alive."""
+        out = {}
+        for ref, tid in self._refs.values():
+            obj = ref()
+            if obj is not None:
+                out[tid] = obj
+        return out
+
+    def node(self, node: Any) -> int:
+        # An address can be reused once a node dies; the class name catches most reuse.
+        label = type(node).__name__
+        entry = self._nodes.get(id(node))
+        if entry is not None and entry[1] == label:
+            return entry[0]
+        nid = self._next
+        self._next += 1
+        self._nodes[id(node)] = (nid, label)
+        return nid
+
+    def clear(self) -> None:
+        self._refs.clear()
+        self._nodes.clear()
+
+
+def is_array(obj: object) -> bool:
+    return np is not None and isinstance(obj, np.ndarray)
+
+
+def tensor_memory(t: torch.Tensor) -> tuple[int, int] | None:
+    if t.is_meta or _is_fake(t):
+        return None
+    try:
+        storage = t.untyped_storage()
+        start = storage.data_ptr()
+        return (start, start + storage.nbytes()) if start else None
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None  # sparse, nested and other tensors without plain storage
+
+
+def array_memory(arr: Any) -> tuple[int, int] | None:
+    base = arr
+    while isinstance(getattr(base, "base", None), np.ndarray):
+        base = base.base
+    start = base.__array_interface__["data"][0]
+    return (start, start + base.nbytes) if start else None
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    return type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter) and hasattr(t, "fake_mode")
+
+
+def describe(obj: Any, ids: Identity) -> TensorInfo | None:
+    """A `TensorInfo` for a tensor or array, None for anything else."""
+    if isinstance(obj, torch.Tensor):
+        return describe_tensor(obj, ids)
+    if is_array(obj):
+        return TensorInfo(
+            tid=ids.tid(obj),
+            kind="ndarray",
+            shape=tuple(obj.shape),
+            dtype=str(obj.dtype),
+            memory=array_memory(obj),
+        )
+    return None
+
+
+def describe_tensor(t: torch.Tensor, ids: Identity) -> TensorInfo:
+    grad_fn = t.grad_fn
+    return TensorInfo(
+        tid=ids.tid(t),
+        shape=tuple(t.shape),
+        dtype=str(t.dtype).removeprefix("torch."),
+        device=str(t.device),
+        requires_grad=t.requires_grad,
+        is_leaf=t.is_leaf,
+        grad_fn=None if grad_fn is None else type(grad_fn).__name__,
+        node=None if grad_fn is None else ids.node(grad_fn),
+        memory=tensor_memory(t),
+        version=_version(t),
+    )
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return int(t._version)
+    except (RuntimeError, AttributeError):
+        return 0
+
+
+def plain_values(t: torch.Tensor) -> Any:
+    """Nested lists of a small tensor's values, None for a large one."""
+    if t.numel() > FULL_VALUES_LIMIT or t.is_meta or _is_fake(t):
+        return None
+    values = t.detach().to("cpu")
+    if values.is_complex():
+        values = values.abs()
+    return values.tolist()
+
+
+def grad_value(grad: torch.Tensor, before: Any = None, source: str = "leaf") -> GradValue:
+    norm = float("nan")
+    if not (grad.is_meta or _is_fake(grad)):
+        with torch.no_grad():
+            norm = float(grad.detach().double().norm()) if grad.numel() else 0.0
+    if math.isnan(norm) and grad.numel() == 0:
+        norm = 0.0
+    return GradValue(shape=tuple(grad.shape), values=plain_values(grad), norm=norm, before=before, source=source)
