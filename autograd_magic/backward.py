@@ -61,17 +61,18 @@ class BackwardRecorder:
             self._node_site[info.node] = site
 
     # -- one backward call -------------------------------------------------------
-    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True  # noqa: F841
-        kwargs = kwargs or {}
         prepared: _Prepared | None = None
         try:
             site, count = self._rec.count_site(func, 2)
+            key = (site.line, site.code, func.__name__)
+            self._calls[key] = self._calls.get(key, 0) + 1
+            if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
+                return self._run_folded(func, args, kwargs, site)
             roots = _roots(func, args, kwargs)
             root = describe_tensor(roots[0], self._rec.ids) if roots else None
             seq = self._rec.add_backward_op(func, site, root)
-            key = (site.line, site.code, func.__name__)
-            self._calls[key] = self._calls.get(key, 0) + 1
             if count <= MAX_BACKWARD_DETAIL:
                 prepared = self._prepare(roots, site)
         except Exception:
@@ -85,6 +86,17 @@ class BackwardRecorder:
             raise
         finally:
             self._after(func, kwargs, site, seq, root, prepared, error)
+
+    def _run_folded(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> Any:
+        """A backward past the detail cap: only a failure is recorded."""
+        __tracebackhide__ = True  # noqa: F841
+        try:
+            return func(*args, **kwargs)
+        except BaseException as error:
+            roots = _roots(func, args, kwargs)
+            root = describe_tensor(roots[0], self._rec.ids) if roots else None
+            self._after(func, kwargs, site, self._rec.add_backward_op(func, site, root), root, None, error)
+            raise
 
     def _after(self, func: Any, kwargs: dict[str, Any], site: Site, seq: int, root: TensorInfo | None,
                prepared: _Prepared | None, error: BaseException | None) -> None:

@@ -9,26 +9,27 @@ user tensor after the block ends.
 
 from __future__ import annotations
 
+import os
 import sys
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 from . import internal
-from .backward import BackwardRecorder, GradHistory, is_backward
+from .backward import _BACKWARD_FUNCS, BackwardRecorder, GradHistory
 from .events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
 from .namespace import scan_namespace
 from .naming import identifiers
 from .sites import SiteTable
 from .tensors import Identity, describe
 
-DEFAULT_MAX_REPEATS = 64  # ops recorded in detail per call site; later ones are only counted
+DEFAULT_MAX_REPEATS = 8  # calls recorded in detail per call site; later ones are only counted
 _INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
                               "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                               "__imatmul__"})
-_is_compiling = torch.compiler.is_compiling
+_compiler = torch.compiler  # its flag is read directly: calling is_compiling() costs ~0.5 us per op
 
 
 def func_name(func: Callable[..., Any]) -> str:
@@ -79,10 +80,9 @@ class Recorder:
         self._first_line = first_line
         self._ops: list[OpEvent] = []
         self._bindings: list[Binding] = []
-        self._counts: dict[tuple[Any, ...], int] = {}
-        self._total = 0
-        self._folded = 0
-        self._backward = BackwardRecorder(self, history if history is not None else GradHistory())
+        self.counts: dict[tuple[Any, ...], int] = {}  # calls per (code, instruction, func)
+        self._failed_calls = 0
+        self.backward = BackwardRecorder(self, history if history is not None else GradHistory())
         self._mode: _RecordingMode | None = None
         self._previous: dict[str, TensorInfo] = {}
 
@@ -104,35 +104,16 @@ class Recorder:
             self.trace = Trace(source=self._source, first_line=self._first_line)
         finally:
             self.ids.clear()
-            self._backward.close()
+            self.backward.close()
 
-    # -- the hot path -----------------------------------------------------------
-    def call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
-        """Run one intercepted torch call and record it."""
-        __tracebackhide__ = True  # noqa: F841
-        if _is_compiling():
-            return func(*args, **(kwargs or {}))
-        if is_backward(func):
-            return self._backward.run(func, args, kwargs)
+    # -- the hot path (see _RecordingMode.__torch_function__) ------------------------
+    def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
+               error: BaseException | None, caller: FrameType) -> None:
+        """Record one call in detail; called for the first `max_repeats` calls per call site."""
+        if error is not None:
+            self._failed_calls += 1
         try:
-            result = func(*args, **(kwargs or {}))
-        except BaseException as error:
-            self._guarded(func, args, kwargs, None, error)
-            raise
-        self._guarded(func, args, kwargs, result, None)
-        return result
-
-    def _guarded(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any, error: BaseException | None) -> None:
-        self._total += 1
-        try:
-            frame = self.sites.user_frame(3)
-            key = (None, 0, func) if frame is None else (frame.f_code, frame.f_lasti, func)
-            count = self._counts.get(key, 0) + 1
-            self._counts[key] = count
-            if count > self.max_repeats and error is None:
-                self._folded += 1
-                return
-            self._record(func, args, kwargs, result, error, frame)
+            self._record(func, args, kwargs, result, error, self.sites.user_frame_from(caller))
         except Exception:
             internal.report_failure("recording an op")
 
@@ -160,7 +141,7 @@ class Recorder:
         self._bind_targets(target, outputs, event)
         for out in outputs:
             if out.node is not None:
-                self._backward.note_output(out, site)
+                self.backward.note_output(out, site)
 
     def _bind_targets(self, target: str | tuple[str, ...] | None, outputs: tuple[TensorInfo, ...], event: OpEvent) -> None:
         if target is None or not outputs or event.scope != "<cell>" and event.site.line is None:
@@ -198,9 +179,8 @@ class Recorder:
     def count_site(self, func: Any, depth: int) -> tuple[Site, int]:
         frame = self.sites.user_frame(depth + 1)
         key = (None, 0, func) if frame is None else (frame.f_code, frame.f_lasti, func)
-        count = self._counts.get(key, 0) + 1
-        self._counts[key] = count
-        self._total += 1
+        count = self.counts.get(key, 0) + 1
+        self.counts[key] = count
         return self.sites.site(frame), count
 
     def named_tids(self) -> set[int]:
@@ -212,6 +192,9 @@ class Recorder:
                     named.add(known)
         return named
 
+    def total_calls(self) -> int:
+        return sum(self.counts.values()) + self._failed_calls
+
     # -- finishing ---------------------------------------------------------------
     def _scan(self, seq: int) -> dict[str, TensorInfo]:
         found = scan_namespace(self.namespace, self.ids)
@@ -222,16 +205,16 @@ class Recorder:
         final = self._scan(seq=len(self._ops) + 1)
         used = identifiers(self._source)
         return Trace(
-            graphs=self._backward.result_graphs(final, used),
+            graphs=self.backward.result_graphs(final, used),
             source=self._source,
             first_line=self._first_line,
             ops=tuple(self._ops),
-            backwards=self._backward.events(),
+            backwards=self.backward.events(),
             bindings=tuple(self._bindings),
             final=final,
-            gradients=self._backward.gradients(final, self.namespace),
-            folded_ops=self._folded,
-            total_ops=self._total,
+            gradients=self.backward.gradients(final, self.namespace),
+            folded_ops=max(0, self.total_calls() - len(self._ops)),
+            total_ops=self.total_calls(),
             error=self._error_info(exc, tb),
             previous=self._previous,
         )
@@ -276,15 +259,57 @@ def _leave_mode(mode: _RecordingMode) -> None:
 
 
 class _RecordingMode(TorchFunctionMode):
-    """Pass every call through to the recorder; nothing else."""
+    """Call the function, then hand the call to the recorder; nothing else.
+
+    This is the hot path: a call site seen more than `max_repeats` times costs
+    one frame lookup and one dict update, so loops stay cheap.
+    """
 
     def __init__(self, recorder: Recorder) -> None:
         super().__init__()
         self.recorder: Recorder | None = recorder
+        self.counts = recorder.counts  # held here too: one attribute lookup less per call
+        self.max_repeats = recorder.max_repeats
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         __tracebackhide__ = True  # noqa: F841 - tracebacks show the user's frames, not ours
-        recorder = self.recorder
-        if recorder is None:
-            return func(*args, **(kwargs or {}))
-        return recorder.call(func, args, kwargs)
+        rec = self.recorder
+        if kwargs is None:
+            kwargs = {}
+        if rec is None or _compiler._is_compiling_flag:
+            return func(*args, **kwargs)
+        if func in _BACKWARD_FUNCS:
+            return rec.backward.run(func, args, kwargs)
+        caller = sys._getframe(1)
+        if _wrapper_codes.get(caller.f_code) is not False:
+            caller = _caller(caller)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as error:
+            rec.record(func, args, kwargs, None, error, caller)
+            raise
+        key = (caller.f_code, caller.f_lasti, func)
+        seen = self.counts.get(key, 0)
+        self.counts[key] = seen + 1
+        if seen < self.max_repeats:
+            rec.record(func, args, kwargs, result, None, caller)
+        return result
+
+
+_wrapper_codes: dict[CodeType, bool] = {}
+
+
+def _caller(frame: FrameType) -> FrameType:
+    """The frame that made the call, skipping torch's Python dispatch wrappers."""
+    while True:
+        code = frame.f_code
+        wrapper = _wrapper_codes.get(code)
+        if wrapper is None:
+            wrapper = _wrapper_codes[code] = code.co_filename.endswith(_WRAPPER_FILES)
+        if not wrapper or frame.f_back is None:
+            return frame
+        frame = frame.f_back
+
+
+_WRAPPER_FILES = (os.path.join("torch", "overrides.py"), os.path.join("torch", "_tensor.py"),
+                  os.path.join("torch", "_jit_internal.py"), os.path.join("torch", "functional.py"))

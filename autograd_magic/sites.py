@@ -61,6 +61,11 @@ class SiteTable:
             frame = frame.f_back
         return frame
 
+    def user_frame_from(self, frame: FrameType | None) -> FrameType | None:
+        while frame is not None and not self.is_user_code(frame.f_code):
+            frame = frame.f_back
+        return frame
+
     def site(self, frame: FrameType | None) -> Site:
         if frame is None:
             return Site(None)

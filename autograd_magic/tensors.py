@@ -73,7 +73,7 @@ def is_array(obj: object) -> bool:
 
 
 def tensor_memory(t: torch.Tensor) -> tuple[int, int] | None:
-    if t.is_meta or _is_fake(t):
+    if type(t) not in _PLAIN and (t.is_meta or _is_fake(t)):
         return None
     try:
         storage = t.untyped_storage()
@@ -112,11 +112,19 @@ def describe(obj: Any, ids: Identity) -> TensorInfo | None:
 
 def describe_tensor(t: torch.Tensor, ids: Identity) -> TensorInfo:
     grad_fn = t.grad_fn
+    dtype = _dtype_names.get(t.dtype)
+    if dtype is None:
+        dtype = _dtype_names[t.dtype] = str(t.dtype).removeprefix("torch.")
+    device = t.device
+    device_name = _device_names.get(device)
+    if device_name is None:
+        device_name = _device_names[device] = str(device)
     return TensorInfo(
         tid=ids.tid(t),
+        kind="tensor",
         shape=tuple(t.shape),
-        dtype=str(t.dtype).removeprefix("torch."),
-        device=str(t.device),
+        dtype=dtype,
+        device=device_name,
         requires_grad=t.requires_grad,
         is_leaf=t.is_leaf,
         grad_fn=None if grad_fn is None else type(grad_fn).__name__,
@@ -124,6 +132,11 @@ def describe_tensor(t: torch.Tensor, ids: Identity) -> TensorInfo:
         memory=tensor_memory(t),
         version=_version(t),
     )
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_dtype_names: dict[torch.dtype, str] = {}
+_device_names: dict[torch.device, str] = {}
 
 
 def _version(t: torch.Tensor) -> int:
