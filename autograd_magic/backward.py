@@ -10,36 +10,25 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from . import internal
+from .naming import base_name
+from .session import GradHistory
 from .events import BackwardEvent, GradEvent, GradValue, GraphNode, GraphSnapshot, Site, TensorInfo
-from .tensors import describe_tensor, grad_value, plain_values
+from .tensors import Identity, describe_tensor, fingerprint, fingerprint_key, grad_value, plain_values
 
 if TYPE_CHECKING:
     from .capture import Recorder
 
 MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
 MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
+MAX_CUT_GRAPHS = 4  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
 _BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
 _saved_names: dict[type, tuple[str, ...]] = {}
 
 
 def is_backward(func: Callable[..., Any]) -> bool:
     return func in _BACKWARD_FUNCS
-
-
-class GradHistory:
-    """Which call site last wrote each leaf's ``.grad``, across cells (weakly keyed)."""
-
-    def __init__(self) -> None:
-        self._site: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-    def last_site(self, leaf: torch.Tensor) -> tuple[int | None, str] | None:
-        return self._site.get(leaf)
-
-    def wrote(self, leaf: torch.Tensor, site: Site) -> None:
-        self._site[leaf] = (site.line, site.code)
 
 
 class BackwardRecorder:
@@ -53,12 +42,33 @@ class BackwardRecorder:
         self._node_tid: dict[int, int] = {}
         self._node_site: dict[int, Site] = {}
         self._hook_grads: dict[int, torch.Tensor] = {}
+        self._values: dict[tuple[int, tuple[int, ...], int], tuple[int, int]] = {}  # key -> (fingerprint, tid)
+        self._cut_graphs: list[GraphSnapshot] = []
         self._before: dict[int, Any] = {}
 
     def note_output(self, info: TensorInfo, site: Site) -> None:
         if info.node is not None and info.node not in self._node_site:
             self._node_tid[info.node] = info.tid
             self._node_site[info.node] = site
+
+    def remember_values(self, args: tuple[Any, ...], result: Any, ids: Identity) -> None:
+        """Fingerprint small tensors of a recorded op, to spot later writes autograd cannot see."""
+        items = [*args, *(result if isinstance(result, (tuple, list)) else (result,))]
+        for item in items:
+            if isinstance(item, torch.Tensor):
+                key = fingerprint_key(item)
+                if key is not None and key not in self._values:
+                    value = fingerprint(item)
+                    if value is not None:
+                        self._values[key] = (value, ids.tid(item))
+
+    def snapshot_cut(self, tensor: torch.Tensor) -> None:
+        """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""
+        if len(self._cut_graphs) < MAX_CUT_GRAPHS:
+            self._cut_graphs.append(self._snapshot([tensor], _Prepared()))
+
+    def cut_graphs(self) -> tuple[GraphSnapshot, ...]:
+        return tuple(self._cut_graphs)
 
     # -- one backward call -------------------------------------------------------
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -101,6 +111,10 @@ class BackwardRecorder:
     def _after(self, func: Any, kwargs: dict[str, Any], site: Site, seq: int, root: TensorInfo | None,
                prepared: _Prepared | None, error: BaseException | None) -> None:
         try:
+            if prepared is not None and error is None and func is not torch.autograd.grad:
+                for leaf in prepared.leaves:
+                    self._history.wrote(leaf, site)
+                self._before.update(prepared.before)
             if prepared is not None:
                 prepared.remove_hooks()
             if prepared is None and error is None:
@@ -114,29 +128,27 @@ class BackwardRecorder:
                 retain_graph=bool(kwargs.get("retain_graph") or kwargs.get("create_graph")),
                 create_graph=bool(kwargs.get("create_graph")),
                 leaf_grads=() if prepared is None else prepared.leaf_grads,
+                stale_saved=() if prepared is None else tuple(prepared.stale),
                 error=None if error is None else f"{type(error).__name__}: {error}",
             ))
-            if prepared is not None and error is None and func is not torch.autograd.grad:
-                for leaf in prepared.leaves:
-                    self._history.wrote(leaf, site)
         except Exception:
             internal.report_failure("recording backward")
 
     def _prepare(self, roots: list[torch.Tensor], site: Site) -> _Prepared:
         prepared = _Prepared()
         prepared.graph = self._snapshot(roots, prepared)
-        prepared.leaf_grads = tuple(self._leaf_state(leaf, site) for leaf in prepared.leaves)
+        prepared.leaf_grads = tuple(self._leaf_state(leaf, site, prepared) for leaf in prepared.leaves)
         self._hook_named(prepared)
         return prepared
 
-    def _leaf_state(self, leaf: torch.Tensor, site: Site) -> GradEvent:
+    def _leaf_state(self, leaf: torch.Tensor, site: Site, prepared: _Prepared) -> GradEvent:
         grad = leaf.grad
         had = grad is not None and bool(grad.detach().ne(0).any())
         tid = self._rec.ids.tid(leaf)
         before = None
         if had and grad is not None:
             before = plain_values(grad)
-            self._before[tid] = before
+            prepared.before[tid] = before  # kept only if this backward succeeds
         last = self._history.last_site(leaf)
         return GradEvent(tid, had, had and last == (site.line, site.code),
                          None if grad is None else float(grad.detach().double().norm()))
@@ -166,6 +178,7 @@ class BackwardRecorder:
         ids = self._rec.ids
         start = [r.grad_fn for r in roots if r.grad_fn is not None]
         root_tid = ids.tid(roots[0]) if roots else None
+        prepared.named_nodes = self._named_grad_fns()
         queue: deque[Any] = deque(start)
         seen: dict[int, int] = {id(n): ids.node(n) for n in start}
         nodes: list[GraphNode] = []
@@ -195,8 +208,35 @@ class BackwardRecorder:
             prepared.leaves.append(variable)
             tid = self._rec.ids.tid(variable)
             return GraphNode(nid, type(node).__name__, tid, None, tuple(variable.shape))
-        tid = self._node_tid.get(nid)
-        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), _node_shape(node), _saved(node))
+        tid = self._node_tid.get(nid) or prepared.named_nodes.get(id(node))
+        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), _node_shape(node),
+                         self._saved(node, nid, prepared))
+
+    def _saved(self, node: Any, nid: int, prepared: _Prepared) -> tuple[str, ...]:
+        """Describe what a node saved for backward; note saved values changed behind autograd's back."""
+        out = []
+        for attr in _saved_names_of(node):
+            try:
+                value = getattr(node, attr)
+            except RuntimeError as error:  # freed by an earlier backward, or modified in place
+                out.append(f"{attr[7:]}: {'modified in place' if 'inplace' in str(error) else 'freed'}")
+                continue
+            if not isinstance(value, torch.Tensor):
+                continue
+            out.append(f"{attr[7:]}: {tuple(value.shape)}")
+            key = fingerprint_key(value)
+            known = self._values.get(key) if key is not None else None
+            if known is not None and fingerprint(value) != known[0]:
+                prepared.stale.append((nid, attr[7:], known[1]))
+        return tuple(out)
+
+    def _named_grad_fns(self) -> dict[int, int]:
+        """id(grad_fn) -> tid for the namespace's tensors: names nodes made in earlier cells."""
+        found = {}
+        for value in list(self._rec.namespace.values()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                found[id(value.grad_fn)] = self._rec.ids.tid(value)
+        return found
 
     # -- results -----------------------------------------------------------------
     def events(self) -> tuple[BackwardEvent, ...]:
@@ -222,7 +262,7 @@ class BackwardRecorder:
         live = self._rec.ids.live()
         out = []
         for name, info in final.items():
-            if info.grad_fn is None or name.split(".")[0] not in used:
+            if info.grad_fn is None or base_name(name) not in used:
                 continue
             tensor = live.get(info.tid)
             if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
@@ -245,6 +285,9 @@ class _Prepared:
         self.leaf_grads: tuple[GradEvent, ...] = ()
         self.handles: list[Any] = []
         self.node_ids: set[int] = set()
+        self.before: dict[int, Any] = {}
+        self.named_nodes: dict[int, int] = {}
+        self.stale: list[tuple[int, str, int]] = []
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
@@ -272,17 +315,8 @@ def _node_shape(node: Any) -> tuple[int, ...]:
         return ()
 
 
-def _saved(node: Any) -> tuple[str, ...]:
+def _saved_names_of(node: Any) -> tuple[str, ...]:
     names = _saved_names.get(type(node))
     if names is None:
         names = _saved_names[type(node)] = tuple(a for a in dir(node) if a.startswith("_saved_"))
-    out = []
-    for attr in names:
-        try:
-            value = getattr(node, attr)
-        except RuntimeError:  # freed by an earlier backward
-            out.append(f"{attr[7:]}: freed")
-            continue
-        if isinstance(value, torch.Tensor):
-            out.append(f"{attr[7:]}: {tuple(value.shape)}")
-    return tuple(out)
+    return names

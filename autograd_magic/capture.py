@@ -18,9 +18,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import internal
-from .backward import _BACKWARD_FUNCS, BackwardRecorder, GradHistory
+from .backward import _BACKWARD_FUNCS, BackwardRecorder
 from .events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
 from .namespace import scan_namespace
+from .session import Session, remembered
 from .naming import identifiers
 from .sites import SiteTable
 from .tensors import Identity, describe
@@ -29,6 +30,7 @@ DEFAULT_MAX_REPEATS = 8  # calls recorded in detail per call site; later ones ar
 _INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
                               "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                               "__imatmul__"})
+_CUTS = frozenset({"detach", "numpy", "item", "tolist", "data.__get__"})
 _compiler = torch.compiler  # its flag is read directly: calling is_compiling() costs ~0.5 us per op
 
 
@@ -69,7 +71,8 @@ class Recorder:
         namespace: dict[str, Any] | None = None,
         first_line: int = 2,
         max_repeats: int = DEFAULT_MAX_REPEATS,
-        history: GradHistory | None = None,
+        session: Session | None = None,
+        cell: int | None = None,
     ) -> None:
         self.sites = SiteTable(source, filename, first_line)
         self.ids = Identity()
@@ -82,13 +85,17 @@ class Recorder:
         self._bindings: list[Binding] = []
         self.counts: dict[tuple[Any, ...], int] = {}  # calls per (code, instruction, func)
         self._failed_calls = 0
-        self.backward = BackwardRecorder(self, history if history is not None else GradHistory())
+        self.session = session if session is not None else Session()
+        self.cell = cell
+        self.backward = BackwardRecorder(self, self.session.grads)
+        self._provenance: dict[int, tuple[OpEvent, ...]] = {}
         self._mode: _RecordingMode | None = None
         self._previous: dict[str, TensorInfo] = {}
 
     # -- entering and leaving -------------------------------------------------
     def __enter__(self) -> Recorder:
         self._previous = self._scan(seq=0)
+        self._provenance = self._earlier_chains()
         self._mode = _RecordingMode(self)
         self._mode.__enter__()
         return self
@@ -139,6 +146,10 @@ class Recorder:
         )
         self._ops.append(event)
         self._bind_targets(target, outputs, event)
+        if error is None and outputs and outputs[0].requires_grad:
+            self.backward.remember_values(args, result, self.ids)
+        if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
+            self.backward.snapshot_cut(args[0])
         for out in outputs:
             if out.node is not None:
                 self.backward.note_output(out, site)
@@ -203,9 +214,10 @@ class Recorder:
 
     def _finish(self, exc: BaseException | None, tb: Any) -> Trace:
         final = self._scan(seq=len(self._ops) + 1)
+        self._remember_origins(final)
         used = identifiers(self._source)
         return Trace(
-            graphs=self.backward.result_graphs(final, used),
+            graphs=self.backward.result_graphs(final, used) + self.backward.cut_graphs(),
             source=self._source,
             first_line=self._first_line,
             ops=tuple(self._ops),
@@ -217,7 +229,22 @@ class Recorder:
             total_ops=self.total_calls(),
             error=self._error_info(exc, tb),
             previous=self._previous,
+            provenance=self._provenance,
         )
+
+    def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:
+        found = {}
+        for _, tensor in remembered(self.namespace):
+            tid = self.ids.tid(tensor)
+            chain = self.session.origins.chain_for(tensor, tid)
+            if chain:
+                found[tid] = chain
+        return found
+
+    def _remember_origins(self, final: dict[str, TensorInfo]) -> None:
+        live = self.ids.live()
+        tensors = {i.tid: live[i.tid] for i in final.values() if isinstance(live.get(i.tid), torch.Tensor)}
+        self.session.origins.remember(tensors, tuple(self._ops), self.cell)
 
     def _error_info(self, exc: BaseException | None, tb: Any) -> ErrorInfo | None:
         if exc is None:

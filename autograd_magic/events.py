@@ -38,6 +38,7 @@ class Site:
     line: int | None
     code: str = ""  # the whole source line
     expr: str = ""  # the exact sub-expression, when Python can tell
+    cell: int | None = None  # execution count of an earlier cell; None for the cell being reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ class BackwardEvent:
     leaf_grads: tuple[GradEvent, ...] = ()
     error: str | None = None
     calls: int = 1  # calls at this site folded into this event
-    stale_saved: tuple[tuple[int, str], ...] = ()  # (node id, saved name) changed behind autograd
+    stale_saved: tuple[tuple[int, str, int], ...] = ()  # (node id, saved name, tid) changed behind autograd
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +155,4 @@ class Trace:
     graphs: tuple[GraphSnapshot, ...] = ()  # named results with a grad_fn that no backward covered
     error: ErrorInfo | None = None
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell
+    provenance: dict[int, tuple[OpEvent, ...]] = field(default_factory=dict)  # tid -> chain made in earlier cells

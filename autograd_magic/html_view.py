@@ -2,7 +2,8 @@
 
 Every user string goes through `html.escape`; SVG comes from Graphviz, which
 escapes label text itself. Colours use JupyterLab's CSS variables with
-fallbacks, so the view reads in light and dark themes and outside Jupyter.
+fallbacks, so the view reads in light and dark themes and outside Jupyter;
+the graph sits on a light card because Graphviz draws black lines and text.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .graph_view import render_svg
+from .graph_view import LegendItem, legend_for, render_dot, render_graph
 from .report import Graph, Report
 from .text_view import format_values, graph_title, summary_line
 
@@ -27,9 +28,14 @@ STYLE = """
 .agm .sev-error{color:var(--jp-error-color1,#b00020);font-weight:bold}
 .agm .sev-warning{color:var(--jp-warn-color1,#a15c00);font-weight:bold}
 .agm .sev-note{color:var(--jp-info-color1,#00609b)}
-.agm .graph{overflow:auto;max-height:640px;border:1px solid var(--jp-border-color2,#ddd);padding:4px;resize:vertical}
+.agm .graph{overflow:auto;max-height:640px;border:1px solid var(--jp-border-color2,#ddd);padding:4px;resize:vertical;
+ background:#fcfcfc;color-scheme:light}
 .agm .graph svg{max-width:none;height:auto}
 .agm .hint{color:var(--jp-ui-font-color2,#666);font-style:italic}
+.agm .raised{color:var(--jp-error-color1,#b00020)}
+.agm .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:4px 0;padding:0;list-style:none;font-size:12px}
+.agm .legend li{display:flex;align-items:center;gap:5px}
+.agm .sw{display:inline-block;width:18px;height:11px;border-radius:3px;box-sizing:border-box}
 .agm details>summary{cursor:pointer}
 </style>
 """
@@ -38,17 +44,29 @@ STYLE = """
 def render_html(report: Report) -> str:
     parts = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
     parts += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]
+    parts.append(error_html(report))
     parts.append(diagnostics_html(report))
     parts.append(graphs_html(report))
     parts.append(variables_html(report))
     parts.append(gradients_html(report))
+    parts.append(torchviz_html(report))
     parts.append("</div>")
     return "\n".join(p for p in parts if p)
 
 
 def render_page(report: Report) -> str:
     """A standalone HTML document (``report.save('x.html')``)."""
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>autograd report</title></head><body>{render_html(report)}</body></html>'
+    return ('<!doctype html><html><head><meta charset="utf-8"><title>autograd report</title></head>'
+            f"<body>{render_html(report)}</body></html>")
+
+
+def error_html(report: Report) -> str:
+    if report.error is None:
+        return ""
+    e = report.error
+    first = e.message.splitlines()[0] if e.message else ""
+    return (f'<div class="raised">The cell raised <b>{_e(e.type)}</b> at line {_e(_line(e.line))}: '
+            f"<code>{_e(first)}</code></div>")
 
 
 def diagnostics_html(report: Report) -> str:
@@ -63,16 +81,36 @@ def diagnostics_html(report: Report) -> str:
 
 
 def graphs_html(report: Report) -> str:
-    return "".join(graph_html(g, i, report) for i, g in enumerate(report.graphs, 1))
+    if not report.graphs:
+        return ""
+    drawn = "".join(graph_html(g, i, report) for i, g in enumerate(report.graphs, 1))
+    return drawn + legend_html(legend_for(report.graphs, report))
 
 
 def graph_html(graph: Graph, index: int, report: Report) -> str:
-    drawn = render_svg(graph, report.diagnostics)
-    title = f"<h4>{_e(graph_title(graph, index))}</h4>"
+    drawn = render_graph(graph, report)
+    title = _e(graph_title(graph, index))
     if drawn.svg is not None:
-        return f'{title}<div class="graph" role="img" aria-label="{_e(graph_title(graph, index))}">{drawn.svg}</div>'
-    return (f'{title}<div class="hint">{_e(drawn.hint or "")}</div>'
+        return f'<h4>{title}</h4><div class="graph" role="img" aria-label="{title}">{drawn.svg}</div>'
+    return (f'<h4>{title}</h4><div class="hint">{_e(drawn.hint or "")}</div>'
             f"<details><summary>DOT source</summary><pre>{_e(drawn.dot)}</pre></details>")
+
+
+def legend_html(items: list[LegendItem]) -> str:
+    entries = "".join(
+        f'<li><span class="sw" style="background:{item.fill or "transparent"};border:{item.border}"></span>'
+        f"{_e(item.text)}</li>" for item in items)
+    return f'<ul class="legend" aria-label="graph legend">{entries}</ul>'
+
+
+def torchviz_html(report: Report) -> str:
+    """torchviz's own drawing, when the capture made one (``--torchviz``)."""
+    if not report.torchviz_dot:
+        return ""
+    drawn = render_dot(report.torchviz_dot)
+    body = (f'<div class="graph">{drawn.svg}</div>' if drawn.svg is not None else
+            f'<div class="hint">{_e(drawn.hint or "")}</div><pre>{_e(drawn.dot)}</pre>')
+    return f"<details><summary>torchviz's drawing (make_dot)</summary>{body}</details>"
 
 
 def variables_html(report: Report) -> str:
@@ -99,7 +137,8 @@ def gradients_html(report: Report) -> str:
         kind = "intermediate" if g.source == "hook" else "leaf .grad"
         rows.append(f"<tr><td>{_e(g.name)}</td><td>{_e(_shape(g.shape))}</td><td><code>{_e(values)}</code></td>"
                     f"<td>{g.norm:.4g}</td><td>{kind}</td></tr>")
-    return ("<h4>Gradients</h4><table><tr><th>name</th><th>shape</th><th>values</th><th>norm</th><th>from</th></tr>"
+    values_head = "values (before → after)" if any(g.before is not None for g in report.gradients.values()) else "values"
+    return (f"<h4>Gradients</h4><table><tr><th>name</th><th>shape</th><th>{values_head}</th><th>norm</th><th>from</th></tr>"
             + "".join(rows) + "</table>")
 
 

@@ -15,8 +15,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Enum, Int
 
 from . import internal
-from .backward import GradHistory
 from .capture import DEFAULT_MAX_REPEATS, Recorder
+from .session import Session
 from .cellrun import compile_cell, run_compiled
 from .summarize import DEFAULT_MAX_NODES, build_report
 from .views import show_report
@@ -35,7 +35,7 @@ class AutogradMagic(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.history = GradHistory()  # which backward last wrote each leaf's .grad, across cells
+        self.session = Session()  # what is remembered across cells (weakly: no tensor kept alive)
 
     @no_var_expand
     @magic_arguments()
@@ -83,7 +83,8 @@ class AutogradMagic(Magics):
             namespace=self.shell.user_ns,
             first_line=2 if cell is not None else 1,
             max_repeats=self.max_repeats,
-            history=self.history,
+            session=self.session,
+            cell=self.shell.execution_count,
         )
         try:
             with recorder:

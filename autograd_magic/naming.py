@@ -64,19 +64,29 @@ def name_tensors(trace: Trace) -> Names:
         if line is None and name in assigned:
             names.line_of[name] = assigned[name]
     for tid, listed in names.by_tid.items():  # plain names before versioned and qualified ones
-        listed.sort(key=lambda n: ("@" in n, n in names.qualified))
+        listed.sort(key=lambda n: (" (" in n, n in names.qualified))
     return names
 
 
 def _older(name: str, binding: Binding, versions: list[Binding]) -> str:
+    """How an earlier version of a rebound name reads: `b (line 3)`, `b (before this cell)`."""
     if binding.line is not None:
-        return f"{name}@{binding.line}"
-    return f"{name}@before" if binding.seq == 0 else f"{name}@{versions.index(binding)}"
+        return f"{name} (line {binding.line})"
+    return f"{name} (before this cell)" if binding.seq == 0 else f"{name} (version {versions.index(binding) + 1})"
+
+
+def base_name(display: str) -> str:
+    """`b` for `b (line 3)`; `model` for `model.0.weight`."""
+    return display.split(" (")[0].split(".")[0]
 
 
 def identifiers(source: str) -> set[str]:
-    """Every identifier-looking word in the source: the names a cell uses."""
-    return set(_IDENT.findall(source))
+    """The variable names a cell's code uses (comments and strings do not count)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set(_IDENT.findall(source))  # IPython syntax (%magic, !cmd): fall back to words
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
 
 
 def assignment_lines(source: str, first_line: int = 2) -> dict[str, int]:

@@ -19,13 +19,14 @@ def store_targets(code: CodeType) -> dict[int, str | tuple[str, ...]]:
     """Map each instruction offset to the name(s) its result is stored in next."""
     insts = [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
     targets: dict[int, str | tuple[str, ...]] = {}
-    for here, nxt, *rest in zip(insts, insts[1:], *(insts[k:] for k in range(2, 6))):
+    for index, here in enumerate(insts[:-1]):
+        nxt = insts[index + 1]
         if nxt.opname in _STORES:
             targets[here.offset] = str(nxt.argval)
         elif nxt.opname == "UNPACK_SEQUENCE" and isinstance(nxt.arg, int):
-            names = [r.argval for r in rest[: nxt.arg] if r.opname in _STORES]
-            if len(names) == nxt.arg:
-                targets[here.offset] = tuple(str(n) for n in names)
+            stores = insts[index + 2 : index + 2 + nxt.arg]
+            if len(stores) == nxt.arg and all(s.opname in _STORES for s in stores):
+                targets[here.offset] = tuple(str(s.argval) for s in stores)
     return targets
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .analysis import analyze
 from .events import GraphSnapshot, Trace
 from .graphmodel import build_graph, cuts_of
-from .naming import Names, identifiers, name_tensors
+from .naming import Names, base_name, identifiers, name_tensors
 from .report import ErrorRow, Graph, GradRow, OpRow, Report, TensorRow
 
 DEFAULT_MAX_NODES = 150
@@ -15,7 +15,7 @@ MAX_EXTRA_GRAPHS = 6  # graphs of named results that were never backwarded
 
 def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bool = True) -> Report:
     names = name_tensors(trace)
-    used = identifiers(trace.source)
+    used = identifiers(trace.source) | _backwarded_names(trace, names)
     report = Report(source=trace.source, first_line=trace.first_line)
     report.tensors = _tensor_rows(trace, names, used)
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
@@ -34,7 +34,16 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
 
 def _shown(name: str, used: set[str]) -> bool:
     """Show a name the cell used: 'x', or 'model.0.weight' when the cell mentions model."""
-    return name.split(".")[0].split("@")[0] in used
+    return base_name(name) in used
+
+
+def _backwarded_names(trace: Trace, names: Names) -> set[str]:
+    """Names of the leaves this cell's backward calls wrote gradients into."""
+    found = set()
+    for event in trace.backwards:
+        for grad in event.leaf_grads:
+            found.update(base_name(n) for n in names.all(grad.tid))
+    return found
 
 
 def _tensor_rows(trace: Trace, names: Names, used: set[str]) -> dict[str, TensorRow]:

@@ -164,3 +164,24 @@ def grad_value(grad: torch.Tensor, before: Any = None, source: str = "leaf") -> 
     if math.isnan(norm) and grad.numel() == 0:
         norm = 0.0
     return GradValue(shape=tuple(grad.shape), values=plain_values(grad), norm=norm, before=before, source=source)
+
+
+FINGERPRINT_LIMIT = 4096  # elements: values of larger tensors are not compared
+
+
+def fingerprint_key(t: torch.Tensor) -> tuple[int, tuple[int, ...], int] | None:
+    """(data pointer, shape, version): identifies one state of a tensor's values."""
+    if type(t) not in _PLAIN or t.device.type != "cpu" or t.numel() > FINGERPRINT_LIMIT or t.is_sparse:
+        return None
+    try:
+        return (t.data_ptr(), tuple(t.shape), int(t._version))
+    except RuntimeError:
+        return None
+
+
+def fingerprint(t: torch.Tensor) -> int | None:
+    """A hash of a small CPU tensor's bytes, to notice writes autograd cannot see."""
+    try:
+        return hash(t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    except (RuntimeError, TypeError, ValueError):
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import internal
 from .report import Report
 from .text_view import render_text
 
@@ -17,6 +18,11 @@ def mimebundle(report: Report) -> dict[str, str]:
 
 
 def show_report(report: Report, *, view: str = "auto", shell: Any = None, torchviz: bool = False) -> None:
+    """Display the report: the widget in a kernel, else its HTML/text bundle.
+
+    ``torchviz`` needs nothing here: the views draw `Report.torchviz_dot`
+    whenever the capture filled it.
+    """
     from IPython.display import display
 
     if view == "text":
@@ -41,7 +47,12 @@ def _make_widget(report: Report) -> Any:
     except ImportError:
         report.hints.append("install ipywidgets and anywidget for the interactive view")
         return None
-    return AutogradView(report)
+    try:
+        return AutogradView(report)
+    except Exception:  # the static view below still shows everything
+        internal.report_failure("building the widget")
+        report.hints.append("the interactive view failed to build; showing the static view")
+        return None
 
 
 def save_report(report: Report, path: Path) -> Path:
@@ -51,13 +62,16 @@ def save_report(report: Report, path: Path) -> Path:
     elif suffix in (".html", ".htm"):
         from .html_view import render_page
 
-        path.write_text(render_page(report))
+        path.write_text(render_page(report), encoding="utf-8")
     elif suffix == ".svg":
-        from .graph_view import render_svg
+        from .graph_view import render_graph
 
         if not report.graphs:
             raise ValueError("this report has no graph to save as SVG")
-        path.write_text(render_svg(report.graphs[0], report.diagnostics).svg or "")
+        drawn = render_graph(report.graphs[0], report)
+        if drawn.svg is None:
+            raise ValueError(drawn.hint or "the graph could not be rendered")
+        path.write_text(drawn.svg, encoding="utf-8")
     else:
         raise ValueError(f"cannot save a report as {suffix or 'a file without suffix'}: use .json, .html or .svg")
     return path

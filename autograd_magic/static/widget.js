@@ -1,0 +1,426 @@
+// autograd_magic's interactive view (an anywidget ESM module).
+//
+// Security: user strings (names, code, messages) reach the DOM only through
+// text nodes and setAttribute, never innerHTML. The one markup we insert is
+// Graphviz's SVG, which escapes label text itself; it is parsed in an inert
+// document and stripped of scripts, event handlers and external links.
+
+const TAB_TITLES = {
+  graph: "Graph", variables: "Variables", gradients: "Gradients",
+  diagnostics: "Diagnostics", timeline: "Timeline", torchviz: "torchviz",
+};
+const ZOOMS = [0.25, 0.4, 0.55, 0.7, 0.85, 1, 1.25, 1.5, 2, 3];
+const MAX_VALUES = 12;
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function parseSvg(text) {
+  const doc = new DOMParser().parseFromString(text, "text/html"); // inert: nothing in it runs
+  const svg = doc.querySelector("svg");
+  if (!svg) return null;
+  svg.querySelectorAll("script, foreignObject, iframe, object, embed").forEach((el) => el.remove());
+  for (const el of [svg, ...svg.querySelectorAll("*")]) {
+    for (const attr of [...el.attributes]) {
+      const name = attr.name.toLowerCase();
+      const link = name === "href" || name.endsWith(":href");
+      if (name.startsWith("on") || (link && !attr.value.startsWith("#"))) el.removeAttribute(attr.name);
+    }
+  }
+  return document.importNode(svg, true);
+}
+
+const shapeText = (shape) => (shape && shape.length ? `(${shape.join(", ")})` : "scalar");
+const lineText = (line) => (line === null || line === undefined ? "—" : String(line));
+const nodeNames = (node) => (node.name ? node.name.split(", ") : []);
+
+function flat(values, out = []) {
+  if (Array.isArray(values)) values.forEach((v) => flat(v, out));
+  else out.push(values);
+  return out;
+}
+
+function valuesText(values, shape) {
+  if (values === null || values === undefined) return `<${shapeText(shape)} values not listed>`;
+  const all = flat(values);
+  const shown = all.slice(0, MAX_VALUES).map((v) => (typeof v === "number" ? Number(v.toPrecision(4)) : v));
+  const more = all.length > MAX_VALUES ? ", …" : "";
+  return shape && shape.length ? `[${shown.join(", ")}${more}]` : shown.join(", ");
+}
+
+function table(headers, rows) {
+  return h("table", {},
+    h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
+}
+
+function sourceView(report, line) {
+  const lines = (report.source || "").replace(/\n$/, "").split("\n");
+  return h("pre", { class: "agm-source", "aria-label": "cell source" }, lines.map((text, i) => {
+    const number = report.first_line + i;
+    const here = number === line;
+    return h("div", { class: here ? "agm-line agm-here" : "agm-line", "aria-current": here ? "true" : null },
+      h("span", { class: "agm-lno" }, here ? `▶${number}` : String(number)), text);
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+function render({ model, el }) {
+  const report = model.get("report");
+  const graphs = report.graphs || [];
+  const drawings = report.drawings || [];
+  const ops = report.ops || [];
+  const lastStep = ops.length ? ops[ops.length - 1].seq : 0;
+  const tabs = ["graph", "variables", "gradients", "diagnostics", "timeline"];
+  if (report.torchviz) tabs.push("torchviz");
+  let timer = null;
+  let zoom = 1;
+  let zoomed = false; // until the user zooms, each drawing is fitted to the width
+
+  const root = h("div", { class: "agm-w" });
+  const tablist = h("div", { class: "agm-tabs", role: "tablist", "aria-label": "autograd report panels" });
+  const panels = {};
+  const tabButtons = {};
+  for (const name of tabs) {
+    tabButtons[name] = h("button", {
+      class: "agm-tab", role: "tab", id: `agm-tab-${name}`, type: "button",
+      onclick: () => setTrait("tab", name), onkeydown: (e) => tabKey(e, name),
+    }, TAB_TITLES[name]);
+    tablist.append(tabButtons[name]);
+    panels[name] = h("div", { class: "agm-panel", role: "tabpanel", "aria-label": TAB_TITLES[name] });
+  }
+  root.append(h("div", { class: "agm-summary" }, report.summary || ""));
+  for (const hint of report.hints || []) root.append(h("div", { class: "agm-hint" }, hint));
+  if (report.error) {
+    const e = report.error;
+    root.append(h("div", { class: "agm-raised" }, `✖ The cell raised ${e.type} at line ${lineText(e.line)}: `,
+      h("code", {}, (e.message || "").split("\n")[0])));
+  }
+  root.append(tablist, ...Object.values(panels));
+  el.append(root);
+
+  // the graph stage moves into whichever of Graph / Diagnostics / Timeline is on show
+  const picker = graphs.length > 1 ? h("select", { "aria-label": "graph", onchange: (e) => setTrait("graph", Number(e.target.value)) },
+    drawings.map((d, i) => h("option", { value: i }, d.title))) : null;
+  const zoomLabel = h("span", { class: "agm-zoom", "aria-live": "polite" }, "");
+  const toolbar = h("div", { class: "agm-toolbar" }, picker,
+    h("button", { type: "button", "aria-label": "zoom out", title: "zoom out (or Ctrl + wheel)", onclick: () => zoomBy(-1) }, "−"),
+    h("button", { type: "button", "aria-label": "zoom in", title: "zoom in (or Ctrl + wheel)", onclick: () => zoomBy(1) }, "+"),
+    h("button", { type: "button", onclick: () => setZoom(fitZoom(), true) }, "fit"),
+    h("button", { type: "button", onclick: () => setZoom(1, true) }, "100%"), zoomLabel);
+  const title = h("div", { class: "agm-graph-title" });
+  const scroller = h("div", { class: "agm-scroll", tabindex: "0", "aria-label": "graph drawing (scroll; Ctrl + wheel zooms)" });
+  const details = h("aside", { class: "agm-details", "aria-live": "polite" });
+  const legend = h("ul", { class: "agm-legend", "aria-label": "legend" }, (report.legend || []).map((item) =>
+    h("li", {}, h("span", { class: "agm-sw", style: `background:${item.fill || "transparent"};border:${item.border}` }), item.text)));
+  const stage = h("div", { class: "agm-stage" }, toolbar, title, h("div", { class: "agm-split" }, scroller, details), legend);
+  scroller.addEventListener("wheel", (e) => {
+    if (!e.ctrlKey) return;
+    e.preventDefault();
+    zoomBy(e.deltaY < 0 ? 1 : -1);
+  }, { passive: false });
+
+  function setTrait(name, value) {
+    model.set(name, value);
+    model.save_changes();
+  }
+
+  function tabKey(event, name) {
+    const i = tabs.indexOf(name);
+    const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[event.key];
+    if (next === undefined) return;
+    event.preventDefault();
+    const target = tabs[(next + tabs.length) % tabs.length];
+    setTrait("tab", target);
+    tabButtons[target].focus();
+  }
+
+  // -- the drawing ------------------------------------------------------------------------------
+  let svg = null;
+  let base = null; // natural size in px
+
+  function drawGraph() {
+    const index = model.get("graph");
+    const drawing = drawings[index];
+    scroller.replaceChildren();
+    svg = null;
+    if (!drawing) {
+      title.textContent = "";
+      scroller.append(h("p", { class: "agm-hint" }, "No autograd graph in this cell (nothing that requires grad was computed, or --no-graph)."));
+      return;
+    }
+    title.textContent = drawing.title;
+    if (!drawing.svg) {
+      scroller.append(h("p", { class: "agm-hint" }, drawing.hint || "graph not rendered"),
+        h("details", {}, h("summary", {}, "DOT source"), h("pre", {}, drawing.dot || "")));
+      return;
+    }
+    svg = parseSvg(drawing.svg);
+    if (!svg) return;
+    const box = svg.viewBox && svg.viewBox.baseVal;
+    base = box && box.width ? { w: box.width * 4 / 3, h: box.height * 4 / 3 } : { w: 600, h: 400 }; // pt -> px
+    svg.setAttribute("role", "group");
+    svg.setAttribute("aria-label", drawing.title);
+    for (const g of svg.querySelectorAll("g.node")) {
+      const id = /^n(\d+)$/.exec(g.id);
+      if (!id) continue;
+      const tip = g.querySelector("title");
+      g.setAttribute("tabindex", "0");
+      g.setAttribute("role", "button");
+      g.setAttribute("aria-label", tip ? tip.textContent.replace(/\n/g, "; ") : g.id);
+      g.addEventListener("click", () => selectNode(Number(id[1])));
+      g.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectNode(Number(id[1])); }
+      });
+    }
+    scroller.append(svg);
+    setZoom(zoomed ? zoom : fitZoom());
+    paint();
+  }
+
+  function fitZoom() {
+    if (!base) return 1;
+    const width = scroller.clientWidth || 700;
+    return Math.max(ZOOMS[0], Math.min(1, (width - 12) / base.w));
+  }
+
+  function setZoom(value, manual = false) {
+    zoom = value;
+    zoomed = zoomed || manual;
+    zoomLabel.textContent = `${Math.round(value * 100)}%`;
+    if (!svg || !base) return;
+    svg.setAttribute("width", `${base.w * value}px`);
+    svg.setAttribute("height", `${base.h * value}px`);
+  }
+
+  function zoomBy(direction) {
+    const current = zoom || 1;
+    const next = direction > 0 ? ZOOMS.find((z) => z > current + 1e-6) : [...ZOOMS].reverse().find((z) => z < current - 1e-6);
+    setZoom(next || current, true);
+  }
+
+  const currentGraph = () => graphs[model.get("graph")] || { nodes: [], edges: [] };
+  const findNode = (id) => currentGraph().nodes.find((n) => n.id === id);
+
+  function flaggedNames() {
+    const d = (report.diagnostics || [])[model.get("diagnostic")];
+    return d ? new Set(d.names) : new Set();
+  }
+
+  // classes on the SVG: selected node, the selected diagnostic's nodes, and timeline dimming
+  function paint() {
+    if (!svg) return;
+    const selected = model.get("selected");
+    const flagged = flaggedNames();
+    const step = model.get("tab") === "timeline" ? model.get("step") : Infinity;
+    const later = new Set(currentGraph().nodes.filter((n) => n.step > step).map((n) => n.id));
+    for (const g of svg.querySelectorAll("g.node, g.edge")) {
+      const node = /^n(\d+)$/.exec(g.id);
+      const saved = /^s(\d+)_\d+$/.exec(g.id);
+      const edge = /^e(\d+)_(\d+)$/.exec(g.id) || /^es(\d+)_\d+$/.exec(g.id);
+      const id = node ? Number(node[1]) : saved ? Number(saved[1]) : null;
+      const info = node ? findNode(id) : null;
+      g.classList.toggle("agm-selected", node !== null && id === selected);
+      g.classList.toggle("agm-flag", !!info && nodeNames(info).some((n) => flagged.has(n)));
+      const dim = (id !== null && later.has(id)) || (!!edge && edge.slice(1).some((x) => later.has(Number(x))));
+      g.classList.toggle("agm-dim", dim);
+    }
+  }
+
+  function selectNode(id) {
+    setTrait("selected", id);
+  }
+
+  function showDetails() {
+    const node = findNode(model.get("selected"));
+    details.replaceChildren();
+    if (!node) {
+      details.append(h("p", { class: "agm-hint" }, "Click a node (or focus it and press Enter) for its details."));
+      return;
+    }
+    const first = nodeNames(node)[0];
+    const tensor = first ? (report.tensors || {})[first] : null;
+    const grad = first ? (report.gradient_details || {})[first] : null;
+    const graph = currentGraph();
+    const link = (id) => {
+      const other = findNode(id);
+      return h("button", { type: "button", class: "agm-link", onclick: () => selectNode(id) },
+        other ? `${other.name ? other.name + " " : ""}${other.label}` : `#${id}`);
+    };
+    const rows = [
+      ["name", node.name || "(unnamed)"], ["grad_fn", node.label + (node.repeat > 1 ? ` ×${node.repeat}` : "")],
+      ["kind", node.kind], ["shape", shapeText(node.shape)],
+      ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
+      ["line", lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
+      ["expression", node.expr ? h("code", {}, node.expr) : "—"],
+      ["gradient", grad ? `${valuesText(grad.values, grad.shape)} (norm ${Number(grad.norm).toPrecision(4)})`
+        : node.grad_norm !== null && node.grad_norm !== undefined ? `norm ${Number(node.grad_norm).toPrecision(4)}` : "—"],
+      ["saved", node.saved && node.saved.length ? node.saved.join(", ") : "—"],
+      ["inputs", graph.edges.filter((e) => e[1] === node.id && e[0] !== node.id).map((e) => link(e[0]))],
+      ["used by", graph.edges.filter((e) => e[0] === node.id && e[1] !== node.id).map((e) => link(e[1]))],
+    ];
+    if (grad && grad.before !== null && grad.before !== undefined) rows.splice(9, 0, ["grad before", valuesText(grad.before, grad.shape)]);
+    details.append(h("h5", {}, "Selected node"), h("dl", {}, rows.flatMap(([k, v]) =>
+      [h("dt", {}, k), h("dd", {}, Array.isArray(v) ? (v.length ? v : "—") : v)])));
+  }
+
+  // -- the panels ----------------------------------------------------------------------------------
+  function fillVariables() {
+    const rows = Object.entries(report.tensors || {}).map(([name, t]) => [name, shapeText(t.shape),
+      t.dtype + (t.kind === "ndarray" ? " (numpy)" : ""), t.device, String(t.requires_grad), String(t.is_leaf),
+      t.grad_fn || "—", lineText(t.line)]);
+    panels.variables.replaceChildren(rows.length ? table(["name", "shape", "dtype", "device", "requires_grad",
+      "is_leaf", "grad_fn", "line"], rows) : h("p", { class: "agm-hint" }, "No tensors."));
+  }
+
+  function fillGradients() {
+    const rows = Object.values(report.gradient_details || {}).map((g) => [g.name, shapeText(g.shape),
+      g.before !== null && g.before !== undefined ? `${valuesText(g.before, g.shape)} → ${valuesText(g.values, g.shape)}`
+        : valuesText(g.values, g.shape), Number(g.norm).toPrecision(4), g.source === "hook" ? "intermediate" : "leaf .grad"]);
+    panels.gradients.replaceChildren(rows.length ? table(["name", "shape", "values (before → after)", "norm", "from"], rows)
+      : h("p", { class: "agm-hint" }, "No gradients: the cell ran no backward()."));
+  }
+
+  const diagList = h("ol", { class: "agm-diags", "aria-label": "diagnostics" });
+  const diagArea = h("div", { class: "agm-diag-detail" });
+  panels.diagnostics.append(diagList, diagArea);
+  function fillDiagnostics() {
+    const list = report.diagnostics || [];
+    if (!list.length) {
+      diagArea.replaceChildren(h("p", { class: "agm-hint" }, "No diagnostics: nothing suspicious found."));
+      return;
+    }
+    const chosen = model.get("diagnostic");
+    const items = list.map((d, i) => h("li", {}, h("button", {
+      type: "button", class: `agm-diag sev-${d.severity}`, "aria-pressed": String(i === chosen),
+      onclick: () => chooseDiagnostic(i === chosen ? null : i),
+    }, h("span", { class: "agm-sev" }, d.severity.toUpperCase()), ` line ${lineText(d.line)} · ${d.kind}`)));
+    const d = list[chosen];
+    diagArea.replaceChildren();
+    if (d) {
+      diagArea.append(h("pre", { class: "agm-message" }, d.message), sourceView(report, d.line),
+        h("p", { class: "agm-hint" }, d.names.length ? `Highlighted in the graph: ${d.names.join(", ")}` : ""));
+    }
+    diagList.replaceChildren(...items);
+  }
+
+  function chooseDiagnostic(index) {
+    const d = (report.diagnostics || [])[index];
+    if (d) { // show a graph that contains its names
+      const hit = graphs.findIndex((g) => g.nodes.some((n) => nodeNames(n).some((x) => d.names.includes(x))));
+      if (hit >= 0 && hit !== model.get("graph")) model.set("graph", hit);
+    }
+    setTrait("diagnostic", index);
+  }
+
+  const slider = h("input", { type: "range", min: 0, max: lastStep, step: 1, "aria-label": "timeline step",
+    oninput: (e) => setTrait("step", Number(e.target.value)) });
+  const playButton = h("button", { type: "button", onclick: () => togglePlay() }, "");
+  const stepLabel = h("span", { class: "agm-steplabel", "aria-live": "polite" });
+  const opArea = h("div", { class: "agm-op" });
+  const controls = h("div", { class: "agm-toolbar" },
+    h("button", { type: "button", "aria-label": "first step", onclick: () => goStep(0) }, "⏮"),
+    h("button", { type: "button", "aria-label": "previous step", onclick: () => goStep(model.get("step") - 1) }, "◀"),
+    playButton,
+    h("button", { type: "button", "aria-label": "next step", onclick: () => goStep(model.get("step") + 1) }, "▶"),
+    h("button", { type: "button", "aria-label": "last step", onclick: () => goStep(lastStep) }, "⏭"),
+    slider, stepLabel);
+
+  function goStep(step) {
+    setTrait("step", Math.max(0, Math.min(lastStep, step)));
+  }
+
+  function togglePlay() {
+    if (timer !== null) return stopPlay();
+    if (model.get("step") >= lastStep) goStep(0);
+    timer = setInterval(() => (model.get("step") >= lastStep ? stopPlay() : goStep(model.get("step") + 1)),
+      Math.max(80, Math.min(700, 8000 / Math.max(1, lastStep))));
+    fillTimelineControls();
+  }
+
+  function stopPlay() {
+    clearInterval(timer);
+    timer = null;
+    fillTimelineControls();
+  }
+
+  function fillTimelineControls() {
+    const step = model.get("step");
+    slider.value = String(step);
+    playButton.textContent = timer !== null ? "⏸ pause" : "⏵ play";
+    playButton.setAttribute("aria-label", timer !== null ? "pause" : "play");
+    const op = ops.find((o) => o.seq === step);
+    const more = report.ops_total > ops.length ? ` (${report.ops_total} torch calls in all; repeats past the per-line cap are not listed)` : "";
+    stepLabel.textContent = `step ${step} / ${lastStep}${more}`;
+    opArea.replaceChildren(op
+      ? h("p", {}, `line ${lineText(op.line)}: `, h("code", {}, op.expr || op.code), ` — ${op.name}${op.inplace ? " (in place)" : ""}`)
+      : h("p", { class: "agm-hint" }, step === 0 ? "Before the cell's first torch call. Press play or move the slider." : ""),
+    sourceView(report, op ? op.line : null));
+  }
+
+  function fillTimeline() {
+    if (!ops.length) {
+      panels.timeline.append(h("p", { class: "agm-hint" }, "No torch calls were recorded."));
+      return;
+    }
+    fillTimelineControls();
+    panels.timeline.append(controls, opArea);
+  }
+
+  function fillTorchviz() {
+    const t = report.torchviz;
+    if (!t) return;
+    const drawn = t.svg ? parseSvg(t.svg) : null;
+    panels.torchviz.replaceChildren(drawn ? h("div", { class: "agm-scroll" }, drawn)
+      : h("div", {}, h("p", { class: "agm-hint" }, t.hint || ""), h("pre", {}, t.dot || "")));
+  }
+
+  // -- wiring ----------------------------------------------------------------------------------------
+  function showTab() {
+    const tab = tabs.includes(model.get("tab")) ? model.get("tab") : "graph";
+    for (const name of tabs) {
+      const on = name === tab;
+      tabButtons[name].setAttribute("aria-selected", String(on));
+      tabButtons[name].setAttribute("tabindex", on ? "0" : "-1");
+      panels[name].hidden = !on;
+    }
+    if (tab !== "timeline" && timer !== null) stopPlay();
+    if (tab === "graph" || tab === "diagnostics" || tab === "timeline") panels[tab].append(stage);
+    if (!zoomed && svg) setZoom(fitZoom());
+    paint();
+  }
+
+  fillVariables();
+  fillGradients();
+  fillDiagnostics();
+  fillTimeline();
+  fillTorchviz();
+  drawGraph();
+  showDetails();
+  showTab();
+  requestAnimationFrame(() => { if (!zoomed) setZoom(fitZoom()); }); // the width is known once attached
+
+  const on = (name, fn) => model.on(`change:${name}`, fn);
+  on("tab", showTab);
+  on("graph", () => { if (picker) picker.value = String(model.get("graph")); drawGraph(); showDetails(); });
+  on("selected", () => { showDetails(); paint(); });
+  on("diagnostic", () => { fillDiagnostics(); paint(); });
+  on("step", () => { fillTimelineControls(); paint(); });
+  if (picker) picker.value = String(model.get("graph"));
+
+  return () => { if (timer !== null) clearInterval(timer); };
+}
+
+export default { render };
