@@ -35,6 +35,7 @@ FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3
 _TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
 _ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz would copy them into the SVG
+NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
 _svg_cache: dict[str, str] = {}
 
 
@@ -95,7 +96,7 @@ def render_dot(dot: str) -> Rendered:
         return Rendered(dot, cached)
     command = find_renderer()
     if command is None:
-        return Rendered(dot, None, "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs")
+        return Rendered(dot, None, NO_RENDERER)
     try:
         done = subprocess.run([command, "-Tsvg"], input=dot.encode(), capture_output=True, timeout=RENDER_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -124,11 +125,13 @@ def find_renderer() -> str | None:
 
 def to_dot(graph: Graph, facts: Facts = Facts()) -> str:  # noqa: B008 - Facts is frozen
     big = len(graph.nodes) > BIG_GRAPH
-    limits = ", mclimit=0.3, nslimit=1, nslimit1=1, searchsize=20" if big else ""
+    limits = ", mclimit=0.3, nslimit=1, nslimit1=1, searchsize=20" if big else ""  # 20-35x faster layout
     lines = [
         "digraph autograd {",
-        f'  graph [rankdir=BT, fontname="Helvetica", fontsize=11, bgcolor="transparent", ranksep=0.35, nodesep=0.25{limits}];',
-        '  node [shape=box, style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize=10, margin="0.08,0.04"];',
+        '  graph [rankdir=BT, fontname="Helvetica", fontsize=11, bgcolor="transparent", ranksep=0.35, '
+        f"nodesep=0.25{limits}];",
+        '  node [shape=box, style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize=10, '
+        'margin="0.08,0.04"];',
         '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.6];',
     ]
     for node in graph.nodes:
@@ -215,9 +218,12 @@ def _saved_boxes(node: Node) -> list[str]:
 def _cut_lines(cuts: Iterable[Cut], ids: set[int]) -> list[str]:
     """Cuts are broken edges: dashed, red, ending in a bar, labelled ✂ with the line."""
     out = []
+    seen: set[tuple[int | None, str, int | None, str]] = set()
     for index, cut in enumerate(cuts):
-        if cut.source not in ids:
+        key = (cut.source, cut.how, cut.line, cut.target)
+        if cut.source not in ids or key in seen:  # e.g. one optimizer step touches a parameter several times
             continue
+        seen.add(key)
         where = f"line {cut.line}" if cut.line is not None else "this cell"
         box = {"id": f"cut{index}", "label": f"{_clip(cut.target, 40)}\n({where})", "shape": "note",
                "style": "dashed", "fillcolor": "white", "tooltip": f"{cut.how} at {where}: {cut.code}"}

@@ -77,7 +77,7 @@ def diagnostics_html(report: Report) -> str:
         f"<td><code>{_e(d.code)}</code></td><td><pre>{_e(d.message)}</pre></td></tr>"
         for d in report.diagnostics
     )
-    return f"<h4>Diagnostics</h4><table><tr><th>severity</th><th>kind</th><th>line</th><th>code</th><th>message</th></tr>{rows}</table>"
+    return f"<h4>Diagnostics</h4><table>{_head('severity', 'kind', 'line', 'code', 'message')}{rows}</table>"
 
 
 def graphs_html(report: Report) -> str:
@@ -116,14 +116,14 @@ def torchviz_html(report: Report) -> str:
 def variables_html(report: Report) -> str:
     if not report.tensors:
         return ""
-    head = "".join(f"<th>{h}</th>" for h in ("name", "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "line"))
+    head = _head("name", "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "line")
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(str(v))}</td>" for v in (
             r.name, _shape(r.shape), r.dtype + (" (numpy)" if r.kind == "ndarray" else ""), r.device,
             r.requires_grad, r.is_leaf, r.grad_fn or "—", _line(r.line))) + "</tr>"
         for r in report.tensors.values()
     )
-    return f"<h4>Variables</h4><table><tr>{head}</tr>{rows}</table>"
+    return f"<h4>Variables</h4><table>{head}{rows}</table>"
 
 
 def gradients_html(report: Report) -> str:
@@ -137,9 +137,13 @@ def gradients_html(report: Report) -> str:
         kind = "intermediate" if g.source == "hook" else "leaf .grad"
         rows.append(f"<tr><td>{_e(g.name)}</td><td>{_e(_shape(g.shape))}</td><td><code>{_e(values)}</code></td>"
                     f"<td>{g.norm:.4g}</td><td>{kind}</td></tr>")
-    values_head = "values (before → after)" if any(g.before is not None for g in report.gradients.values()) else "values"
-    return (f"<h4>Gradients</h4><table><tr><th>name</th><th>shape</th><th>{values_head}</th><th>norm</th><th>from</th></tr>"
-            + "".join(rows) + "</table>")
+    accumulated = any(g.before is not None for g in report.gradients.values())
+    head = _head("name", "shape", "values (before → after)" if accumulated else "values", "norm", "from")
+    return f"<h4>Gradients</h4><table>{head}{''.join(rows)}</table>"
+
+
+def _head(*titles: str) -> str:
+    return "<tr>" + "".join(f"<th>{title}</th>" for title in titles) + "</tr>"
 
 
 def _e(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import groupby
 from typing import Any
 
 from .report import Graph, Report
@@ -41,7 +42,7 @@ def _diagnostics(report: Report) -> list[str]:
 def _variables(report: Report) -> list[str]:
     if not report.tensors:
         return []
-    rows = [("name", "shape", "dtype", "requires_grad", "is_leaf", "grad_fn", "line")]
+    rows: list[tuple[str, ...]] = [("name", "shape", "dtype", "requires_grad", "is_leaf", "grad_fn", "line")]
     for row in report.tensors.values():
         rows.append((row.name, _shape(row.shape), row.dtype + ("" if row.kind != "ndarray" else " (numpy)"),
                      str(row.requires_grad), str(row.is_leaf), row.grad_fn or "-", _line(row.line)))
@@ -91,8 +92,17 @@ def _graph_lines(graph: Graph) -> list[str]:
         feeds = ", ".join(node_text(by_id[i], short=True) for i in inputs.get(node.id, []) if i in by_id)
         out.append(f"  {label}" + (f"  <- {feeds}" if feeds else ""))
     for cut in graph.cuts:
-        src = by_id.get(cut.source) if cut.source is not None else None
-        out.append(f"  ✂ {cut.how} at line {cut.line}: {node_text(src, short=True) if src else '?'} -/-> {cut.target}")
+        origin = by_id.get(cut.source) if cut.source is not None else None
+        came_from = node_text(origin, short=True) if origin else "?"
+        out.append(f"  ✂ {cut.how} at line {cut.line}: {came_from} -/-> {cut.target}")
+    return _collapse_runs(out)
+
+
+def _collapse_runs(lines: list[str]) -> list[str]:
+    """A chain the fold did not catch prints as one line with its count, not hundreds of copies."""
+    out: list[str] = []
+    for line, run in ((k, len(list(g))) for k, g in groupby(lines)):
+        out.append(line if run == 1 else f"{line}  (same line ×{run})")
     return out
 
 
@@ -140,4 +150,4 @@ def _line(line: int | None) -> str:
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -44,6 +44,7 @@ function parseSvg(text) {
 
 const shapeText = (shape) => (shape && shape.length ? `(${shape.join(", ")})` : "scalar");
 const lineText = (line) => (line === null || line === undefined ? "—" : String(line));
+const num = (value) => (typeof value === "number" ? String(Number(value.toPrecision(4))) : String(value));
 const nodeNames = (node) => (node.name ? node.name.split(", ") : []);
 
 function flat(values, out = []) {
@@ -212,6 +213,13 @@ function render({ model, el }) {
   }
 
   const currentGraph = () => graphs[model.get("graph")] || { nodes: [], edges: [] };
+  const firstOpOnLine = new Map();
+  for (const op of ops) if (!firstOpOnLine.has(op.line)) firstOpOnLine.set(op.line, op.seq);
+  // leaves carry step 0 (made before autograd saw them): place them at the op on the line that bound them
+  function stepOf(node) {
+    const tensor = node.step ? null : (report.tensors || {})[nodeNames(node)[0]];
+    return node.step || (tensor && firstOpOnLine.get(tensor.line)) || 0;
+  }
   const findNode = (id) => currentGraph().nodes.find((n) => n.id === id);
 
   function flaggedNames() {
@@ -225,7 +233,7 @@ function render({ model, el }) {
     const selected = model.get("selected");
     const flagged = flaggedNames();
     const step = model.get("tab") === "timeline" ? model.get("step") : Infinity;
-    const later = new Set(currentGraph().nodes.filter((n) => n.step > step).map((n) => n.id));
+    const later = new Set(currentGraph().nodes.filter((n) => stepOf(n) > step).map((n) => n.id));
     for (const g of svg.querySelectorAll("g.node, g.edge")) {
       const node = /^n(\d+)$/.exec(g.id);
       const saved = /^s(\d+)_\d+$/.exec(g.id);
@@ -265,8 +273,8 @@ function render({ model, el }) {
       ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
       ["line", lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
       ["expression", node.expr ? h("code", {}, node.expr) : "—"],
-      ["gradient", grad ? `${valuesText(grad.values, grad.shape)} (norm ${Number(grad.norm).toPrecision(4)})`
-        : node.grad_norm !== null && node.grad_norm !== undefined ? `norm ${Number(node.grad_norm).toPrecision(4)}` : "—"],
+      ["gradient", grad ? `${valuesText(grad.values, grad.shape)} (norm ${num(grad.norm)})`
+        : node.grad_norm !== null && node.grad_norm !== undefined ? `norm ${num(node.grad_norm)}` : "—"],
       ["saved", node.saved && node.saved.length ? node.saved.join(", ") : "—"],
       ["inputs", graph.edges.filter((e) => e[1] === node.id && e[0] !== node.id).map((e) => link(e[0]))],
       ["used by", graph.edges.filter((e) => e[0] === node.id && e[1] !== node.id).map((e) => link(e[1]))],
@@ -288,7 +296,7 @@ function render({ model, el }) {
   function fillGradients() {
     const rows = Object.values(report.gradient_details || {}).map((g) => [g.name, shapeText(g.shape),
       g.before !== null && g.before !== undefined ? `${valuesText(g.before, g.shape)} → ${valuesText(g.values, g.shape)}`
-        : valuesText(g.values, g.shape), Number(g.norm).toPrecision(4), g.source === "hook" ? "intermediate" : "leaf .grad"]);
+        : valuesText(g.values, g.shape), num(g.norm), g.source === "hook" ? "intermediate" : "leaf .grad"]);
     panels.gradients.replaceChildren(rows.length ? table(["name", "shape", "values (before → after)", "norm", "from"], rows)
       : h("p", { class: "agm-hint" }, "No gradients: the cell ran no backward()."));
   }
@@ -331,11 +339,11 @@ function render({ model, el }) {
   const stepLabel = h("span", { class: "agm-steplabel", "aria-live": "polite" });
   const opArea = h("div", { class: "agm-op" });
   const controls = h("div", { class: "agm-toolbar" },
-    h("button", { type: "button", "aria-label": "first step", onclick: () => goStep(0) }, "⏮"),
+    h("button", { type: "button", "aria-label": "first step", onclick: () => goStep(0) }, "|◀"),
     h("button", { type: "button", "aria-label": "previous step", onclick: () => goStep(model.get("step") - 1) }, "◀"),
     playButton,
     h("button", { type: "button", "aria-label": "next step", onclick: () => goStep(model.get("step") + 1) }, "▶"),
-    h("button", { type: "button", "aria-label": "last step", onclick: () => goStep(lastStep) }, "⏭"),
+    h("button", { type: "button", "aria-label": "last step", onclick: () => goStep(lastStep) }, "▶|"),
     slider, stepLabel);
 
   function goStep(step) {
@@ -359,7 +367,7 @@ function render({ model, el }) {
   function fillTimelineControls() {
     const step = model.get("step");
     slider.value = String(step);
-    playButton.textContent = timer !== null ? "⏸ pause" : "⏵ play";
+    playButton.textContent = timer !== null ? "■ pause" : "▶ play";
     playButton.setAttribute("aria-label", timer !== null ? "pause" : "play");
     const op = ops.find((o) => o.seq === step);
     const more = report.ops_total > ops.length ? ` (${report.ops_total} torch calls in all; repeats past the per-line cap are not listed)` : "";
