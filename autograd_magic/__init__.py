@@ -22,9 +22,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     if any(isinstance(c, AutogradMagic) for c in ipython.configurables):
         return  # loading twice is harmless
-    magics = AutogradMagic(shell=ipython, parent=ipython)
-    ipython.register_magics(magics)
-    ipython.configurables.append(magics)
+    ipython.register_magics(AutogradMagic(shell=ipython, parent=ipython))  # also lists it in shell.configurables
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -57,10 +57,14 @@ class BackwardRecorder:
         for item in items:
             if isinstance(item, torch.Tensor):
                 key = fingerprint_key(item)
-                if key is not None and key not in self._values:
+                if key is None:
+                    continue
+                tid = ids.tid(item)
+                known = self._values.get(key)
+                if known is None or known[1] != tid:  # new, or freed memory reused by another tensor
                     value = fingerprint(item)
                     if value is not None:
-                        self._values[key] = (value, ids.tid(item))
+                        self._values[key] = (value, tid)
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
         """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""

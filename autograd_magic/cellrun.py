@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
+from IPython.core.displayhook import DisplayHook
+
 
 @dataclass(frozen=True)
 class CompiledCell:
@@ -21,6 +23,7 @@ class CompiledCell:
     filename: str
     body: CodeType | None
     last_expr: CodeType | None
+    quiet: bool = False  # the cell ends in ';': its value is not displayed
 
 
 def compile_cell(shell: Any, cell: str) -> CompiledCell:
@@ -32,8 +35,9 @@ def compile_cell(shell: Any, cell: str) -> CompiledCell:
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-    body = compile(tree, filename, "exec") if tree.body else None
-    return CompiledCell(source, filename, body, compile(last, filename, "eval") if last else None)
+    body = shell.compile(tree, filename, "exec") if tree.body else None
+    expr = shell.compile(last, filename, "eval") if last else None
+    return CompiledCell(source, filename, body, expr, DisplayHook.semicolon_at_end_of_expression(source))
 
 
 def run_compiled(shell: Any, cell: CompiledCell) -> Any:
@@ -42,5 +46,7 @@ def run_compiled(shell: Any, cell: CompiledCell) -> Any:
     if cell.body is not None:
         exec(cell.body, shell.user_global_ns, shell.user_ns)
     if cell.last_expr is not None:
-        return eval(cell.last_expr, shell.user_global_ns, shell.user_ns)
+        value = eval(cell.last_expr, shell.user_global_ns, shell.user_ns)
+        # IPython checks for ';' on the magic call, not the cell body: suppress here as a plain cell would
+        return None if cell.quiet else value
     return None

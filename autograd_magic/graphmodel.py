@@ -53,7 +53,8 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
 def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], list[tuple[int, int]], int]:
     """Draw repeated structure once: unnamed op nodes sharing class, line and expression."""
     def signature(node: Node) -> tuple[str, int | None, str] | None:
-        return None if node.kind != "op" or node.name or node.line is None else (node.label, node.line, node.expr)
+        # ops past the recording cap have no line: they fold by class alone
+        return None if node.kind != "op" or node.name else (node.label, node.line, node.expr)
 
     counts = Counter(s for s in map(signature, nodes) if s is not None)
     heavy = {s for s, n in counts.items() if n >= FOLD_MIN}
@@ -115,3 +116,23 @@ def _cut_kind(op: OpEvent) -> str | None:
     if not op.grad_enabled and op.outputs and not op.inplace:
         return "no_grad"
     return None
+
+
+def renumber(graphs: list[Graph]) -> list[Graph]:
+    """Number nodes 1, 2, ... in order of appearance, so ids do not depend on what else the session holds."""
+    numbers: dict[int, int] = {}
+
+    def number(nid: int | None) -> int | None:
+        if nid is None:
+            return None
+        if nid not in numbers:
+            numbers[nid] = len(numbers) + 1
+        return numbers[nid]
+
+    out = []
+    for graph in graphs:
+        nodes = tuple(replace(n, id=number(n.id)) for n in graph.nodes)
+        edges = tuple((number(a), number(b)) for a, b in graph.edges)
+        cuts = tuple(replace(c, source=number(c.source)) for c in graph.cuts)
+        out.append(replace(graph, nodes=nodes, edges=edges, cuts=cuts))  # type: ignore[arg-type]
+    return out

@@ -135,7 +135,8 @@ class AutogradMagic(Magics):
 
 def _usage(magic: Any) -> str:
     parser = getattr(magic, "parser", None)
-    return parser.format_usage().strip() if parser is not None else "%autograd [options]"
+    text = parser.format_usage() if parser is not None else "%autograd [options]"
+    return "usage: " + " ".join(text.replace("::", " ").split())
 
 
 def _same_lines(a: str, b: str) -> bool:

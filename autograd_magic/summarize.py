@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .analysis import analyze
 from .events import GraphSnapshot, Trace
-from .graphmodel import build_graph, cuts_of
+from .graphmodel import build_graph, cuts_of, renumber
 from .naming import Names, base_name, identifiers, name_tensors
 from .report import ErrorRow, Graph, GradRow, OpRow, Report, TensorRow
 
@@ -21,7 +21,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
                         for n, g in trace.gradients.items() if _shown(n, used)}
     if graphs:
-        report.graphs = _graphs(trace, names, report.gradients, max_nodes)
+        report.graphs = renumber(_graphs(trace, names, report.gradients, max_nodes))
     report.ops = [OpRow(op.seq, op.func, op.site.line, op.site.code, op.inplace, op.site.expr)
                   for op in trace.ops[:MAX_OP_ROWS]]
     report.ops_total = trace.total_ops

@@ -1,0 +1,42 @@
+"""Terminal IPython: cells piped into `python -m IPython` get the plain-text report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CELLS = """\
+%load_ext autograd_magic
+import torch
+%%autograd
+x = torch.tensor([5.], requires_grad=True)
+y = torch.tensor([7.], requires_grad=True)
+z = (x + y) - 2 * x
+z.backward()
+
+%%autograd
+v = torch.tensor([1, 2, 3, 4])
+w = v
+w[0] = 5
+
+print('after', x.grad.item())
+exit
+"""
+
+
+def test_terminal_ipython_shows_the_text_report(tmp_path: Path) -> None:
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython"), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--simple-prompt", "--colors=nocolor", "--no-banner"],
+        input=CELLS, capture_output=True, text=True, timeout=180, env=env, cwd=Path(__file__).parent.parent,
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "Graph 1: root z (backward at line 5)" in out
+    assert "x AccumulateGrad" in out and "y AccumulateGrad" in out
+    assert "x: [-1]" in out
+    assert "[alias-write] line 4: w[0] = 5" in out
+    assert "after -1.0" in out
+    assert "Traceback" not in out + done.stderr
