@@ -1,4 +1,7 @@
-"""Terminal IPython: cells piped into `python -m IPython` get the plain-text report."""
+"""Terminal IPython: cells piped into `python -m IPython` get the plain-text report.
+
+A piped cell magic ends at two blank lines, as when typed at the simple prompt.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ y = torch.tensor([7.], requires_grad=True)
 z = (x + y) - 2 * x
 z.backward()
 
+
 %%autograd
 v = torch.tensor([1, 2, 3, 4])
 w = v
 w[0] = 5
+
 
 print('after', x.grad.item())
 exit
@@ -29,7 +34,8 @@ exit
 def test_terminal_ipython_shows_the_text_report(tmp_path: Path) -> None:
     env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython"), "HOME": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "IPython", "--simple-prompt", "--colors=nocolor", "--no-banner"],
+        [sys.executable, "-m", "IPython", "--simple-prompt", "--colors=nocolor", "--no-banner",
+         "--TerminalInteractiveShell.confirm_exit=False"],
         input=CELLS, capture_output=True, text=True, timeout=180, env=env, cwd=Path(__file__).parent.parent,
     )
     out = done.stdout
