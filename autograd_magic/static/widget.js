@@ -1,7 +1,7 @@
 // autograd_magic's interactive view (an anywidget ESM module).
 //
 // Security: user strings (names, code, messages) reach the DOM only through
-// text nodes and setAttribute, never innerHTML. The one markup we insert is
+// text nodes and setAttribute, never HTML strings. The one markup we insert is
 // Graphviz's SVG, which escapes label text itself; it is parsed in an inert
 // document and stripped of scripts, event handlers and external links.
 

@@ -1,0 +1,195 @@
+"""Graph drawing on hand-built graphs: DOT, SVG from the pip renderer, and no renderer at all."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from autograd_magic import graph_view
+from autograd_magic.graph_view import find_renderer, legend_for, render_dot, render_graph, to_dot
+from autograd_magic.report import Cut, Diagnostic, GradRow, Graph, Node, Report, TensorRow
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+SCRIPT = '"</script><script>alert(1)</script>'
+needs_renderer = pytest.mark.skipif(find_renderer() is None, reason="no Graphviz renderer (pip install graphviz-pure)")
+
+
+def seed_graph(**changes: Any) -> Graph:
+    """The seed's In[19]-[21]: z = (x + y) - 2 * x, backward at line 6."""
+    nodes = (
+        Node(8, "SubBackward0", "z", 5, "z = var2 - var1", (1,), "root", expr="var2 - var1", grad_norm=1.0, step=5),
+        Node(4, "AddBackward0", "var2", 4, "var2 = x+y", (1,), "op", expr="x+y", step=4),
+        Node(6, "MulBackward0", "var1", 3, "var1 = 2*x", (1,), "op", expr="2*x", saved=("other: ()",), step=3),
+        Node(9, "AccumulateGrad", "x", None, "", (1,), "leaf", grad_norm=1.0),
+        Node(10, "AccumulateGrad", "y", None, "", (1,), "leaf", grad_norm=1.0),
+    )
+    graph = Graph("z", nodes, ((4, 8), (6, 8), (9, 4), (10, 4), (9, 6)), line=6, backward=True)
+    return Graph(**{**graph.__dict__, **changes})
+
+
+def seed_report(graph: Graph | None = None) -> Report:
+    report = Report(source="x = 1\n", graphs=[graph or seed_graph()])
+    report.tensors["x"] = TensorRow("x", (1,), "float32", "cpu", True, True, None, 2)
+    report.gradients["x"] = GradRow("x", (1,), [-1.0], 1.0)
+    return report
+
+
+def svg_tree(svg: str) -> ET.Element:
+    return ET.fromstring(svg)  # raises if Graphviz wrote anything that is not well-formed XML
+
+
+def texts(root: ET.Element) -> list[str]:
+    return [el.text or "" for el in root.iter() if el.tag.endswith("}text")]
+
+
+def test_dot_labels_every_node_with_name_class_line_and_gradient() -> None:
+    dot = to_dot(seed_graph())
+    assert 'label="z\\nSubBackward0\\nline 5: var2 - var1\\ngrad ‖·‖=1"' in dot
+    assert 'label="var1\\nMulBackward0\\nline 3: 2*x"' in dot
+    assert 'label="x\\nAccumulateGrad\\nleaf (1)\\ngrad ‖·‖=1"' in dot
+    assert "n9 -> n4" in dot and "n10 -> n4" in dot
+
+
+def test_torchviz_colours_with_a_non_colour_cue_for_each() -> None:
+    dot = to_dot(seed_graph())
+    leaf = next(line for line in dot.splitlines() if line.startswith("  n9 "))
+    root = next(line for line in dot.splitlines() if line.startswith("  n8 "))
+    assert 'fillcolor="lightblue"' in leaf and "leaf (1)" in leaf
+    assert 'fillcolor="darkolivegreen1"' in root and 'peripheries="2"' in root
+    saved = next(line for line in dot.splitlines() if line.startswith("  s6_0 "))
+    assert 'fillcolor="orange"' in saved and 'label="other\\nscalar"' in saved
+
+
+@needs_renderer
+def test_svg_keeps_node_ids_names_and_lines() -> None:
+    drawn = render_graph(seed_graph())
+    assert drawn.svg is not None and drawn.hint is None
+    root = svg_tree(drawn.svg)
+    ids = {el.get("id") for el in root.iter() if el.get("class") == "node"}
+    assert {"n8", "n4", "n6", "n9", "n10", "s6_0"} <= ids
+    shown = texts(root)
+    assert {"x", "y", "var1", "var2", "z", "line 4: x+y", "line 3: 2*x"} <= set(shown)
+
+
+@needs_renderer
+def test_hover_text_has_shape_dtype_line_code_and_gradient_not_internal_ids() -> None:
+    drawn = render_graph(seed_graph(), seed_report())
+    assert drawn.svg is not None
+    titles = [el.text or "" for el in svg_tree(drawn.svg).iter() if el.tag.endswith("}title")]
+    x_title = next(t for t in titles if t.startswith("x: AccumulateGrad"))
+    assert "shape (1), float32 on cpu" in x_title and "grad [-1] (norm 1)" in x_title
+    assert any("line 4: var2 = x+y" in t for t in titles)
+    assert not any(t in ("n8", "n4", "autograd") or "->" in t for t in titles)
+
+
+@needs_renderer
+def test_cut_is_a_broken_edge_labelled_with_how_and_line() -> None:
+    cut = Cut(source=4, target="d", line=7, code="d = var2.detach()", how="detach")
+    dot = to_dot(seed_graph(cuts=(cut, cut)))
+    assert dot.count("-> cut") == 1  # the same cut twice is drawn once
+    drawn = render_dot(dot)
+    assert drawn.svg is not None
+    root = svg_tree(drawn.svg)
+    edge = next(el for el in root.iter() if el.get("id") == "cutedge0")
+    path = next(el for el in edge.iter() if el.tag.endswith("}path"))
+    assert path.get("stroke-dasharray")  # broken, not only red
+    assert "✂ detach (line 7)" in texts(edge)
+    assert "d" in texts(root) and "(line 7)" in texts(root)
+
+
+@needs_renderer
+def test_folded_node_shows_its_count() -> None:
+    looped = Node(5, "MulBackward0", None, 4, "    t = t * 1.001", (2,), "op", expr="t * 1.001", repeat=500)
+    graph = seed_graph(nodes=(*seed_graph().nodes, looped), edges=(*seed_graph().edges, (5, 5), (5, 8)))
+    drawn = render_graph(graph)
+    assert drawn.svg is not None
+    assert "MulBackward0 ×500" in texts(svg_tree(drawn.svg))
+    assert 'style="rounded,filled,bold"' in drawn.dot
+
+
+@needs_renderer
+def test_hostile_strings_stay_text_in_svg() -> None:
+    evil = Node(1, HOSTILE + "Backward", HOSTILE, 2, SCRIPT, (1,), "root", expr=SCRIPT)
+    cut = Cut(source=1, target=HOSTILE, line=3, code=SCRIPT, how="detach")
+    graph = Graph(HOSTILE, (evil, Node(2, "AccumulateGrad", SCRIPT, None, "", (1,), "leaf")), ((2, 1),), cuts=(cut,))
+    drawn = render_graph(graph)
+    assert drawn.svg is not None
+    root = svg_tree(drawn.svg)
+    tags = {el.tag.rsplit("}", 1)[-1] for el in root.iter()}
+    assert not tags & {"img", "script", "foreignObject", "iframe"}
+    assert not [a for el in root.iter() for a in el.attrib if a.lower().startswith("on")]
+    assert HOSTILE in texts(root) and any(SCRIPT[:20] in t for t in texts(root))
+    assert "<img" not in drawn.svg and "<script" not in drawn.svg
+
+
+@needs_renderer
+def test_control_characters_cannot_break_the_svg() -> None:
+    node = Node(1, "MulBackward0", "a\x1b[2Jb\x00", 2, "c = a\x07", (1,), "root")
+    drawn = render_graph(Graph("a", (node,), ()))
+    assert drawn.svg is not None
+    assert "a\ufffd[2Jb\ufffd" in texts(svg_tree(drawn.svg))
+
+
+def test_no_renderer_gives_the_dot_source_and_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOGRAD_MAGIC_DOT", "")
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    assert find_renderer() is None
+    drawn = render_graph(seed_graph())
+    assert drawn.svg is None
+    assert drawn.hint is not None and "pip install graphviz-pure" in drawn.hint
+    assert drawn.dot.startswith("digraph autograd {") and "var1" in drawn.dot
+
+
+def test_a_failing_renderer_is_a_hint_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOGRAD_MAGIC_DOT", "/bin/false")
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    drawn = render_graph(seed_graph())
+    assert drawn.svg is None and drawn.hint is not None and drawn.hint.startswith("graph rendering failed")
+
+
+@needs_renderer
+def test_500_node_graph_lays_out_fast_with_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    nodes = [Node(i, "AddBackward0" if i % 3 else "MulBackward0", f"v{i}" if i % 10 == 0 else None, i % 40 + 2,
+                  f"v = v + {i}", (8, 8), "root" if i == 0 else "op", expr=f"v + {i}", saved=("self: (8, 8)",))
+             for i in range(500)]
+    edges = [(i + 1, i) for i in range(499)] + [(i + 7, i) for i in range(0, 490, 5)]  # a chain with skips
+    graph = Graph("v0", tuple(nodes), tuple(edges))
+    dot = to_dot(graph)
+    assert "mclimit=0.3" in dot and "nslimit=1" in dot
+    assert "s1_0" not in dot and "saved: self: (8, 8)" in dot  # big graphs list saved tensors inside the node
+    start = time.perf_counter()
+    drawn = render_dot(dot)
+    elapsed = time.perf_counter() - start
+    assert drawn.svg is not None
+    assert elapsed < 3.0, f"500-node layout took {elapsed:.2f}s"
+
+
+def test_view_base_is_dark_green_and_dotted() -> None:
+    base = Node(3, "AccumulateGrad", "w", None, "", (4,), "base")
+    graph = Graph("v", (Node(1, "ViewBackward0", "v", 2, "v = w.view(2, 2)", (2, 2), "root"), base), ((3, 1),))
+    dot = to_dot(graph)
+    assert 'fillcolor="darkolivegreen3"' in dot and 'style="rounded,filled,dotted"' in dot
+    assert 'n3 -> n1 [id="e3_1", style="dotted"]' in dot
+    assert [item.key for item in legend_for([graph])] == ["root", "op", "base"]
+
+
+def test_legend_lists_what_the_graphs_use() -> None:
+    report = seed_report()
+    report.diagnostics.append(Diagnostic("alias-write", "warning", 3, "var1 = 2*x", ("var1",), "m"))
+    keys = [item.key for item in legend_for(report.graphs, report)]
+    assert keys == ["leaf", "root", "op", "saved", "flagged"]
+    cut = Cut(source=4, target="d", line=7, code="", how="detach")
+    assert "cut" in [item.key for item in legend_for([seed_graph(cuts=(cut,))])]
+
+
+def test_diagnostic_names_mark_their_nodes_in_text_and_border() -> None:
+    report = seed_report()
+    report.diagnostics.append(Diagnostic("alias-write", "warning", 3, "var1 = 2*x", ("var1",), "m"))
+    dot = to_dot(report.graphs[0], graph_view.facts_of(report))
+    flagged = next(line for line in dot.splitlines() if line.startswith("  n6 "))
+    assert 'label="⚠ var1' in flagged and 'penwidth="2.5"' in flagged
+    assert "⚠" not in next(line for line in dot.splitlines() if line.startswith("  n4 "))
