@@ -125,8 +125,9 @@ def isolated_env(base: Path, python: str = sys.executable) -> dict[str, str]:
 
 
 def write_lab_settings(directory: Path) -> None:
-    """No news pop-up and no 'check for updates' in the test server (they cover the notebook)."""
-    settings = {
+    """No news pop-up or update check (they cover the notebook); every cell in the DOM (no windowing)."""
+    settings: dict[str, dict[str, Any]] = {
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
         "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
             "fetchNews": "false",
             "checkForUpdates": False,
@@ -186,8 +187,9 @@ def jupyter_lab(root: Path, base: Path, timeout: float = 90) -> Iterator[LabServ
         "--LabApp.expose_app_in_browser=True",  # lets the test read the kernel's state, not just pixels
         "--ServerApp.allow_root=True",
     ]
+    env = isolated_env(base)
     with log.open("wb") as sink:
-        process = subprocess.Popen(cmd, env=isolated_env(base), cwd=root, stdout=sink, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(cmd, env=env, cwd=root, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     server = LabServer(process, port, token, root, log)
     try:
