@@ -7,18 +7,22 @@ Each check reads the `Trace` (and the names given to its tensors) and returns
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from .checks_backward import (
-    check_backward_no_grad_fn, check_backward_non_scalar, check_backward_twice, check_grad_accumulated,
-    check_no_gradient, check_saved_tensor_mutated,
-)
+from .checks_backward import check_backward_non_scalar, check_backward_twice
+from .checks_cuts import check_graph_break, check_no_gradient
 from .checks_errors import (
-    check_exception, check_inplace_saved_tensor, check_leaf_inplace, check_numpy_requires_grad,
-    check_requires_grad_int, check_requires_grad_nonleaf,
+    check_exception,
+    check_leaf_inplace,
+    check_numpy_requires_grad,
+    check_requires_grad_int,
+    check_requires_grad_nonleaf,
 )
-from .checks_flow import check_graph_break, check_history_growing, check_nonleaf_grad
+from .checks_flow import check_history_growing, check_nonleaf_grad
+from .checks_grads import check_grad_accumulated, check_saved_tensor_mutated
+from .checks_inplace import check_inplace_saved_tensor
 from .checks_memory import check_alias_write, check_shared_memory
+from .checks_provenance import check_backward_no_grad_fn
 from .events import Trace
 from .naming import Names
 from .report import SEVERITIES, Diagnostic

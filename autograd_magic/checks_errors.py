@@ -1,163 +1,124 @@
 """Checks for calls that raised: explain PyTorch's error at the line and names involved.
 
-PyTorch's wording changes between versions, so messages are matched loosely.
+Only an error that ended the cell is explained (one the cell caught is its own
+business). PyTorch's wording changes between versions, so it is matched loosely.
 """
 
 from __future__ import annotations
 
 import re
 
+from .checks_patterns import INT_GRAD, LEAF_INPLACE, NONLEAF_FLAG, NUMPY_GRAD
 from .events import OpEvent, Trace
-from .lineage import label, written_name
-from .naming import Names
+from .lineage import assigned_name, base_name, first_name, raised_text, show, user_called, user_names, written_name
+from .naming import Names, identifiers
 from .report import Diagnostic
-
-_LEAF_INPLACE = re.compile(r"leaf Variable that requires grad is being used in an in-place operation", re.I)
-_INT_GRAD = re.compile(r"floating point and complex dtype can require gradients", re.I)
-_NUMPY_GRAD = re.compile(r"numpy\(\) on Tensor that requires grad", re.I)
-_NONLEAF_FLAG = re.compile(r"only change requires_grad flags of leaf variables", re.I)
-_INPLACE_SAVED = re.compile(r"modified by an inplace operation", re.I)
-_VERSIONS = re.compile(r"is at version (\d+); expected version (\d+)")
-_OUTPUT_OF = re.compile(r"output \d+ of (\w+)|(\w+)Backward\d*")
 
 
 def _raised(trace: Trace, pattern: re.Pattern[str]) -> list[OpEvent]:
-    return [op for op in trace.ops if op.error and pattern.search(op.error)]
+    raised = raised_text(trace)
+    return [op for op in trace.ops if op.error and op.error == raised and pattern.search(op.error)]
 
 
 def _name(names: Names, op: OpEvent, fallback: str = "the tensor") -> str:
-    if op.inputs:
-        found = names.label(op.inputs[0].tid)
-        if found:
-            return found
-    return written_name(op.site) or op.target or fallback
+    return first_name(names, op.inputs[0] if op.inputs else None) or written_name(op.site) or fallback
 
 
+# -- leaf-inplace -------------------------------------------------------------------------
 def check_leaf_inplace(trace: Trace, names: Names) -> list[Diagnostic]:
+    """In-place change of a leaf that requires grad (or of a view of one)."""
     found = []
-    for op in _raised(trace, _LEAF_INPLACE):
+    for op in _raised(trace, LEAF_INPLACE):
         name = _name(names, op)
         view = "a view of " if "view of a leaf" in (op.error or "") else ""
         found.append(Diagnostic(
-            "leaf-inplace", "error", op.site.line, op.site.code, (name,),
-            f"`{op.site.expr or op.site.code}` changes {view}`{name}` in place, but `{name}` is a leaf that requires "
-            f"grad: autograd needs its original value to compute gradients.\n"
-            f"Fix: if this is a parameter update or an initialisation, do it without recording:\n"
-            f"  with torch.no_grad():\n      {op.site.code}\n"
-            f"Otherwise use an out-of-place op (`{name} = {name} + ...`) or work on `{name}.clone()`."))
+            "leaf-inplace", "error", op.site.line, op.site.code, user_names([name]),
+            f"`{op.site.expr or op.site.code}` changes {view}{show(name)} in place, but {show(name)} is a leaf that "
+            f"requires grad: autograd would lose the value the gradient is computed from.\n"
+            f"Fix: for a parameter update or an initialisation, tell autograd not to record it:\n"
+            f"    with torch.no_grad():\n        {op.site.code}\n"
+            f"Otherwise compute a new tensor (`{name} = {name} + ...`) or change a copy (`{name}.clone()`)."))
     return found
 
 
+# -- requires-grad-int ----------------------------------------------------------------------
 def check_requires_grad_int(trace: Trace, names: Names) -> list[Diagnostic]:
+    """requires_grad on an integer (or bool) tensor."""
     found = []
-    for op in _raised(trace, _INT_GRAD):
-        name = op.target or _name(names, op, "it")
-        dtype = op.inputs[0].dtype if op.inputs else "an integer type"
+    for op in _raised(trace, INT_GRAD):
+        name = first_name(names, op.inputs[0] if op.inputs else None) or op.target or assigned_name(op.site.code)
+        name = name or written_name(op.site) or "the tensor"
+        dtype = op.inputs[0].dtype if op.inputs else "int64: whole numbers like `[1, 2]` make an integer tensor"
         found.append(Diagnostic(
-            "requires-grad-int", "error", op.site.line, op.site.code, (name,),
-            f"`{name}` would be an integer tensor ({dtype}), and only floating-point or complex tensors can require "
-            f"grad: gradients are not defined on integers.\n"
-            f"Fix: use floats, e.g. `torch.tensor([1., 2.], requires_grad=True)` or `dtype=torch.float32`, or "
-            f"convert first: `x = x.float().requires_grad_()`."))
+            "requires-grad-int", "error", op.site.line, op.site.code, user_names([name]),
+            f"{show(name)} would be an integer tensor ({dtype}), and only floating-point or complex tensors can "
+            f"require grad: a gradient needs values that can change by small amounts.\n"
+            f"Fix: make it a float tensor: write the numbers as floats (`[1., 2.]`), pass `dtype=torch.float32`, "
+            f"or convert first: `{base_name(name)} = {base_name(name)}.float().requires_grad_()`."))
     return found
 
 
+# -- numpy-requires-grad ----------------------------------------------------------------------
 def check_numpy_requires_grad(trace: Trace, names: Names) -> list[Diagnostic]:
+    """.numpy() on a tensor that requires grad."""
     found = []
-    for op in _raised(trace, _NUMPY_GRAD):
+    for op in _raised(trace, NUMPY_GRAD):
         name = _name(names, op)
+        base = base_name(name)
         found.append(Diagnostic(
-            "numpy-requires-grad", "error", op.site.line, op.site.code, (name,),
-            f"`{name}` requires grad, and a NumPy array cannot carry autograd history, so `.numpy()` refuses.\n"
-            f"Fix: `{name}.detach().numpy()` - but know that the array shares memory with `{name}` (changing one "
-            f"changes the other) and that nothing computed from it gets gradients. Add `.copy()` for an independent array."))
+            "numpy-requires-grad", "error", op.site.line, op.site.code, user_names([name]),
+            f"{show(name)} requires grad, and a NumPy array cannot carry autograd history, so `.numpy()` refuses "
+            f"rather than silently dropping it.\n"
+            f"Fix: `{base}.detach().numpy()` - the array then shares memory with {show(name)} (changing one changes "
+            f"the other) and nothing computed from it gets gradients; add `.copy()` for an independent array "
+            f"(`{base}.detach().cpu().numpy().copy()` also works for GPU tensors)."))
     return found
 
 
+# -- requires-grad-nonleaf ----------------------------------------------------------------------
 def check_requires_grad_nonleaf(trace: Trace, names: Names) -> list[Diagnostic]:
+    """Changing requires_grad on a computed tensor: an error for False, a silent no-op for True."""
     found = []
-    for op in _raised(trace, _NONLEAF_FLAG):
+    for op in _raised(trace, NONLEAF_FLAG):
         name = _name(names, op)
+        base = base_name(name)
         found.append(Diagnostic(
-            "requires-grad-nonleaf", "error", op.site.line, op.site.code, (name,),
-            f"`{name}` is not a leaf (it was computed from tensors that require grad), so its requires_grad flag "
-            f"follows from its inputs and cannot be switched off.\n"
-            f"Fix: to stop gradients here use `{name} = {name}.detach()`; to make it a new trainable leaf use "
-            f"`{name} = {name}.detach().requires_grad_()`."))
+            "requires-grad-nonleaf", "error", op.site.line, op.site.code, user_names([name]),
+            f"{show(name)} is not a leaf (it was computed from tensors that require grad), so its requires_grad "
+            f"flag follows from its inputs and cannot be switched off.\n"
+            f"Fix: to stop gradients here use `{base} = {base}.detach()`; to make it a new trainable leaf use "
+            f"`{base} = {base}.detach().requires_grad_()`."))
+    found.extend(_nonleaf_switched_on(names, trace))
+    return found
+
+
+def _nonleaf_switched_on(names: Names, trace: Trace) -> list[Diagnostic]:
+    found = []
     for op in trace.ops:
         if op.error or op.func not in ("requires_grad_", "requires_grad.__set__") or not op.inputs:
             continue
-        if op.inputs[0].is_leaf or op.args[:1] == ("False",):
+        if op.inputs[0].is_leaf or op.args[:1] == ("False",) or not user_called(op, "requires_grad"):
             continue
         name = _name(names, op)
+        base = base_name(name)
         found.append(Diagnostic(
-            "requires-grad-nonleaf", "warning", op.site.line, op.site.code, (name,),
-            f"`{op.site.expr or op.site.code}` does nothing: `{name}` is not a leaf and already requires grad "
-            f"through its inputs. It will not get a `.grad` either.\n"
-            f"Fix: call `{name}.retain_grad()` to keep its gradient, or set requires_grad on the leaves it is computed from."))
+            "requires-grad-nonleaf", "warning", op.site.line, op.site.code, user_names([name]),
+            f"`{op.site.expr or op.site.code}` does nothing: {show(name)} is not a leaf, it already requires grad "
+            f"through the tensors it was computed from, and it will not get a `.grad` either.\n"
+            f"Fix: to keep its gradient call `{base}.retain_grad()` before backward; to make it a trainable leaf "
+            f"of its own use `{base} = {base}.detach().requires_grad_()`; or set requires_grad on the leaves."))
     return found
 
 
-def check_inplace_saved_tensor(trace: Trace, names: Names) -> list[Diagnostic]:
-    found = []
-    for event in trace.backwards:
-        if not event.error or not _INPLACE_SAVED.search(event.error):
-            continue
-        versions = _VERSIONS.search(event.error)
-        writer, saver = _writer_and_saver(trace, event.seq, event.error)
-        name = label(names, writer.inputs[0], "a tensor") if writer else "a tensor"
-        message = [f"Backward at line {event.site.line} needed a tensor that was changed in place after it was saved."]
-        if saver is not None:
-            message.append(f"`{saver.site.expr or saver.site.code}` at line {saver.site.line} saved `{name}` "
-                           f"(its backward needs the original value).")
-        if writer is not None:
-            version = f" (version {versions.group(2)} → {versions.group(1)})" if versions else ""
-            message.append(f"Then `{writer.site.expr or writer.site.code}` at line {writer.site.line} modified `{name}` "
-                           f"in place{version}.")
-        message.append(f"Fix: use the out-of-place form (`{name} = {name} + 1` instead of `{name} += 1`/`{name}.add_(1)`), "
-                       f"or modify a copy: `{name} = {name}.clone()` before the in-place op.")
-        line = writer.site.line if writer else event.site.line
-        code = writer.site.code if writer else event.site.code
-        found.append(Diagnostic("inplace-saved-tensor", "error", line, code, (name,), "\n".join(message)))
-    return found
-
-
-def _writer_and_saver(trace: Trace, before: int, error: str) -> tuple[OpEvent | None, OpEvent | None]:
-    """The in-place op that bumped a saved tensor's version, and the op that saved it."""
-    hint = _OUTPUT_OF.search(error)
-    node_hint = (hint.group(1) or hint.group(2) or "") if hint else ""
-    candidates = []
-    for op in trace.ops:
-        if op.seq >= before or not op.inplace or op.error or not op.inputs or op.inputs[0].kind != "tensor":
-            continue
-        target = op.inputs[0]
-        saver = next((s for s in trace.ops if s.seq < op.seq and not s.inplace and s.grad_enabled
-                      and any(i.tid == target.tid for i in s.inputs) and s.outputs and s.outputs[0].requires_grad), None)
-        if saver is not None:
-            match = bool(node_hint) and node_hint.lower() in (target.grad_fn or "").lower()
-            candidates.append((match, op, saver))
-    if not candidates:
-        return None, None
-    matching = [c for c in candidates if c[0]] or candidates
-    _, writer, saver = matching[-1]
-    return writer, saver
-
-
+# -- exception ------------------------------------------------------------------------------------
 def check_exception(trace: Trace, names: Names) -> list[Diagnostic]:
     """Any exception the cell raised; dropped by `analyze` when a specific check explains it."""
     error = trace.error
     if error is None:
         return []
-    involved = tuple(n for n in names.by_tid and _names_on_line(trace, names, error.site.line))
+    words = identifiers(error.site.code)
+    involved = user_names(n for n in trace.final if n in words and n not in names.qualified)
+    where = f" at line {error.site.line}" if error.site.line else ""
     return [Diagnostic("exception", "error", error.site.line, error.site.code, involved,
-                       f"The cell raised {error.type}: {error.message}")]
-
-
-def _names_on_line(trace: Trace, names: Names, line: int | None) -> list[str]:
-    if line is None:
-        return []
-    from .naming import identifiers
-
-    code = next((op.site.code for op in trace.ops if op.site.line == line), "")
-    words = identifiers(code)
-    return [n for n in trace.final if n in words]
+                       f"The cell raised {error.type}{where}: {error.message}\n"
+                       f"The report shows what ran before it; the traceback below points at the same line.")]

@@ -1,124 +1,109 @@
-"""Checks on how values flow: graph-break, history-growing, nonleaf-grad."""
+"""Checks on how values flow through a cell: history-growing and nonleaf-grad."""
 
 from __future__ import annotations
 
 from .events import OpEvent, Trace
-from .graphmodel import CUT_FUNCS
-from .lineage import downstream, label, leaves_upstream, producer
+from .lineage import assigned_name, backward_seqs, base_name, first_name, producer, show, user_called, user_names
 from .naming import Names
 from .report import Diagnostic
 
-_HOW = {
-    "detach": "`.detach()` returns a tensor with the same values but no history",
-    "item": "`.item()` turns it into a plain Python number",
-    "tolist": "`.tolist()` turns it into plain Python numbers",
-    "numpy": "`.numpy()` turns it into a NumPy array, which autograd cannot see",
-    ".data": "`.data` gives the values without history (and hides later in-place changes from autograd)",
-    "torch.tensor": "`torch.tensor(...)` copies the values into a brand-new leaf with no history",
-    "torch.as_tensor": "`torch.as_tensor(...)` makes a tensor with no history",
-    "no_grad": "it was computed under `torch.no_grad()`, so nothing was recorded",
-}
 _CONVERSIONS = {"to", "cuda", "cpu", "double", "float", "half", "bfloat16", "type"}
 
 
-def check_graph_break(trace: Trace, names: Names) -> list[Diagnostic]:
-    found = []
-    backward_roots = {b.root.tid for b in trace.backwards if b.root is not None}
-    reached_leaves = {n.tid for b in trace.backwards if b.graph for n in b.graph.nodes if n.label == "AccumulateGrad"}
-    for op in trace.ops:
-        how = _cut(op)
-        if how is None:
-            continue
-        source = label(names, op.inputs[0], "a tensor that requires grad")
-        result = names.label(op.outputs[0].tid) if op.outputs else None
-        fed = bool(op.outputs) and bool(downstream(trace, op.outputs[0].tid, op.seq) & backward_roots)
-        lost = [leaf for leaf in leaves_upstream(trace, op.inputs[0].tid) + _self_leaf(op) if leaf.tid not in reached_leaves]
-        severity = "warning" if fed and lost else "note"
-        message = f"`{op.site.expr or op.site.code}` cut `{source}` out of the graph: {_HOW[how]}."
-        if result:
-            message += f" `{result}` has no grad_fn, so backward cannot reach anything before it."
-        if severity == "warning":
-            message += (f"\nIt was then used in a backward pass, but {', '.join(f'`{label(names, leaf)}`' for leaf in lost)} "
-                        "got no gradient through it. Keep the computation in torch (no `.detach()`/`.item()`/NumPy round "
-                        "trip) where gradients must flow.")
-        else:
-            message += " That is fine for logging, plotting or targets that must not be trained."
-        involved = tuple(n for n in (source, result) if n and not n.startswith("a tensor"))
-        found.append(Diagnostic("graph-break", severity, op.site.line, op.site.code, involved, message))
-    return found
-
-
-def _self_leaf(op: OpEvent) -> list:
-    first = op.inputs[0]
-    return [first] if first.is_leaf and first.requires_grad else []
-
-
-def _cut(op: OpEvent) -> str | None:
-    if not op.inputs or op.error or op.inputs[0].kind != "tensor" or not op.inputs[0].requires_grad:
-        return None
-    how = CUT_FUNCS.get(op.func)
-    if how == ".data" and not op.outputs:
-        return None
-    if how is not None:
-        return how
-    if not op.grad_enabled and op.outputs and not op.inplace and op.outputs[0].kind == "tensor":
-        return "no_grad" if op.target else None  # a named value made under no_grad
-    return None
-
-
+# -- history-growing --------------------------------------------------------------------
 def check_history_growing(trace: Trace, names: Names) -> list[Diagnostic]:
     """`total = total + loss` in a loop that also runs backward: the graph of `total` only grows."""
     found = []
-    chains: dict[tuple[int | None, str | None], int] = {}
-    last_out: dict[tuple[int | None, str | None], int] = {}
-    backward_seqs = [b.seq for b in trace.backwards]
-    for op in trace.ops:
-        if not op.target or not op.outputs or not op.outputs[0].requires_grad or op.inplace:
+    backwards = backward_seqs(trace)
+    for line, links in _self_links(trace).items():
+        if len(links) < 2 or not any(links[0].seq < b < links[-1].seq for b in backwards):
             continue
-        key = (op.site.line, op.target)
-        previous = last_out.get(key)
-        if previous is not None and any(i.tid == previous for i in op.inputs):
-            chains[key] = chains.get(key, 0) + 1
-        last_out[key] = op.outputs[0].tid
-    for (line, target), links in chains.items():
-        if links < 2 or not _backward_inside_loop(trace, line, target, backward_seqs):
-            continue
-        code = next(op.site.code for op in trace.ops if op.site.line == line)
+        code = links[-1].site.code
+        name = assigned_name(code) or first_name(names, links[-1].outputs[0] if links[-1].outputs else None) or "it"
         found.append(Diagnostic(
-            "history-growing", "warning", line, code, (str(target),),
-            f"`{target}` is rebuilt from itself on every loop iteration while requiring grad, so it keeps the whole "
-            f"graph of every iteration alive: memory grows with each step.\n"
-            f"Fix: accumulate a number, not a graph: `{target} += loss.item()` (or `loss.detach()`)."))
+            "history-growing", "warning", line, code, user_names([name]),
+            f"`{code}` at line {line} builds {show(name)} from its own previous value on every loop iteration "
+            f"while it requires grad, so {show(name)} keeps the graph of every iteration alive (backward runs "
+            f"inside the same loop): memory and time grow with each step.\n"
+            f"Fix: accumulate a number, not a graph: `{name} += loss.item()`, or `{name} = {name}.detach()` "
+            f"before reusing it (for a recurrent state carried across batches)."))
     return found
 
 
-def _backward_inside_loop(trace: Trace, line: int | None, target: str | None, backward_seqs: list[int]) -> bool:
-    seqs = [op.seq for op in trace.ops if op.site.line == line and op.target == target]
-    return any(seqs[0] < b < seqs[-1] for b in backward_seqs)
+def _self_links(trace: Trace) -> dict[int, list[OpEvent]]:
+    """Per line: the ops that extended a value the same line made in its previous execution."""
+    links: dict[int, list[OpEvent]] = {}
+    previous: dict[int, tuple[int | None, set[int]]] = {}  # line -> (last grad output, in-place grad targets)
+    for run in _runs(trace.ops):
+        line = run[0].site.line
+        if line is None:
+            continue
+        last_out, targets = previous.get(line, (None, set()))
+        link = next((op for op in run if _extends(op, last_out, targets)), None)
+        if link is not None:
+            links.setdefault(line, []).append(link)
+        previous[line] = _state_after(run)
+    return links
 
 
+def _runs(ops: tuple[OpEvent, ...]) -> list[list[OpEvent]]:
+    """Consecutive ops of one line: one execution of that line."""
+    runs: list[list[OpEvent]] = []
+    for op in ops:
+        if runs and runs[-1][0].site.line == op.site.line:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _extends(op: OpEvent, last_out: int | None, targets: set[int]) -> bool:
+    if not op.grad_enabled or op.error or not op.inputs:
+        return False
+    if op.inplace:
+        target, others = op.inputs[0], op.inputs[1:]
+        return target.tid in targets and target.requires_grad and any(o.requires_grad for o in others)
+    return last_out is not None and any(i.tid == last_out for i in op.inputs) and _grows(op)
+
+
+def _grows(op: OpEvent) -> bool:
+    return bool(op.outputs) and op.outputs[0].kind == "tensor" and op.outputs[0].grad_fn is not None
+
+
+def _state_after(run: list[OpEvent]) -> tuple[int | None, set[int]]:
+    grown = [op for op in run if op.grad_enabled and not op.inplace and not op.error and _grows(op)]
+    targets = {op.inputs[0].tid for op in run if op.inplace and op.grad_enabled and op.inputs}
+    return (grown[-1].outputs[0].tid if grown else None), targets
+
+
+# -- nonleaf-grad --------------------------------------------------------------------------
 def check_nonleaf_grad(trace: Trace, names: Names) -> list[Diagnostic]:
+    """`.grad` read on a tensor that is not a leaf: it is None."""
     found = []
+    retained = {op.inputs[0].tid for op in trace.ops if op.func == "retain_grad" and op.inputs}
     for op in trace.ops:
-        if op.func != "grad.__get__" or not op.inputs or op.inputs[0].is_leaf:
+        if op.func != "grad.__get__" or not op.inputs or op.inputs[0].is_leaf or not user_called(op, ".grad"):
             continue
         tensor = op.inputs[0]
-        name = label(names, tensor, "this tensor")
-        message = (f"`{name}.grad` is None: `{name}` is not a leaf (it has grad_fn={tensor.grad_fn}), and PyTorch only "
-                   f"stores .grad on leaves.\nFix: read the gradient of the leaf it came from, or call "
-                   f"`{name}.retain_grad()` before backward to keep this one.")
-        trap = _conversion_trap(trace, tensor.tid)
-        if trap is not None:
-            message += (f"\nNote: line {trap.site.line} (`{trap.site.code}`) made `{name}` with `.{trap.func}(...)` after "
-                        f"`requires_grad=True`, so `{name}` names the converted copy, not the leaf. Create it directly: "
-                        "`torch.randn(..., device=device, dtype=..., requires_grad=True)`.")
-        found.append(Diagnostic("nonleaf-grad", "warning", op.site.line, op.site.code, (name,), message))
+        if tensor.tid in retained:
+            continue
+        name = first_name(names, tensor) or "this tensor"
+        found.append(Diagnostic("nonleaf-grad", "warning", op.site.line, op.site.code, user_names([name]),
+                                _nonleaf_message(trace, name, tensor.grad_fn, producer(trace, tensor.tid))))
     return found
 
 
-def _conversion_trap(trace: Trace, tid: int) -> OpEvent | None:
-    op = producer(trace, tid)
-    if op is None or op.func not in _CONVERSIONS or not op.inputs:
-        return None
-    first = op.inputs[0]
-    return op if first.is_leaf and first.requires_grad else None
+def _nonleaf_message(trace: Trace, name: str, grad_fn: str | None, made: OpEvent | None) -> str:
+    base = base_name(name)
+    message = (f"{show(name)}.grad is None: {show(name)} is not a leaf (it has grad_fn={grad_fn}), and PyTorch "
+               f"stores .grad only on leaves, the tensors you create with `requires_grad=True`.\n")
+    trap = made if made is not None and made.func in _CONVERSIONS and made.inputs else None
+    if trap is not None and trap.inputs[0].is_leaf and trap.inputs[0].requires_grad:
+        return message + (
+            f"Line {trap.site.line} (`{trap.site.code}`) set `requires_grad=True` on a tensor and then converted "
+            f"it with `.{trap.func}(...)`: {show(name)} names the converted copy, and the leaf that gets the "
+            f"gradient has no name.\nFix: create it in its final form, e.g. "
+            f"`{base} = torch.randn(..., dtype=torch.float64, device=device, requires_grad=True)`, or convert "
+            f"first and then call `.requires_grad_()`: `{base} = torch.randn(...).{trap.func}(...).requires_grad_()`.")
+    return message + (f"Fix: read the gradient of the leaf it was computed from, or call `{base}.retain_grad()` "
+                      f"before backward to keep this one.")

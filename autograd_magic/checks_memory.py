@@ -2,134 +2,188 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .events import OpEvent, TensorInfo, Trace
-from .lineage import describe_names, first_seen, overlaps, written_name
+from .lineage import (
+    assigned_value,
+    describe_names,
+    first_seen,
+    overlaps,
+    producer,
+    show,
+    source_line,
+    user_names,
+    written_name,
+)
 from .naming import Names
 from .report import Diagnostic
 
-_SHARING_FUNCS = {"numpy": "`.numpy()`", "data.__get__": "`.data`", "as_tensor": "`torch.as_tensor`",
-                  "from_numpy": "`torch.from_numpy`", "asarray": "`torch.asarray`"}
+SHARING_FUNCS = {"numpy": "`.numpy()`", "data.__get__": "`.data`", "as_tensor": "`torch.as_tensor`",
+                 "asarray": "`torch.asarray`", "__array__": "`np.asarray`"}
+_VIEW_HOW = {"detach": "`.detach()`", "data.__get__": "`.data`", "numpy": "`.numpy()`"}
 
 
+@dataclass(frozen=True)
+class _Seer:
+    """A name that sees an in-place write, and how it came to share the memory."""
+
+    name: str
+    info: TensorInfo
+    same_object: bool
+
+
+# -- alias-write ---------------------------------------------------------------------
 def check_alias_write(trace: Trace, names: Names) -> list[Diagnostic]:
+    """An in-place write through one name changed what another name shows."""
     found = []
     for op in trace.ops:
         if not op.inplace or op.error or not op.inputs or op.inputs[0].kind != "tensor":
             continue
         seers = _who_sees(trace, names, op)
         if len(seers) >= 2:
-            found.append(_alias_diagnostic(trace, names, op, seers))
+            found.append(_alias_diagnostic(trace, op, seers))
     return found
 
 
-def _who_sees(trace: Trace, names: Names, op: OpEvent) -> list[str]:
-    """Plain names that see a write to ``op``'s target: the same object or shared memory."""
+def _who_sees(trace: Trace, names: Names, op: OpEvent) -> list[_Seer]:
+    """Plain names, as the cell left them, that show the memory ``op`` wrote: the written one first."""
     target = op.inputs[0]
-    via = written_name(op.site)
-    seers = names.plain(target.tid) if _still_named(trace, target.tid) else []
+    alive = any(info.tid == target.tid for info in trace.final.values())
+    seers = []
     for name, info in trace.final.items():
-        if info.tid == target.tid or name in names.qualified or name in seers:
+        if name in names.qualified:
             continue
-        if overlaps(info.memory, target.memory) and first_seen(trace, info.tid) < op.seq:
-            seers.append(name)
-    if via in seers:  # the name written through comes first
-        seers.remove(via)
-        seers.insert(0, via)
+        if info.tid == target.tid:
+            seers.append(_Seer(name, info, True))
+        elif overlaps(info.memory, target.memory) and _existed_at(trace, info.tid, op.seq, alive):
+            seers.append(_Seer(name, info, False))
+    via = written_name(op.site)
+    seers.sort(key=lambda s: (s.name != via, not s.same_object))
     return seers
 
 
-def _still_named(trace: Trace, tid: int) -> bool:
-    return any(info.tid == tid for info in trace.final.values())
+def _existed_at(trace: Trace, tid: int, seq: int, target_alive: bool) -> bool:
+    """Both alive at the end and overlapping means they share; otherwise memory may have been reused."""
+    seen = first_seen(trace, tid)
+    if seen is None:
+        return target_alive
+    return seen < seq
 
 
-def _alias_diagnostic(trace: Trace, names: Names, op: OpEvent, seers: list[str]) -> Diagnostic:
+def _alias_diagnostic(trace: Trace, op: OpEvent, seers: list[_Seer]) -> Diagnostic:
     via, others = seers[0], seers[1:]
-    target = op.inputs[0]
-    how = []
+    write = op.site.expr or op.site.code
+    lines = [f"The in-place write `{write}` at line {op.site.line} through {show(via.name)} also changed "
+             f"{describe_names(s.name for s in others)}: they share memory."]
+    fixes = []
     for other in others:
-        info = trace.final.get(other)
-        if info is not None and info.tid == target.tid:
-            line = names.line_of.get(other) or names.line_of.get(via)
-            how.append(f"`{other}` and `{via}` are two names for the same tensor"
-                       + (f" (bound at line {line})" if line else "") + ": `=` never copies a tensor.")
-        elif info is not None and info.kind == "ndarray":
-            how.append(f"`{other}` is a NumPy array that shares memory with it (made by `.numpy()` or `torch.from_numpy`).")
-        else:
-            how.append(f"`{other}` shares its storage (a view, `.detach()` or `.data`).")
-    message = (
-        f"The in-place write `{op.site.expr or op.site.code}` at line {op.site.line} through `{via}` also changed "
-        f"{describe_names(others)}.\n" + "\n".join(how) +
-        f"\nFix: if `{via}` should be independent, make it a copy first: `{via} = {_source_of(others[0])}.clone()`"
-        " (or `.copy()` for a NumPy array), or use an out-of-place op."
-    )
-    return Diagnostic("alias-write", "warning", op.site.line, op.site.code, tuple(seers), message)
+        how, fix = _relation(trace, via, other)
+        lines.append(how)
+        if fix and fix not in fixes:
+            fixes.append(fix)
+    fixes.append(f"or write out of place (`{via.name} = {via.name} + ...` makes a new tensor).")
+    lines.append("Fix: " + "; ".join(fixes))
+    return Diagnostic("alias-write", "warning", op.site.line, op.site.code,
+                      user_names(s.name for s in seers), "\n".join(lines))
 
 
-def _source_of(name: str) -> str:
-    return name
+def _relation(trace: Trace, via: _Seer, other: _Seer) -> tuple[str, str | None]:
+    """How ``other`` came to share ``via``'s memory, and the copy that would have prevented it."""
+    if other.same_object:
+        return _same_object(trace, via.name, other.name)
+    later, earlier = _later_of(trace, via, other)
+    made = producer(trace, later.info.tid)
+    if made is not None:
+        how = _VIEW_HOW.get(made.func, "a view")
+        text = (f"`{made.site.code}` at line {made.site.line} made {show(later.name)} {how} of "
+                f"{show(earlier.name)}, not a copy.")
+        return text, _copy_fix(made.site.code, made.site.line, later.info)
+    kind = "NumPy array" if later.info.kind == "ndarray" else "tensor"
+    return (f"{show(later.name)} is a {kind} over the same memory as {show(earlier.name)} "
+            f"(`torch.from_numpy`, `.numpy()`, `.data` and views copy nothing)."), None
 
 
+def _same_object(trace: Trace, via: str, other: str) -> tuple[str, str | None]:
+    line, code = _assignment_of(trace, via, other)
+    if code is None:
+        return f"{show(other)} and {show(via)} are two names for one tensor: `=` never copies a tensor.", None
+    value = assigned_value(code) or other
+    return (f"`{code}` at line {line} made {show(via) if code.startswith(via) else show(other)} a second name "
+            f"for the same tensor: `=` never copies a tensor."), f"`{code.split('=')[0].strip()} = {value}.clone()`"
+
+
+def _assignment_of(trace: Trace, via: str, other: str) -> tuple[int | None, str | None]:
+    """The line ``via = other`` or ``other = via``, from the cell's source."""
+    for offset, text in enumerate(trace.source.splitlines()):
+        value = assigned_value(text)
+        target = text.split("=")[0].strip()
+        if {target, value} == {via, other}:
+            return trace.first_line + offset, text.strip()
+    return None, None
+
+
+def _later_of(trace: Trace, a: _Seer, b: _Seer) -> tuple[_Seer, _Seer]:
+    seen_a, seen_b = first_seen(trace, a.info.tid), first_seen(trace, b.info.tid)
+    if seen_a is None or (seen_b is not None and seen_a > seen_b):
+        return a, b
+    return b, a
+
+
+def _copy_fix(code: str, line: int | None, made: TensorInfo) -> str | None:
+    value = assigned_value(code)
+    if value is None:
+        return None
+    target = code.split("=")[0].strip()
+    copy = ".copy()" if made.kind == "ndarray" else ".clone()"
+    return f"`{target} = {value}{copy}` at line {line} makes an independent copy"
+
+
+# -- shared-memory -----------------------------------------------------------------------
 def check_shared_memory(trace: Trace, names: Names) -> list[Diagnostic]:
+    """A named tensor/array starts sharing memory with another: note it where it happens."""
     found = []
     for op in trace.ops:
-        how = _SHARING_FUNCS.get(op.func)
+        how = SHARING_FUNCS.get(op.func)
         if how is None or op.error or not op.inputs or not op.outputs:
             continue
         src, out = op.inputs[0], op.outputs[0]
-        if not overlaps(src.memory, out.memory):
-            continue  # a copy was made (dtype or device change)
-        out_names, src_names = names.plain(out.tid), names.plain(src.tid)
-        if not out_names:
-            continue  # an unnamed temporary: nothing can be written through it later
-        found.append(_sharing_diagnostic(op, how, out, out_names, src_names))
-    found.extend(_untracked_sharing(trace, names, {d.names for d in found}))
+        out_names = names.plain(out.tid)
+        if not out_names or not overlaps(src.memory, out.memory):
+            continue  # unnamed temporaries cannot be written later; a copy (dtype/device change) shares nothing
+        found.append(_sharing_note(op.site.line, op.site.code, how, out, out_names[0], names.plain(src.tid)))
+    found.extend(_from_numpy_sharing(trace, names, {d.names for d in found}))
     return found
 
 
-def _sharing_diagnostic(op: OpEvent, how: str, out: TensorInfo, out_names: list[str], src_names: list[str]) -> Diagnostic:
-    src = src_names[0] if src_names else "its source"
+def _sharing_note(line: int | None, code: str, how: str, out: TensorInfo, name: str, sources: list[str]) -> Diagnostic:
+    src = show(sources[0]) if sources else "its source"
+    copy = "`.copy()` on the array" if out.kind == "ndarray" else "`.clone()`"
     kind = "NumPy array" if out.kind == "ndarray" else "tensor"
-    message = (
-        f"`{out_names[0]}` is a {kind} that shares memory with `{src}` ({how} copies nothing): "
-        f"an in-place change to either one shows up in the other.\n"
-        f"If you need an independent copy, use "
-        + ("`x.detach().numpy().copy()`" if out.kind == "ndarray" else "`.clone()`") + "."
-    )
-    return Diagnostic("shared-memory", "note", op.site.line, op.site.code, tuple(out_names + src_names[:1]), message)
+    return Diagnostic("shared-memory", "note", line, code, user_names([name], sources[:1]),
+                      f"{show(name)} is a {kind} that shares memory with {src} ({how} copies nothing): an in-place "
+                      f"change to either one shows up in the other.\nIf you need an independent copy, use {copy}.")
 
 
-def _untracked_sharing(trace: Trace, names: Names, known: set[tuple[str, ...]]) -> list[Diagnostic]:
+def _from_numpy_sharing(trace: Trace, names: Names, known: set[tuple[str, ...]]) -> list[Diagnostic]:
     """``torch.from_numpy`` is invisible to torch-function modes: find its result by memory."""
     found = []
-    arrays = {n: i for n, i in trace.final.items() if i.kind == "ndarray"}
+    arrays = {n: i for n, i in trace.final.items() if i.kind == "ndarray" and n not in names.qualified}
     for name, info in trace.final.items():
-        if info.kind != "tensor" or name in names.qualified or first_seen(trace, info.tid) != 0 and _made_by_op(trace, info.tid):
+        if info.kind != "tensor" or name in names.qualified or not _new_without_op(trace, name, info):
             continue
         line = names.line_of.get(name)
         for array_name, array in arrays.items():
-            if overlaps(info.memory, array.memory) and not any(name in k and array_name in k for k in known):
-                if _bound_before(trace, name):
-                    continue
+            if overlaps(info.memory, array.memory) and (name, array_name) not in known:
                 found.append(Diagnostic(
-                    "shared-memory", "note", line, _code_at(trace, line), (name, array_name),
-                    f"`{name}` is a tensor that shares memory with the NumPy array `{array_name}` "
+                    "shared-memory", "note", line, source_line(trace, line), (name, array_name),
+                    f"{show(name)} is a tensor that shares memory with the NumPy array {show(array_name)} "
                     f"(`torch.from_numpy` copies nothing): an in-place change to either one shows up in the other.\n"
                     f"If you need an independent copy, use `torch.tensor({array_name})`."))
     return found
 
 
-def _made_by_op(trace: Trace, tid: int) -> bool:
-    return any(o.tid == tid for op in trace.ops for o in op.outputs)
-
-
-def _bound_before(trace: Trace, name: str) -> bool:
-    info = trace.previous.get(name)
-    return info is not None and info.tid == trace.final[name].tid
-
-
-def _code_at(trace: Trace, line: int | None) -> str:
-    if line is None:
-        return ""
-    lines = trace.source.splitlines()
-    index = line - trace.first_line
-    return lines[index].strip() if 0 <= index < len(lines) else ""
+def _new_without_op(trace: Trace, name: str, info: TensorInfo) -> bool:
+    """Bound during the cell to a tensor that no recorded op made."""
+    before = trace.previous.get(name)
+    return (before is None or before.tid != info.tid) and producer(trace, info.tid) is None

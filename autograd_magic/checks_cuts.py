@@ -1,0 +1,189 @@
+"""Checks on values that left autograd: graph-break and no-gradient.
+
+A cut is intended when it is an explicit stop-gradient (``.detach()``, ``.data``,
+``torch.no_grad()``) whose result stays a tensor: a GAN discriminator step or a
+DQN target. It is a likely bug when the value went through Python numbers or
+NumPy (``.item()``, ``.numpy()``, ``torch.tensor(t)``) and came back into a loss
+that was backwarded, leaving the leaves before the cut without gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .events import OpEvent, TensorInfo, Trace
+from .lineage import (
+    assigned_name,
+    downstream,
+    leaves_upstream,
+    reached_leaves,
+    show,
+    succeeded,
+    tainted_names,
+    user_called,
+    user_names,
+    value_text,
+)
+from .naming import Names, identifiers
+from .report import Diagnostic
+
+# op func -> (how it is called in messages, words that show the user wrote the call)
+_CUTS = {
+    "detach": ("detach", ("detach",)),
+    "detach_": ("detach", ("detach_",)),
+    "data.__get__": (".data", (".data",)),
+    "item": ("item", (".item",)),
+    "tolist": ("tolist", (".tolist",)),
+    "numpy": ("numpy", (".numpy",)),
+    "tensor": ("torch.tensor", ("tensor(",)),
+    "as_tensor": ("torch.as_tensor", ("as_tensor(",)),
+}
+_STOP_GRADIENTS = frozenset({"detach", ".data", "no_grad"})  # explicit: the user chose to stop gradients
+_CONVERTERS = frozenset({"numpy", "item", "tolist", "tensor", "as_tensor"})
+_HOW = {
+    "detach": "`.detach()` returns a tensor with the same values but no history",
+    "item": "`.item()` turns it into a plain Python number",
+    "tolist": "`.tolist()` turns it into plain Python numbers",
+    "numpy": "`.numpy()` turns it into a NumPy array, which autograd cannot see",
+    ".data": "`.data` gives the values without history (and hides later in-place changes from autograd)",
+    "torch.tensor": "`torch.tensor(...)` copies the values into a brand-new leaf with no history",
+    "torch.as_tensor": "`torch.as_tensor(...)` makes a tensor with no history",
+    "no_grad": "it was computed under `torch.no_grad()`, so nothing was recorded",
+}
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One place where a value that required grad left autograd, and what followed."""
+
+    op: OpEvent
+    how: str
+    converted: bool  # left torch for Python/NumPy, not an explicit stop-gradient
+    fed: bool  # its tensor value flowed into a root that a successful backward used
+    fed_by_name: bool  # the same, following plain-Python assignments in the source
+    lost: tuple[TensorInfo, ...]  # leaves upstream of the cut that no successful backward reached
+
+    @property
+    def harmful(self) -> bool:
+        return self.converted and bool(self.lost)
+
+
+def find_cuts(trace: Trace, names: Names) -> list[Cut]:
+    reached = reached_leaves(trace)
+    roots = {b.root.tid for b in succeeded(trace) if b.root is not None}
+    later = succeeded(trace)
+    out = []
+    for op in trace.ops:
+        how = _cut_how(op, names)
+        if how is None:
+            continue
+        after = [b for b in later if b.seq > op.seq]
+        fed = bool(after) and bool(op.outputs) and bool(downstream(trace, [o.tid for o in op.outputs], op.seq) & roots)
+        first = op.inputs[0]
+        upstream_leaves = leaves_upstream(trace, first.tid) + ([first] if first.is_leaf else [])
+        lost = tuple({leaf.tid: leaf for leaf in upstream_leaves if leaf.tid not in reached}.values())
+        out.append(Cut(op, how, _converted(trace, op, how), fed, bool(after) and _fed_by_name(trace, names, op, after),
+                       lost))
+    return out
+
+
+def _cut_how(op: OpEvent, names: Names) -> str | None:
+    if not op.inputs or op.error or op.inputs[0].kind != "tensor" or not op.inputs[0].requires_grad:
+        return None
+    known = _CUTS.get(op.func)
+    if known is not None:
+        how, words = known
+        return how if user_called(op, *words) else None  # a library's internal detach() is not the user's cut
+    if op.grad_enabled or op.inplace or not op.outputs or op.outputs[0].kind != "tensor" or op.scope != "<cell>":
+        return None
+    return "no_grad" if names.plain(op.outputs[0].tid) else None  # the named result of a no_grad block
+
+
+def _converted(trace: Trace, op: OpEvent, how: str) -> bool:
+    if how not in _STOP_GRADIENTS:
+        return True
+    outs = {o.tid for o in op.outputs}
+    return any(later.func in _CONVERTERS and any(i.tid in outs for i in later.inputs)
+               for later in trace.ops if later.seq > op.seq)  # x.detach().numpy(): a conversion, not a stop
+
+
+def _fed_by_name(trace: Trace, names: Names, op: OpEvent, after: list) -> bool:
+    seeds = {n for o in op.outputs for n in names.plain(o.tid)}
+    target = assigned_name(op.site.code)
+    if target:
+        seeds.add(target)
+    if not seeds:
+        return False
+    tainted = tainted_names(trace.source, seeds)
+    return any(identifiers(b.site.expr or b.site.code) & tainted for b in after)
+
+
+# -- graph-break ---------------------------------------------------------------------------
+def check_graph_break(trace: Trace, names: Names) -> list[Diagnostic]:
+    """A value left autograd: a note, or a warning when a backward then missed the leaves before it."""
+    found = []
+    for cut in find_cuts(trace, names):
+        op = cut.op
+        source = value_text(trace, names, op.inputs[0], "a tensor that requires grad")
+        results = [n for o in op.outputs for n in names.plain(o.tid)] or [assigned_name(op.site.code) or ""]
+        results = [n for n in results if n]
+        message = (f"`{op.site.expr or op.site.code}` at line {op.site.line} cut {source} out of the graph: "
+                   f"{_HOW[cut.how]}.")
+        if results:
+            message += f" {show(results[0])} has no history, so backward cannot reach anything before it through it."
+        warn = cut.harmful and cut.fed
+        message += _consequence(trace, names, cut) if warn else _note_tail(names, cut)
+        involved = user_names(names.plain(op.inputs[0].tid), results, _leaf_names(names, cut.lost) if warn else [])
+        found.append(Diagnostic("graph-break", "warning" if warn else "note", op.site.line, op.site.code,
+                                involved, message))
+    return found
+
+
+def _consequence(trace: Trace, names: Names, cut: Cut) -> str:
+    backward = next(b for b in succeeded(trace) if b.seq > cut.op.seq)
+    lost = ", ".join(show(n) for n in _leaf_names(names, cut.lost)) or "the leaves before it"
+    return (f"\nIts value then went into `{backward.site.expr or backward.site.code}` at line {backward.site.line}, "
+            f"but {lost} got no gradient through it: autograd cannot follow values through NumPy or Python numbers.\n"
+            f"Fix: compute the loss with torch operations on the tensor itself (`torch.mean`, `torch.exp`, ... "
+            f"instead of NumPy or `math`), and convert with `.detach().numpy()` or `.item()` only to log or plot.")
+
+
+def _note_tail(names: Names, cut: Cut) -> str:
+    if cut.how in _STOP_GRADIENTS and cut.lost and cut.fed:
+        lost = ", ".join(show(n) for n in _leaf_names(names, cut.lost)) or "the leaves before it"
+        return (f" Gradients stop here, so {lost} got none from the backward that used it: intended for "
+                f"a GAN discriminator step or a fixed target; remove the cut if they should train.")
+    return " That is fine for logging, plotting, or values that must not be trained."
+
+
+def _leaf_names(names: Names, leaves: tuple[TensorInfo, ...]) -> list[str]:
+    return [n for leaf in leaves for n in (names.all(leaf.tid)[:1])]
+
+
+# -- no-gradient ---------------------------------------------------------------------------
+def check_no_gradient(trace: Trace, names: Names) -> list[Diagnostic]:
+    """After backward, a leaf whose only path to the loss went through Python/NumPy still has no .grad."""
+    with_grad = {names.tid_of.get(n) for n in trace.gradients}
+    found = []
+    for cut in find_cuts(trace, names):
+        if not cut.harmful or cut.fed or not cut.fed_by_name:
+            continue  # a proven flow is reported as a graph-break warning
+        for leaf in cut.lost:
+            leaf_name = (names.all(leaf.tid) or [None])[0]
+            if leaf_name is None or leaf.tid in with_grad:
+                continue
+            found.append(_no_gradient(trace, cut, leaf_name))
+    return found
+
+
+def _no_gradient(trace: Trace, cut: Cut, leaf: str) -> Diagnostic:
+    op = cut.op
+    backward = next(b for b in succeeded(trace) if b.seq > op.seq)
+    return Diagnostic(
+        "no-gradient", "warning", op.site.line, op.site.code, user_names([leaf]),
+        f"After `{backward.site.expr or backward.site.code}` at line {backward.site.line}, {show(leaf)}.grad is "
+        f"still None: the value computed from {show(leaf)} left autograd at line {op.site.line} "
+        f"(`{op.site.expr or op.site.code}`: {_HOW[cut.how]}), and what was backwarded was rebuilt from plain "
+        f"numbers, with no link back to {show(leaf)}.\n"
+        f"Fix: keep the loss a torch computation from {show(leaf)} (torch ops, no `.item()`/`.numpy()`/"
+        f"`torch.tensor(...)` on the way); convert only to log or plot.")
