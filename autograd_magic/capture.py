@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from types import CodeType, FrameType
+from types import CodeType, FrameType, FunctionType
 from typing import Any, Callable
 
 import torch
@@ -103,7 +103,7 @@ class Recorder:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         mode, self._mode = self._mode, None
         if mode is not None:
-            _leave_mode(mode)
+            _leave_mode(mode, self)
         try:
             self.trace = self._finish(exc, tb)
         except Exception:
@@ -206,6 +206,16 @@ class Recorder:
     def total_calls(self) -> int:
         return sum(self.counts.values()) + self._failed_calls
 
+    def absorb_counts(self, sites: dict[tuple[CodeType, int], list[Any]]) -> None:
+        """Fold the fast path's per-instruction counts into `counts` (keyed by instruction and func)."""
+        keys_at: dict[tuple[Any, Any], list[tuple[Any, ...]]] = {}
+        for key in self.counts:
+            keys_at.setdefault((key[0], key[1]), []).append(key)
+        for site, (_, calls) in sites.items():
+            keys = keys_at.get(site, [])
+            if len(keys) == 1:
+                self.counts[keys[0]] = calls
+
     # -- finishing ---------------------------------------------------------------
     def _scan(self, seq: int) -> dict[str, TensorInfo]:
         found = scan_namespace(self.namespace, self.ids)
@@ -268,7 +278,14 @@ def _scalar_args(args: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(repr(a) for a in args[1:4] if isinstance(a, (bool, int, float, type(None))))
 
 
-def _leave_mode(mode: _RecordingMode) -> None:
+def _is_wrapper(code: CodeType) -> bool:
+    wrapper = _wrapper_codes.get(code)
+    if wrapper is None:
+        wrapper = _wrapper_codes[code] = code.co_filename.endswith(_WRAPPER_FILES)
+    return wrapper
+
+
+def _leave_mode(mode: _RecordingMode, recorder: Recorder) -> None:
     """Take our mode off the torch-function stack, keeping any the cell left above it."""
     above = []
     try:
@@ -283,6 +300,8 @@ def _leave_mode(mode: _RecordingMode) -> None:
             torch._C._push_on_torch_function_stack(other)
     finally:
         mode.recorder = None  # break the cycle
+        recorder.absorb_counts(mode.sites)
+        mode.sites.clear()  # the call functions hold the user's globals
 
 
 class _RecordingMode(TorchFunctionMode):
@@ -297,6 +316,23 @@ class _RecordingMode(TorchFunctionMode):
         self.recorder: Recorder | None = recorder
         self.counts = recorder.counts  # held here too: one attribute lookup less per call
         self.max_repeats = recorder.max_repeats
+        self.sites: dict[tuple[CodeType, int], list[Any]] = {}  # (code, instruction) -> [call, calls so far]
+
+    def make_call(self, frame: FrameType) -> Callable[..., Any]:
+        """A function that calls ``func`` from what looks like ``frame``'s line.
+
+        Torch warns from C++ at the innermost Python frame. Without this that
+        frame is ours, so a warning would name capture.py, and Python's
+        once-per-location filter would merge warnings from different cells.
+        Compiled with the caller's file, line and globals, warnings read and
+        deduplicate exactly as in a plain run.
+        """
+        line = frame.f_lineno
+        if line is None:
+            return _call_directly
+        code = _CALL_TEMPLATE.replace(co_filename=frame.f_code.co_filename, co_firstlineno=line,
+                                      co_name=frame.f_code.co_name)
+        return FunctionType(code, frame.f_globals)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         __tracebackhide__ = True  # noqa: F841 - tracebacks show the user's frames, not ours
@@ -307,21 +343,52 @@ class _RecordingMode(TorchFunctionMode):
             return func(*args, **kwargs)
         if func in _BACKWARD_FUNCS:
             return rec.backward.run(func, args, kwargs)
-        caller = sys._getframe(1)
-        if _wrapper_codes.get(caller.f_code) is not False:
-            caller = _caller(caller)
+        here = sys._getframe(1)
+        site = self.sites.get((here.f_code, here.f_lasti))
+        if site is None:  # first call from here, or torch's Python dispatch wrappers in between
+            return self.call_slowly(here, func, args, kwargs)
         try:
-            result = func(*args, **kwargs)
+            result = site[0](func, args, kwargs)
+        except BaseException as error:
+            rec.record(func, args, kwargs, None, error, here)
+            raise
+        seen = site[1]
+        site[1] = seen + 1
+        if seen < self.max_repeats:
+            rec.record(func, args, kwargs, result, None, here)
+        return result
+
+    def call_slowly(self, here: FrameType, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The general path: counts by (caller, func) and makes the per-site call function."""
+        __tracebackhide__ = True  # noqa: F841
+        rec = self.recorder
+        assert rec is not None
+        call = self.make_call(here)
+        wrapped = _is_wrapper(here.f_code)
+        caller = _caller(here) if wrapped else here
+        try:
+            result = call(func, args, kwargs)
         except BaseException as error:
             rec.record(func, args, kwargs, None, error, caller)
             raise
         key = (caller.f_code, caller.f_lasti, func)
         seen = self.counts.get(key, 0)
         self.counts[key] = seen + 1
+        if not wrapped:  # later calls from this instruction take the fast path, counting there
+            self.sites[(here.f_code, here.f_lasti)] = [call, seen + 1]
         if seen < self.max_repeats:
             rec.record(func, args, kwargs, result, None, caller)
         return result
 
+
+def _call_directly(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    __tracebackhide__ = True  # noqa: F841
+    return func(*args, **kwargs)
+
+
+# one line, so every instruction carries the caller's line number once co_firstlineno is replaced
+_CALL_SOURCE = "def _call(func, args, kwargs): __tracebackhide__ = True; return func(*args, **kwargs)"
+_CALL_TEMPLATE = next(c for c in compile(_CALL_SOURCE, "<autograd_magic>", "exec").co_consts if isinstance(c, CodeType))
 
 _wrapper_codes: dict[CodeType, bool] = {}
 

@@ -192,3 +192,15 @@ def test_values_and_gradients_match_a_plain_run(ip: Any, source: str) -> None:
     magic = run(ip, "%%autograd\n" + source)
     assert (plain.error is None) and (magic.error is None)
     _same_state(plain_state, _state(ip.user_ns))
+
+
+def test_torch_warnings_name_the_cell_line_not_our_code(ip: Any) -> None:
+    run(ip, "x = torch.ones(2, requires_grad=True)\ny = x * 2")
+    code = "import warnings\nwith warnings.catch_warnings(record=True) as caught:\n" \
+           "    warnings.simplefilter('always')\n    y.grad\nwhere = [(w.filename, w.lineno) for w in caught]"
+    run(ip, code)
+    plain = ip.user_ns["where"]
+    run(ip, "%%autograd -q\n" + code)
+    magic = ip.user_ns["where"]
+    assert len(plain) == len(magic) == 1
+    assert "autograd_magic" not in magic[0][0] and magic[0][1] == plain[0][1]
