@@ -43,6 +43,7 @@ class BackwardRecorder:
         self._node_site: dict[int, Site] = {}
         self._hook_grads: dict[int, torch.Tensor] = {}
         self._values: dict[tuple[int, tuple[int, ...], int], tuple[int, int]] = {}  # key -> (fingerprint, tid)
+        self.torchviz_source: str | None = None
         self._cut_graphs: list[GraphSnapshot] = []
         self._before: dict[int, Any] = {}
 
@@ -133,6 +134,7 @@ class BackwardRecorder:
                 create_graph=bool(kwargs.get("create_graph")),
                 leaf_grads=() if prepared is None else prepared.leaf_grads,
                 stale_saved=() if prepared is None else tuple(prepared.stale),
+                torchviz=None if prepared is None else prepared.torchviz,
                 error=None if error is None else f"{type(error).__name__}: {error}",
             ))
         except Exception:
@@ -143,7 +145,26 @@ class BackwardRecorder:
         prepared.graph = self._snapshot(roots, prepared)
         prepared.leaf_grads = tuple(self._leaf_state(leaf, site, prepared) for leaf in prepared.leaves)
         self._hook_named(prepared)
+        if self._rec.torchviz and self.torchviz_source is None:
+            prepared.torchviz = self.torchviz_source = self.torchviz_of(roots)
         return prepared
+
+    def torchviz_of(self, roots: list[torch.Tensor]) -> str:
+        """torchviz's own drawing, made now: after backward it cannot read the saved tensors."""
+        try:
+            from torchviz import make_dot
+        except ImportError:
+            return "# torchviz is not installed: pip install torchviz"
+        live = self._rec.ids.live()
+        params = {}
+        for binding in self._rec.bindings():
+            tensor = live.get(binding.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.requires_grad:
+                params[binding.name] = tensor
+        try:
+            return str(make_dot(roots[0], params=params, show_attrs=True, show_saved=True).source)
+        except Exception as error:  # torchviz's own limits (e.g. recursion on very deep graphs)
+            return f"# torchviz could not draw this graph: {type(error).__name__}: {error}"
 
     def _leaf_state(self, leaf: torch.Tensor, site: Site, prepared: _Prepared) -> GradEvent:
         grad = leaf.grad
@@ -292,6 +313,7 @@ class _Prepared:
         self.before: dict[int, Any] = {}
         self.named_nodes: dict[int, int] = {}
         self.stale: list[tuple[int, str, int]] = []
+        self.torchviz: str | None = None
 
     def remove_hooks(self) -> None:
         for handle in self.handles:

@@ -73,6 +73,7 @@ class Recorder:
         max_repeats: int = DEFAULT_MAX_REPEATS,
         session: Session | None = None,
         cell: int | None = None,
+        torchviz: bool = False,
     ) -> None:
         self.sites = SiteTable(source, filename, first_line)
         self.ids = Identity()
@@ -87,6 +88,7 @@ class Recorder:
         self._failed_calls = 0
         self.session = session if session is not None else Session()
         self.cell = cell
+        self.torchviz = torchviz  # also draw the first backward's graph with torchviz (costly)
         self.backward = BackwardRecorder(self, self.session.grads)
         self._provenance: dict[int, tuple[OpEvent, ...]] = {}
         self._mode: _RecordingMode | None = None
@@ -194,6 +196,9 @@ class Recorder:
         self.counts[key] = count
         return self.sites.site(frame), count
 
+    def bindings(self) -> list[Binding]:
+        return list(self._bindings)
+
     def named_tids(self) -> set[int]:
         named = {b.tid for b in self._bindings}
         for value in list(self.namespace.values()):
@@ -240,6 +245,7 @@ class Recorder:
             error=self._error_info(exc, tb),
             previous=self._previous,
             provenance=self._provenance,
+            torchviz=self.backward.torchviz_source or self._torchviz_of_results(final),
         )
 
     def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:
@@ -255,6 +261,17 @@ class Recorder:
         live = self.ids.live()
         tensors = {i.tid: live[i.tid] for i in final.values() if isinstance(live.get(i.tid), torch.Tensor)}
         self.session.origins.remember(tensors, tuple(self._ops), self.cell)
+
+    def _torchviz_of_results(self, final: dict[str, TensorInfo]) -> str | None:
+        """No backward ran: draw the first named result that has a graph."""
+        if not self.torchviz:
+            return None
+        live = self.ids.live()
+        for info in final.values():
+            tensor = live.get(info.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                return self.backward.torchviz_of([tensor])
+        return None
 
     def _error_info(self, exc: BaseException | None, tb: Any) -> ErrorInfo | None:
         if exc is None:

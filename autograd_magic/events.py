@@ -105,6 +105,7 @@ class BackwardEvent:
     error: str | None = None
     calls: int = 1  # calls at this site folded into this event
     stale_saved: tuple[tuple[int, str, int], ...] = ()  # (node id, saved name, tid) changed behind autograd
+    torchviz: str | None = None  # torchviz's DOT source of the graph, when asked for (--torchviz)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +157,4 @@ class Trace:
     error: ErrorInfo | None = None
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell
     provenance: dict[int, tuple[OpEvent, ...]] = field(default_factory=dict)  # tid -> chain made in earlier cells
+    torchviz: str | None = None  # torchviz's DOT source for the first graph (--torchviz), or a one-line reason

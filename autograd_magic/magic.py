@@ -85,6 +85,7 @@ class AutogradMagic(Magics):
             max_repeats=self.max_repeats,
             session=self.session,
             cell=self.shell.execution_count,
+            torchviz=args.torchviz,
         )
         try:
             with recorder:

@@ -29,6 +29,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     if trace.error is not None:
         report.error = ErrorRow(trace.error.type, trace.error.message, trace.error.site.line, trace.error.site.code)
     report.diagnostics = analyze(trace, names)
+    report.torchviz_dot = trace.torchviz
     return report
 
 

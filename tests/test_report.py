@@ -128,3 +128,14 @@ def test_save_writes_json_html_and_svg(ip: Any, tmp_path: Any) -> None:
     assert "<table" in report.save(tmp_path / "r.html").read_text()
     assert (tmp_path / "r.svg") == report.save(tmp_path / "r.svg")
     assert "<svg" in (tmp_path / "r.svg").read_text()
+
+
+def test_torchviz_option_draws_before_backward_frees_the_graph(ip: Any) -> None:
+    report, cell = report_of(ip, "x = torch.ones(2, requires_grad=True)\ny = (x * 2).sin().sum()\ny.backward()",
+                             options="--torchviz")
+    assert cell.error is None
+    dot = report.torchviz_dot
+    assert dot is not None and dot.startswith("digraph")
+    assert "SinBackward0" in dot and "x\n (2)" in dot  # the leaf is labelled with its name by torchviz
+    plain, _ = report_of(ip, "z = torch.ones(2, requires_grad=True) * 2")
+    assert plain.torchviz_dot is None  # only when asked: it costs a second graph walk
