@@ -6,6 +6,7 @@ nothing is left registered on the user's graph afterwards.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -162,7 +163,9 @@ class BackwardRecorder:
             if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.requires_grad:
                 params[binding.name] = tensor
         try:
-            return str(make_dot(roots[0], params=params, show_attrs=True, show_saved=True).source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torchviz 0.0.3 uses distutils' LooseVersion
+                return str(make_dot(roots[0], params=params, show_attrs=True, show_saved=True).source)
         except Exception as error:  # torchviz's own limits (e.g. recursion on very deep graphs)
             return f"# torchviz could not draw this graph: {type(error).__name__}: {error}"
 
