@@ -235,10 +235,12 @@ class BackwardRecorder:
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the leaf itself
             prepared.leaves.append(variable)
             tid = self._rec.ids.tid(variable)
-            return GraphNode(nid, type(node).__name__, tid, None, tuple(variable.shape))
+            return GraphNode(nid, type(node).__name__, tid, None, tuple(variable.shape),
+                             dtype=str(variable.dtype).removeprefix("torch."))
         tid = self._node_tid.get(nid) or prepared.named_nodes.get(id(node))
-        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), _node_shape(node),
-                         self._saved(node, nid, prepared))
+        shape, dtype = _node_meta(node)
+        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), shape,
+                         self._saved(node, nid, prepared), dtype)
 
     def _saved(self, node: Any, nid: int, prepared: _Prepared) -> tuple[str, ...]:
         """Describe what a node saved for backward; note saved values changed behind autograd's back."""
@@ -336,12 +338,15 @@ def _with_calls(event: BackwardEvent, calls: int) -> BackwardEvent:
     return replace(event, calls=calls)
 
 
-def _node_shape(node: Any) -> tuple[int, ...]:
+def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype of the tensor a node produced (its gradient's metadata)."""
     try:
         meta = node._input_metadata
-        return tuple(meta[0].shape) if meta else ()
-    except (AttributeError, RuntimeError, IndexError):
-        return ()
+        if not meta:
+            return (), ""
+        return tuple(meta[0].shape), str(meta[0].dtype).removeprefix("torch.")
+    except (AttributeError, RuntimeError, IndexError, TypeError):
+        return (), ""
 
 
 def _saved_names_of(node: Any) -> tuple[str, ...]:

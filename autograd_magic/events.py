@@ -68,6 +68,7 @@ class GraphNode:
     site: Site | None = None
     shape: tuple[int, ...] = ()
     saved: tuple[str, ...] = ()  # "self: (3, 2)" style descriptions
+    dtype: str = ""
 
 
 @dataclass(frozen=True, slots=True)

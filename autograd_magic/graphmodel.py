@@ -37,6 +37,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             saved=raw.saved,
             grad_norm=None if grad is None else grad.norm,
             step=steps.get(raw.nid, 0),
+            dtype=raw.dtype,
         ))
     ids = {n.id for n in nodes}
     leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}
@@ -51,10 +52,17 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
 
 
 def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], list[tuple[int, int]], int]:
-    """Draw repeated structure once: unnamed op nodes sharing class, line and expression."""
+    """Draw repeated structure once: op nodes sharing class, line and expression, marked ×N.
+
+    The current version of a name (`t`) stays apart; earlier versions (`t (line 5)`) fold
+    with the rest. Ops past the recording cap have no line: they take the site of the
+    recorded ops of their class when that is unambiguous, so a loop folds into one group.
+    """
+    nodes = _adopt_sites(nodes)
+
     def signature(node: Node) -> tuple[str, int | None, str] | None:
-        # ops past the recording cap have no line: they fold by class alone
-        return None if node.kind != "op" or node.name else (node.label, node.line, node.expr)
+        current_name = bool(node.name) and " (" not in node.name
+        return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
 
     counts = Counter(s for s in map(signature, nodes) if s is not None)
     heavy = {s for s, n in counts.items() if n >= FOLD_MIN}
@@ -68,13 +76,32 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
         if sig in heavy:
             first = keep.get(sig)  # type: ignore[arg-type]
             if first is None:
-                first = keep[sig] = Node(**{**node.__dict__, "repeat": counts[sig]})  # type: ignore[index]
+                first = keep[sig] = replace(node, repeat=counts[sig], name=_group_name(node))  # type: ignore[index]
                 out.append(first)
             alias[node.id] = first.id
         else:
             out.append(node)
     folded_edges = list(dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges))
     return out, folded_edges, sum(counts[s] - 1 for s in heavy)
+
+
+def _adopt_sites(nodes: list[Node]) -> list[Node]:
+    sites: dict[str, set[tuple[int | None, str, str]]] = {}
+    for node in nodes:
+        if node.kind == "op" and node.line is not None:
+            sites.setdefault(node.label, set()).add((node.line, node.code, node.expr))
+    out = []
+    for node in nodes:
+        known = sites.get(node.label, set())
+        if node.kind == "op" and node.line is None and len(known) == 1:
+            line, code, expr = next(iter(known))
+            node = replace(node, line=line, code=code, expr=expr)
+        out.append(node)
+    return out
+
+
+def _group_name(node: Node) -> str | None:
+    return node.name.split(" (")[0] if node.name else None
 
 
 def cap(nodes: list[Node], edges: list[tuple[int, int]], max_nodes: int) -> tuple[list[Node], list[tuple[int, int]], int]:
@@ -110,6 +137,8 @@ def cuts_of(trace: Trace, names: Names) -> list[Cut]:
 def _cut_kind(op: OpEvent) -> str | None:
     if not op.inputs or op.error or op.inputs[0].kind != "tensor" or not op.inputs[0].requires_grad:
         return None
+    if op.scope != "<cell>" or op.func.endswith("__get__") and op.func != "data.__get__":
+        return None  # library internals (an optimizer's step) and attribute reads are not the user's cuts
     how = CUT_FUNCS.get(op.func)
     if how is not None:
         return how

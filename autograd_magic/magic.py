@@ -124,7 +124,7 @@ class AutogradMagic(Magics):
             if args.out:
                 self.shell.user_ns[args.out] = report
             if args.save:
-                report.save(args.save)
+                _save(report, args.save)
             quiet = self.quiet if args.quiet is None else args.quiet
             if not quiet:
                 view = "text" if args.text else args.view or self.view
@@ -132,6 +132,13 @@ class AutogradMagic(Magics):
         except Exception:
             internal.report_failure("showing the report")
             print("autograd_magic: could not show the report (internal error); the cell itself ran normally.")
+
+
+def _save(report: Any, path: str) -> None:
+    try:
+        report.save(path)
+    except (ValueError, OSError) as error:  # a bad path or suffix must not hide the report
+        print(f"autograd_magic: could not save the report to {path}: {error}")
 
 
 def _usage(magic: Any) -> str:

@@ -64,6 +64,7 @@ class Node:
     grad_norm: float | None = None
     step: int = 0  # op sequence number that created it (0: before the cell)
     repeat: int = 1  # >1 when this node stands for a folded run of identical nodes
+    dtype: str = ""
 
 
 @dataclass(frozen=True)
