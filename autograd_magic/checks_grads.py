@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .events import BackwardEvent, GradEvent, GraphNode, OpEvent, TensorInfo, Trace
-from .lineage import base_name, first_name, overlaps, show, succeeded, user_names
+from .lineage import base_name, overlaps, show, succeeded, user_names
 from .naming import Names
 from .report import Diagnostic
 
 _SHOWN_LEAVES = 4
+_UPDATED_BY_DESIGN = frozenset({"running_mean", "running_var"})  # batch norm updates them; training ignores them
 
 
 # -- grad-accumulated ------------------------------------------------------------------------
@@ -26,28 +27,42 @@ def check_grad_accumulated(trace: Trace, names: Names) -> list[Diagnostic]:
 
 def _earlier_at_site(trace: Trace, event: BackwardEvent) -> BackwardEvent | None:
     same = [b for b in succeeded(trace) if b.seq < event.seq and b.site.line == event.site.line
-            and b.site.code == event.site.code]
+            and b.site.code == event.site.code and b.leaf_grads]
     return same[-1] if same else None
 
 
 def _accumulated(trace: Trace, event: BackwardEvent, earlier: BackwardEvent | None, grad: GradEvent) -> bool:
     if earlier is None:
-        return grad.repeated_site  # the previous run of this cell wrote it, and nothing cleared it
-    reached = {g.tid for g in earlier.leaf_grads}
-    return grad.tid in reached and _used_between(trace, grad.tid, earlier.seq, event.seq)
+        return grad.repeated_site  # the previous run of this cell wrote it last, and nothing cleared it
+    if grad.tid not in {g.tid for g in earlier.leaf_grads}:
+        return False
+    return _never_cleared(trace, grad.tid, earlier.seq, event.seq) and _used_between(trace, earlier, event.seq)
 
 
-def _used_between(trace: Trace, tid: int, start: int, stop: int) -> bool:
-    """The leaf was updated, or its .grad read, between two backwards: each pass was meant to stand alone.
+def _never_cleared(trace: Trace, tid: int, start: int, stop: int) -> bool:
+    """Every backward that wrote the leaf in between found .grad already set: nobody zeroed it."""
+    for other in succeeded(trace):
+        if start < other.seq < stop:
+            seen = next((g for g in other.leaf_grads if g.tid == tid), None)
+            if seen is not None and not seen.had_grad:
+                return False  # zero_grad() ran before this one (a GAN's second loss, say)
+    return True
 
-    Gradient accumulation on purpose (several backwards, then one ``step()``) touches neither.
+
+def _used_between(trace: Trace, earlier: BackwardEvent, stop: int) -> bool:
+    """The gradients of ``earlier`` were used (an update, or a read of .grad) before the next pass.
+
+    Gradient accumulation on purpose (several backwards, then one ``step()``) does neither. Any leaf
+    of that pass counts: only the first few calls per call site are recorded in detail.
     """
+    leaves = {g.tid for g in earlier.leaf_grads}
     for op in trace.ops:
-        if start < op.seq < stop and op.inputs and not op.error:
-            if op.func == "grad.__get__" and op.inputs[0].tid == tid:
-                return True
-            if op.inplace and any(i.tid == tid for i in op.inputs[:1] + _listed(op)):
-                return True
+        if not earlier.seq < op.seq < stop or not op.inputs or op.error:
+            continue
+        if op.func == "grad.__get__" and op.inputs[0].tid in leaves:
+            return True
+        if op.inplace and any(i.tid in leaves for i in op.inputs[:1] + _listed(op)):
+            return True
     return False
 
 
@@ -58,7 +73,7 @@ def _listed(op: OpEvent) -> tuple[TensorInfo, ...]:
 
 def _accumulated_diagnostic(names: Names, event: BackwardEvent, earlier: BackwardEvent | None,
                             stale: list[GradEvent]) -> Diagnostic:
-    leaves = [first_name(names, TensorInfo(g.tid)) or "a parameter" for g in stale]
+    leaves = [(names.all(g.tid) or ["a parameter"])[0] for g in stale]
     shown = ", ".join(f"{show(n)}.grad" for n in leaves[:_SHOWN_LEAVES])
     shown += " ..." if len(leaves) > _SHOWN_LEAVES else ""
     when = ("by an earlier iteration of this loop, and the values were used in between (an update or a read)"
@@ -88,7 +103,7 @@ def _stale_from_capture(trace: Trace, names: Names, event: BackwardEvent) -> lis
     nodes = {n.nid: n for n in event.graph.nodes} if event.graph else {}
     for nid, saved, tid in event.stale_saved:
         node = nodes.get(nid)
-        if node is not None:
+        if node is not None and saved not in _UPDATED_BY_DESIGN:
             involved = names.plain(tid)[:1] + names.plain(node.tid)[:1]
             out.append(_mutated(event, node, saved, None, involved,
                                 "It was changed through a NumPy array or `.data`, which autograd cannot see."))

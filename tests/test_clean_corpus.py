@@ -1,0 +1,299 @@
+"""Precision: correct PyTorch code gets no warning and no error (notes are fine).
+
+Each cell is a pattern people write every day. A diagnostic here would teach
+users to ignore the report, so every one of them must stay quiet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import report_of
+
+SETUP = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\ntorch.manual_seed(0)\n"
+
+CLEAN: dict[str, str] = {
+    "training loop: zero_grad, backward, step": """
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+X, Y = torch.randn(16, 4), torch.randn(16, 1)
+losses = []
+for step in range(5):
+    opt.zero_grad()
+    loss = F.mse_loss(model(X), Y)
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+""",
+    "zero_grad after step, and a running loss of numbers": """
+model = nn.Linear(3, 1)
+opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+running = 0.0
+for step in range(4):
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    loss = ((model(x) - y) ** 2).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    running += loss.item()
+""",
+    "parameter updates in place under no_grad": """
+w = torch.randn(3, requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
+x, y = torch.randn(10, 3), torch.randn(10)
+lr = 0.1
+for i in range(5):
+    loss = ((x @ w + b - y) ** 2).mean()
+    loss.backward()
+    with torch.no_grad():
+        w -= lr * w.grad
+        b -= lr * b.grad
+        w.grad.zero_()
+        b.grad.zero_()
+""",
+    "manual update with grad = None": """
+w = torch.randn(3, requires_grad=True)
+for i in range(3):
+    loss = (w ** 2).sum()
+    loss.backward()
+    with torch.no_grad():
+        w.sub_(0.1 * w.grad)
+    w.grad = None
+""",
+    "BatchNorm running statistics and ReLU(inplace=True)": """
+model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(inplace=True), nn.Linear(8, 1))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+X, Y = torch.randn(32, 4), torch.randn(32, 1)
+for step in range(3):
+    opt.zero_grad()
+    loss = F.mse_loss(model(X), Y)
+    loss.backward()
+    opt.step()
+model.eval()
+with torch.no_grad():
+    pred = model(X)
+""",
+    "functional relu in place after a linear layer": """
+lin = nn.Linear(4, 4)
+x = torch.randn(2, 4)
+h = lin(x)
+h = F.relu(h, inplace=True)
+h.sum().backward()
+""",
+    "DCGAN step: detach for D, then G, two D backwards": """
+netG = nn.Sequential(nn.Linear(2, 8), nn.ReLU(True), nn.Linear(8, 4), nn.Tanh())
+netD = nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.2, inplace=True), nn.Linear(8, 1), nn.Sigmoid())
+criterion = nn.BCELoss()
+optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+real = torch.randn(8, 4)
+for i in range(3):
+    netD.zero_grad()
+    label = torch.full((8, 1), 1.0)
+    output = netD(real)
+    errD_real = criterion(output, label)
+    errD_real.backward()
+    D_x = output.mean().item()
+    noise = torch.randn(8, 2)
+    fake = netG(noise)
+    label.fill_(0.0)
+    output = netD(fake.detach())
+    errD_fake = criterion(output, label)
+    errD_fake.backward()
+    D_G_z1 = output.mean().item()
+    errD = errD_real + errD_fake
+    optimizerD.step()
+    netG.zero_grad()
+    label.fill_(1.0)
+    output = netD(fake)
+    errG = criterion(output, label)
+    errG.backward()
+    D_G_z2 = output.mean().item()
+    optimizerG.step()
+""",
+    "GAN discriminator step alone": """
+G = nn.Linear(2, 4)
+D = nn.Sequential(nn.Linear(4, 1), nn.Sigmoid())
+optD = torch.optim.SGD(D.parameters(), lr=0.1)
+fake = G(torch.randn(8, 2))
+optD.zero_grad()
+loss_d = F.binary_cross_entropy(D(fake.detach()), torch.zeros(8, 1))
+loss_d.backward()
+optD.step()
+""",
+    "clone before in-place edits": """
+x = torch.randn(3, requires_grad=True)
+y = x * 2
+z = y.clone()
+z[0] = 0
+loss = (z * y).sum()
+loss.backward()
+a = x.detach().clone()
+a += 1
+t = torch.tensor([1, 2, 3, 4])
+u = t.clone()
+u[0] = 5
+""",
+    "double backward with create_graph=True": """
+x = torch.tensor([1.0, 2.0], requires_grad=True)
+y = (x ** 3).sum()
+g, = torch.autograd.grad(y, x, create_graph=True)
+g.sum().backward()
+print(x.grad)
+""",
+    "second derivative through backward(create_graph=True)": """
+x = torch.tensor(2.0, requires_grad=True)
+y = x ** 3
+y.backward(create_graph=True)
+dx = x.grad
+x.grad = None
+dx.backward()
+print(x.grad)
+""",
+    "torch.autograd.grad": """
+x = torch.randn(3, requires_grad=True)
+y = (x.sin() * x).sum()
+(gx,) = torch.autograd.grad(y, x)
+jac = torch.autograd.functional.jacobian(lambda v: v ** 2, torch.randn(3))
+""",
+    "gradient accumulation on purpose, one step": """
+model = nn.Linear(4, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+X, Y = torch.randn(16, 4), torch.randn(16, 1)
+opt.zero_grad()
+for k in range(4):
+    loss = F.mse_loss(model(X[4 * k:4 * k + 4]), Y[4 * k:4 * k + 4]) / 4
+    loss.backward()
+opt.step()
+""",
+    "two backwards with retain_graph": """
+x = torch.randn(3, requires_grad=True)
+y = (x ** 2).sum()
+y.backward(retain_graph=True)
+first = x.grad.clone()
+x.grad = None
+y.backward()
+""",
+    "DQN-style detached target": """
+q = nn.Linear(4, 2)
+opt = torch.optim.SGD(q.parameters(), lr=0.01)
+s, s2, r = torch.randn(8, 4), torch.randn(8, 4), torch.randn(8)
+with torch.no_grad():
+    target = r + 0.9 * q(s2).max(1).values
+loss = F.smooth_l1_loss(q(s).max(1).values, target)
+opt.zero_grad()
+loss.backward()
+opt.step()
+""",
+    "truncated BPTT: hidden state detached each step": """
+cell = nn.RNNCell(3, 5)
+opt = torch.optim.SGD(cell.parameters(), lr=0.01)
+h = torch.zeros(2, 5)
+for t in range(4):
+    h = cell(torch.randn(2, 3), h)
+    loss = h.pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    h = h.detach()
+""",
+    "logging and plotting values after backward": """
+w = torch.randn(5, requires_grad=True)
+loss = (w ** 2).sum()
+loss.backward()
+history = w.detach().clone().numpy()
+values = w.detach().tolist()
+grads = w.grad.numpy()
+print(loss.item(), values)
+""",
+    "evaluation under no_grad and inference_mode": """
+model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
+model.eval()
+with torch.no_grad():
+    probs = model(torch.randn(5, 4))
+with torch.inference_mode():
+    probs2 = model(torch.randn(5, 4))
+top = probs.argmax(1).tolist()
+""",
+    "numpy interop without grad": """
+import numpy as np
+a = np.arange(6.0).reshape(2, 3)
+t = torch.from_numpy(a)
+s = t.sum().item()
+back = t.numpy()
+""",
+    "requires_grad set on leaves": """
+x = torch.tensor([5.])
+x.requires_grad = True
+y = torch.rand(3).requires_grad_()
+w = torch.randn(3, dtype=torch.float64).requires_grad_(True)
+z = (x * y).sum() + w.sum()
+z.backward()
+print(x.grad, y.grad, w.grad)
+""",
+    "retain_grad on an intermediate": """
+x = torch.randn(3, requires_grad=True)
+h = x * 2
+h.retain_grad()
+h.sum().backward()
+print(h.grad)
+""",
+    "custom autograd.Function": """
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+x = torch.randn(4, requires_grad=True)
+Square.apply(x).sum().backward()
+""",
+    "weight init under no_grad and parameter copy": """
+model = nn.Linear(3, 3)
+with torch.no_grad():
+    model.weight.fill_(0.5)
+    model.bias.zero_()
+    model.weight[0, 0] = 1.0
+target = nn.Linear(3, 3)
+target.load_state_dict(model.state_dict())
+out = target(torch.randn(2, 3)).sum()
+out.backward()
+""",
+    "running average of a loss as a float": """
+w = torch.randn(3, requires_grad=True)
+avg = 0.0
+for i in range(4):
+    loss = (w * i).pow(2).sum()
+    loss.backward()
+    avg = 0.9 * avg + 0.1 * loss.item()
+    w.grad = None
+""",
+}
+
+
+@pytest.fixture()
+def clean_shell(ip: Any) -> Any:
+    ip.run_cell(SETUP, store_history=False)
+    return ip
+
+
+@pytest.mark.parametrize("name", list(CLEAN))
+def test_correct_code_gets_no_warning_or_error(clean_shell: Any, name: str) -> None:
+    report, cell = report_of(clean_shell, CLEAN[name].strip("\n") + "\n")
+    assert cell.error is None, cell.error
+    loud = [(d.kind, d.severity, d.line, d.code, d.message) for d in report.diagnostics if d.severity != "note"]
+    assert loud == []
+
+
+def test_rerunning_a_training_cell_with_zero_grad_stays_clean(clean_shell: Any) -> None:
+    body = CLEAN["training loop: zero_grad, backward, step"].strip("\n") + "\n"
+    for _ in range(2):
+        report, cell = report_of(clean_shell, body)
+        assert cell.error is None
+        assert [d.kind for d in report.diagnostics if d.severity != "note"] == []
