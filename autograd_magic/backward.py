@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import internal
+from .events import BackwardEvent, GradEvent, GradValue, GraphNode, GraphSnapshot, Site, TensorInfo
 from .naming import base_name
 from .session import GradHistory
-from .events import BackwardEvent, GradEvent, GradValue, GraphNode, GraphSnapshot, Site, TensorInfo
 from .tensors import Identity, describe_tensor, fingerprint, fingerprint_key, grad_value, plain_values
 
 if TYPE_CHECKING:
@@ -234,8 +235,7 @@ class BackwardRecorder:
         variable = getattr(node, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the leaf itself
             prepared.leaves.append(variable)
-            tid = self._rec.ids.tid(variable)
-            return GraphNode(nid, type(node).__name__, tid, None, tuple(variable.shape),
+            return GraphNode(nid, type(node).__name__, self._rec.ids.tid(variable), None, tuple(variable.shape),
                              dtype=str(variable.dtype).removeprefix("torch."))
         tid = self._node_tid.get(nid) or prepared.named_nodes.get(id(node))
         shape, dtype = _node_meta(node)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from types import CodeType, FrameType, FunctionType
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -21,8 +22,8 @@ from . import internal
 from .backward import _BACKWARD_FUNCS, BackwardRecorder
 from .events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
 from .namespace import scan_namespace
-from .session import Session, remembered
 from .naming import identifiers
+from .session import Session, remembered
 from .sites import SiteTable
 from .tensors import Identity, describe
 
@@ -156,12 +157,14 @@ class Recorder:
             if out.node is not None:
                 self.backward.note_output(out, site)
 
-    def _bind_targets(self, target: str | tuple[str, ...] | None, outputs: tuple[TensorInfo, ...], event: OpEvent) -> None:
+    def _bind_targets(self, target: str | tuple[str, ...] | None, outputs: tuple[TensorInfo, ...],
+                      event: OpEvent) -> None:
         if target is None or not outputs or event.scope != "<cell>" and event.site.line is None:
             return
         names = (target,) if isinstance(target, str) else target
-        infos = outputs if len(names) == len(outputs) else outputs[:1] * len(names) if len(names) == 1 else ()
-        for bound, info in zip(names, infos):
+        if len(names) != len(outputs):
+            return  # `parts = x.chunk(2)` binds a tuple, not a tensor
+        for bound, info in zip(names, outputs, strict=True):
             label = bound if event.scope == "<cell>" else f"{bound} (in {event.scope})"
             self._bindings.append(Binding(label, info.tid, event.seq, event.site.line))
 
@@ -224,7 +227,8 @@ class Recorder:
     # -- finishing ---------------------------------------------------------------
     def _scan(self, seq: int) -> dict[str, TensorInfo]:
         found = scan_namespace(self.namespace, self.ids)
-        self._bindings.extend(Binding(name, info.tid, seq, None, qualified) for name, (info, qualified) in found.items())
+        self._bindings.extend(Binding(name, info.tid, seq, None, qualified)
+                              for name, (info, qualified) in found.items())
         return {name: info for name, (info, _) in found.items()}
 
     def _finish(self, exc: BaseException | None, tb: Any) -> Trace:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from .events import GraphSnapshot, OpEvent, Site, Trace
 from .naming import Names
-from .report import Cut, Graph, GradRow, Node
+from .report import Cut, GradRow, Graph, Node
 
 FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, marked ×N
 CUT_FUNCS = {
@@ -46,7 +46,9 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
     kept_cuts = tuple(c for c in resolved if c.source in ids)
     folded_nodes, edges, folded = fold(nodes, list(snap.edges))
     capped, edges, dropped = cap(folded_nodes, edges, max_nodes)
-    return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges), cuts=tuple(c for c in kept_cuts if c.source in {n.id for n in capped}),
+    shown = {n.id for n in capped}
+    return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges),
+                 cuts=tuple(c for c in kept_cuts if c.source in shown),
                  line=site.line if site else None, backward=backward, calls=calls, folded=folded,
                  dropped=dropped + snap.truncated)
 
@@ -61,7 +63,7 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
     nodes = _adopt_sites(nodes)
 
     def signature(node: Node) -> tuple[str, int | None, str] | None:
-        current_name = bool(node.name) and " (" not in node.name
+        current_name = node.name is not None and " (" not in node.name
         return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
 
     counts = Counter(s for s in map(signature, nodes) if s is not None)
@@ -104,7 +106,8 @@ def _group_name(node: Node) -> str | None:
     return node.name.split(" (")[0] if node.name else None
 
 
-def cap(nodes: list[Node], edges: list[tuple[int, int]], max_nodes: int) -> tuple[list[Node], list[tuple[int, int]], int]:
+def cap(nodes: list[Node], edges: list[tuple[int, int]],
+        max_nodes: int) -> tuple[list[Node], list[tuple[int, int]], int]:
     """Keep the nodes nearest the root (snapshot order is breadth-first from it)."""
     if max_nodes <= 0 or len(nodes) <= max_nodes:
         return nodes, edges, 0
@@ -151,9 +154,7 @@ def renumber(graphs: list[Graph]) -> list[Graph]:
     """Number nodes 1, 2, ... in order of appearance, so ids do not depend on what else the session holds."""
     numbers: dict[int, int] = {}
 
-    def number(nid: int | None) -> int | None:
-        if nid is None:
-            return None
+    def number(nid: int) -> int:
         if nid not in numbers:
             numbers[nid] = len(numbers) + 1
         return numbers[nid]
@@ -162,6 +163,6 @@ def renumber(graphs: list[Graph]) -> list[Graph]:
     for graph in graphs:
         nodes = tuple(replace(n, id=number(n.id)) for n in graph.nodes)
         edges = tuple((number(a), number(b)) for a, b in graph.edges)
-        cuts = tuple(replace(c, source=number(c.source)) for c in graph.cuts)
-        out.append(replace(graph, nodes=nodes, edges=edges, cuts=cuts))  # type: ignore[arg-type]
+        cuts = tuple(replace(c, source=None if c.source is None else number(c.source)) for c in graph.cuts)
+        out.append(replace(graph, nodes=nodes, edges=edges, cuts=cuts))
     return out

@@ -16,8 +16,8 @@ from traitlets import Bool, Enum, Int
 
 from . import internal
 from .capture import DEFAULT_MAX_REPEATS, Recorder
-from .session import Session
 from .cellrun import compile_cell, run_compiled
+from .session import Session
 from .summarize import DEFAULT_MAX_NODES, build_report
 from .views import show_report
 
@@ -74,6 +74,7 @@ class AutogradMagic(Magics):
             %config AutogradMagic.view = 'text'
         """
         __tracebackhide__ = True  # noqa: F841 - keep tracebacks on the user's lines
+        assert self.shell is not None  # a Magics registered by load_ipython_extension always has one
         args, statement = self._parse(line, cell)
         source = cell if cell is not None else statement
         compiled = compile_cell(self.shell, source)
@@ -107,7 +108,8 @@ class AutogradMagic(Magics):
         if cell is not None and statement:
             raise UsageError(f"unrecognized arguments: {statement}\n{_usage(self.autograd)}")
         if cell is None and not statement.strip():
-            raise UsageError(f"%autograd needs a statement to run, or use %%autograd on a cell.\n{_usage(self.autograd)}")
+            raise UsageError("%autograd needs a statement to run, or use %%autograd on a cell.\n"
+                             + _usage(self.autograd))
         if args.max_nodes is not None and args.max_nodes < 1:
             raise UsageError(f"--max-nodes must be a positive number.\n{_usage(self.autograd)}")
         return args, statement
@@ -115,7 +117,7 @@ class AutogradMagic(Magics):
     def _present(self, recorder: Recorder, args: Any) -> None:
         """Build and show the report; never let our failure reach the user's cell."""
         try:
-            if recorder.trace is None:
+            if recorder.trace is None or self.shell is None:
                 return
             graph = self.graph and not args.no_graph
             report = build_report(recorder.trace, max_nodes=args.max_nodes or self.max_nodes, graphs=graph)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .events import TensorInfo
-from .tensors import Identity, describe
+from .tensors import Identity, describe, describe_tensor
 
 MAX_MODULE_TENSORS = 500  # per module: enough for any model a person reads in a table
 _IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
@@ -24,7 +24,7 @@ def scan_namespace(namespace: dict[str, Any], ids: Identity) -> dict[str, tuple[
             found[name] = (info, False)
         elif isinstance(value, torch.nn.Module):
             for qualified, tensor in module_tensors(name, value):
-                found[qualified] = (describe(tensor, ids), True)  # type: ignore[arg-type]
+                found[qualified] = (describe_tensor(tensor, ids), True)
     return found
 
 

@@ -63,7 +63,7 @@ def name_tensors(trace: Trace) -> Names:
     for name, line in names.line_of.items():  # `z = x` runs no torch op: find its line in the source
         if line is None and name in assigned:
             names.line_of[name] = assigned[name]
-    for tid, listed in names.by_tid.items():  # plain names before versioned and qualified ones
+    for listed in names.by_tid.values():  # plain names before versioned and qualified ones
         listed.sort(key=lambda n: (" (" in n, n in names.qualified))
     return names
 

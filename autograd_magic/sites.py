@@ -97,7 +97,7 @@ class SiteTable:
     def _make_site(self, code: CodeType, lasti: int) -> Site:
         positions = self._positions.get(code)
         if positions is None:
-            positions = self._positions[code] = list(code.co_positions())
+            positions = self._positions[code] = _positions(code)
         index = lasti // 2
         if not 0 <= index < len(positions) or positions[index][0] is None:
             return Site(None)
@@ -118,3 +118,13 @@ class SiteTable:
 
 
 _LIBRARY_MARKERS = ("/torch/", "\\torch\\", "/autograd_magic/", "\\autograd_magic\\", "<frozen ", "/contextlib.py")
+
+
+def _positions(code: CodeType) -> list[tuple[int | None, int | None, int | None, int | None]]:
+    """(line, end line, column, end column) per instruction; columns need Python 3.11+."""
+    if hasattr(code, "co_positions"):
+        return list(code.co_positions())
+    positions: list[tuple[int | None, int | None, int | None, int | None]] = []
+    for start, end, line in code.co_lines():  # Python 3.10: lines only
+        positions.extend([(line, line, None, None)] * ((end - start) // 2))
+    return positions

@@ -6,7 +6,7 @@ from .analysis import analyze
 from .events import GraphSnapshot, Trace
 from .graphmodel import build_graph, cuts_of, renumber
 from .naming import Names, base_name, identifiers, name_tensors
-from .report import ErrorRow, Graph, GradRow, OpRow, Report, TensorRow
+from .report import ErrorRow, GradRow, Graph, OpRow, Report, TensorRow
 
 DEFAULT_MAX_NODES = 150
 MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts them all
@@ -40,7 +40,7 @@ def _shown(name: str, used: set[str]) -> bool:
 
 def _backwarded_names(trace: Trace, names: Names) -> set[str]:
     """Names of the leaves this cell's backward calls wrote gradients into."""
-    found = set()
+    found: set[str] = set()
     for event in trace.backwards:
         for grad in event.leaf_grads:
             found.update(base_name(n) for n in names.all(grad.tid))

@@ -61,7 +61,7 @@ def measure(shell: InteractiveShell, name: str, repeats: int) -> tuple[float, fl
         timed(shell, cell)  # warm up every path
     runs: list[list[float]] = [[], [], []]
     for _ in range(repeats):  # interleaved, so drift hits all alike
-        for times, cell in zip(runs, cells):
+        for times, cell in zip(runs, cells, strict=True):
             times.append(timed(shell, cell))
     plain, magic, bare = (statistics.median(t) for t in runs)
     return plain, magic, bare

@@ -12,13 +12,16 @@ SEED_CELLS: dict[int, str] = {
         "#----------------------------------------------\nprint(x)"),
     3: ("# Create a tensor x from numpy array: np.array([[1.,2.],[3.,4.]])\narr = np.array([[1.,2.],[3.,4.]])\n"
         "x = torch.tensor(arr)\n#----------------------------------------------\nprint(x)"),
-    4: "# Create an all-zeros 3x3 tensor\nx = torch.zeros(3,3)\n#----------------------------------------------\nprint(x)",
+    4: "# Create an all-zeros 3x3 tensor\nx ="
+        " torch.zeros(3,3)\n#----------------------------------------------\nprint(x)",
     5: ("# Create a random 3x3 tensor with entries in [0,1]\nx = torch.rand(3,3)\n"
         "#----------------------------------------------\nprint(x)"),
-    6: "# Access all rows and first two columns of x:\ny = x[:,0:2]\n#----------------------------------------------\nprint(y)",
+    6: "# Access all rows and first two columns of x:\ny ="
+        " x[:,0:2]\n#----------------------------------------------\nprint(y)",
     7: ("# Access all rows and first and third columns of x:\ny = x[:,[0,2]]\n"
         "#----------------------------------------------\nprint(y)"),
-    8: "# Convert x to numpy\narr = x.numpy()\n#----------------------------------------------\nprint(arr)\nprint(type(arr))",
+    8: "# Convert x to numpy\narr ="
+        " x.numpy()\n#----------------------------------------------\nprint(arr)\nprint(type(arr))",
     9: "x = torch.tensor([[1.,2.],[3.,4.]])\ny = 0.1*x\nprint('x: ', x)\nprint('y: ', y)",
     10: "# add x & y\nx+y",
     11: "# Element-wise multiply x and y:\n# NOT matrix multiplication\nx*y",
@@ -27,9 +30,11 @@ SEED_CELLS: dict[int, str] = {
          "#----------------------------------------------\nz = x @ y\n\n\n"
          "#----------------------------------------------\nprint(z)\nprint(z.shape)"),
     14: ("# Create a tensor x with entries [1,2,3,4]\nx = torch.tensor([1,2,3,4])\n\n# Assign x to z\nz = x\n\n"
-         "# modify z[0] to 5\nz[0] = 5\n\n#----------------------------------------------\nprint('z: ', z)\nprint('x: ',x)"),
+         "# modify z[0] to 5\nz[0] = 5\n\n#----------------------------------------------\nprint('z: ',"
+         " z)\nprint('x: ',x)"),
     15: ("# Create a tensor x with entries [1,2,3,4]\nx = torch.tensor([1,2,3,4])\n\n# Clone x to z\nz = x.clone()\n\n"
-         "# modify z[0] to 5\nz[0] = 5\n#----------------------------------------------\nprint('z: ', z)\nprint('x: ',x)"),
+         "# modify z[0] to 5\nz[0] = 5\n#----------------------------------------------\nprint('z: ',"
+         " z)\nprint('x: ',x)"),
     16: ("# Create a tensor x with entries [1,2,3,4]\nx = torch.tensor([1,2,3,4])\n\n# Add 1 to x and assign to z\n"
          "z = x+1\n\n#----------------------------------------------\nprint('z: ', z)\nprint('x: ',x)"),
     17: ("# Tensors WITHOUT gradient tracking \nx = torch.tensor([5.])\ny = torch.tensor([7.])\n"

@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from conftest import run
 from IPython.core.error import UsageError
 
 import autograd_magic.internal as internal
 from autograd_magic import Report
-from conftest import run
 
 
 def test_load_twice_is_harmless_and_unload_removes_everything(shell: Any) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import run
 from seed_cells import SEED_CELLS
 
@@ -63,11 +62,12 @@ def test_every_seed_cell_prints_returns_and_raises_the_same(shell: Any) -> None:
     plain_state = _state(shell.user_ns)
     magic = _run_all(shell, cells, "%%autograd\n")
     magic_state = _state(shell.user_ns)
-    for number, p, m in zip(SEED_CELLS, plain, magic):
+    for number, p, m in zip(SEED_CELLS, plain, magic, strict=True):
         assert p == m, f"seed In[{number}] differs under the magic"
     _same_state(plain_state, magic_state)
     assert "dz_dx:  tensor([-1.])" in magic[list(SEED_CELLS).index(22)][0]
-    assert magic[-1][1] is not None and magic[-1][1].startswith("RuntimeError: element 0 of tensors does not require grad")
+    assert magic[-1][1] is not None
+    assert magic[-1][1].startswith("RuntimeError: element 0 of tensors does not require grad")
 
 
 def test_random_stream_is_unchanged(ip: Any) -> None:
