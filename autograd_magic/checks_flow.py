@@ -15,11 +15,11 @@ def check_history_growing(trace: Trace, names: Names) -> list[Diagnostic]:
     """`total = total + loss` in a loop that also runs backward: the graph of `total` only grows."""
     found = []
     backwards = backward_seqs(trace)
-    for line, links in _self_links(trace).items():
-        if len(links) < 2 or not any(links[0].seq < b < links[-1].seq for b in backwards):
+    for line, chain in _self_chains(trace):
+        if len(chain) < 2 or not any(chain[0].seq < b < chain[-1].seq for b in backwards):
             continue
-        code = links[-1].site.code
-        name = assigned_name(code) or first_name(names, links[-1].outputs[0] if links[-1].outputs else None) or "it"
+        code = chain[-1].site.code
+        name = assigned_name(code) or first_name(names, chain[-1].outputs[0] if chain[-1].outputs else None) or "it"
         found.append(Diagnostic(
             "history-growing", "warning", line, code, user_names([name]),
             f"`{code}` at line {line} builds {show(name)} from its own previous value on every loop iteration "
@@ -30,9 +30,10 @@ def check_history_growing(trace: Trace, names: Names) -> list[Diagnostic]:
     return found
 
 
-def _self_links(trace: Trace) -> dict[int, list[OpEvent]]:
-    """Per line: the ops that extended a value the same line made in its previous execution."""
-    links: dict[int, list[OpEvent]] = {}
+def _self_chains(trace: Trace) -> list[tuple[int, list[OpEvent]]]:
+    """Per line, unbroken runs of executions that each extended the value the previous one made."""
+    chains: list[tuple[int, list[OpEvent]]] = []
+    current: dict[int, list[OpEvent]] = {}
     previous: dict[int, tuple[int | None, set[int]]] = {}  # line -> (last grad output, in-place grad targets)
     for run in _runs(trace.ops):
         line = run[0].site.line
@@ -41,9 +42,11 @@ def _self_links(trace: Trace) -> dict[int, list[OpEvent]]:
         last_out, targets = previous.get(line, (None, set()))
         link = next((op for op in run if _extends(op, last_out, targets)), None)
         if link is not None:
-            links.setdefault(line, []).append(link)
+            current.setdefault(line, []).append(link)
+        elif line in current:
+            chains.append((line, current.pop(line)))  # the value was started afresh (`total = 0`)
         previous[line] = _state_after(run)
-    return links
+    return chains + list(current.items())
 
 
 def _runs(ops: tuple[OpEvent, ...]) -> list[list[OpEvent]]:
@@ -62,7 +65,8 @@ def _extends(op: OpEvent, last_out: int | None, targets: set[int]) -> bool:
         return False
     if op.inplace:
         target, others = op.inputs[0], op.inputs[1:]
-        return target.tid in targets and target.requires_grad and any(o.requires_grad for o in others)
+        grown = target.tid in targets or target.tid == last_out
+        return grown and target.requires_grad and any(o.requires_grad for o in others)
     return last_out is not None and any(i.tid == last_out for i in op.inputs) and _grows(op)
 
 

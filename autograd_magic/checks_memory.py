@@ -6,14 +6,17 @@ from dataclasses import dataclass
 
 from .events import OpEvent, TensorInfo, Trace
 from .lineage import (
+    assigned_name,
     assigned_value,
     describe_names,
     first_seen,
+    loop_names,
     overlaps,
     producer,
     show,
     source_line,
     user_names,
+    written,
     written_name,
 )
 from .naming import Names
@@ -37,28 +40,30 @@ class _Seer:
 def check_alias_write(trace: Trace, names: Names) -> list[Diagnostic]:
     """An in-place write through one name changed what another name shows."""
     found = []
+    iterators = loop_names(trace.source)  # `for p in params: p -= ...` aliases on purpose
     for op in trace.ops:
-        if not op.inplace or op.error or not op.inputs or op.inputs[0].kind != "tensor":
+        target = written(op) if op.inplace and not op.error else None
+        if target is None or target.kind != "tensor":
             continue
-        seers = _who_sees(trace, names, op)
+        seers = _who_sees(trace, names, op, target, iterators)
         if len(seers) >= 2:
             found.append(_alias_diagnostic(trace, op, seers))
     return found
 
 
-def _who_sees(trace: Trace, names: Names, op: OpEvent) -> list[_Seer]:
+def _who_sees(trace: Trace, names: Names, op: OpEvent, target: TensorInfo, skip: set[str]) -> list[_Seer]:
     """Plain names, as the cell left them, that show the memory ``op`` wrote: the written one first."""
-    target = op.inputs[0]
+    via = written_name(op.site)
+    bound_here = {op.target, assigned_name(op.site.code)} - {via}  # `y = x.add_(1)` binds y after the write
     alive = any(info.tid == target.tid for info in trace.final.values())
     seers = []
     for name, info in trace.final.items():
-        if name in names.qualified:
+        if name in names.qualified or name in skip or name in bound_here:
             continue
         if info.tid == target.tid:
             seers.append(_Seer(name, info, True))
         elif overlaps(info.memory, target.memory) and _existed_at(trace, info.tid, op.seq, alive):
             seers.append(_Seer(name, info, False))
-    via = written_name(op.site)
     seers.sort(key=lambda s: (s.name != via, not s.same_object))
     return seers
 

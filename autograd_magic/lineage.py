@@ -274,6 +274,25 @@ def tainted_names(source: str, seeds: set[str]) -> set[str]:
     return tainted
 
 
+def loop_names(source: str) -> set[str]:
+    """Names bound by ``for`` loops and comprehensions: ``p`` in ``for p in params``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    targets = [n.target for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension))]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def written(op: OpEvent) -> TensorInfo | None:
+    """The tensor an in-place op wrote: ``self`` (``x.add_``, ``x[0] = 1``), or ``out=`` (given last)."""
+    if not op.inputs:
+        return None
+    if op.func.endswith("_") or op.func.startswith("__i") or op.func == "__setitem__":
+        return op.inputs[0]
+    return op.inputs[-1]
+
+
 def overlaps(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:
     return a is not None and b is not None and a[0] < b[1] and b[0] < a[1]
 

@@ -274,6 +274,37 @@ for i in range(4):
     avg = 0.9 * avg + 0.1 * loss.item()
     w.grad = None
 """,
+    "a loss summed over batches, one backward per epoch": """
+w = torch.randn(3, requires_grad=True)
+opt = torch.optim.SGD([w], lr=0.01)
+for epoch in range(3):
+    total = 0
+    for k in range(3):
+        total = total + (w * k).sum()
+    opt.zero_grad()
+    total.backward()
+    opt.step()
+""",
+    "manual SGD over a list of parameters": """
+w = torch.randn(3, requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
+params = [w, b]
+for step in range(3):
+    loss = (w.sum() + b).pow(2).sum()
+    loss.backward()
+    with torch.no_grad():
+        for p in params:
+            p -= 0.1 * p.grad
+            p.grad.zero_()
+""",
+    "out= and in-place ops on fresh tensors": """
+a, b = torch.randn(3), torch.randn(3)
+out = torch.empty(3)
+torch.add(a, b, out=out)
+buf = torch.zeros(4)
+buf[1:3] = 1.0
+buf.mul_(2)
+""",
 }
 
 
