@@ -34,6 +34,7 @@ MAX_SAVED_DRAWN = 4  # torchviz-style saved-tensor boxes per node
 FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3", "op": "white"}
 _TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
 _ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
+_MONOSPACE = re.compile(r'fontname="?monospace"?')  # torchviz's font: graphviz-pure measures it as Times and clips
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz would copy them into the SVG
 NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
 _svg_cache: dict[str, str] = {}
@@ -108,6 +109,13 @@ def render_dot(dot: str) -> Rendered:
         _svg_cache.clear()
     _svg_cache[dot] = svg
     return Rendered(dot, svg)
+
+
+def render_torchviz(source: str) -> Rendered:
+    """torchviz's own DOT (``--torchviz``), or the note capture left when it could not make one."""
+    if not source.lstrip().startswith(("digraph", "strict", "graph")):
+        return Rendered("", None, source.strip().lstrip("#").strip() or "torchviz made no drawing")
+    return render_dot(_MONOSPACE.sub("fontname=Courier", source))  # see _MONOSPACE
 
 
 def find_renderer() -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .graph_view import LegendItem, legend_for, render_dot, render_graph
+from .graph_view import LegendItem, legend_for, render_graph, render_torchviz
 from .report import Graph, Report
 from .text_view import format_values, graph_title, summary_line
 
@@ -107,9 +107,9 @@ def torchviz_html(report: Report) -> str:
     """torchviz's own drawing, when the capture made one (``--torchviz``)."""
     if not report.torchviz_dot:
         return ""
-    drawn = render_dot(report.torchviz_dot)
+    drawn = render_torchviz(report.torchviz_dot)
     body = (f'<div class="graph">{drawn.svg}</div>' if drawn.svg is not None else
-            f'<div class="hint">{_e(drawn.hint or "")}</div><pre>{_e(drawn.dot)}</pre>')
+            f'<div class="hint">{_e(drawn.hint or "")}</div>' + (f"<pre>{_e(drawn.dot)}</pre>" if drawn.dot else ""))
     return f"<details><summary>torchviz's drawing (make_dot)</summary>{body}</details>"
 
 

@@ -111,7 +111,7 @@ def node_text(node: Any, short: bool = False) -> str:
     if short:
         return f"{name}{node.label}".strip()
     where = f" (line {node.line}: {node.expr or node.code})" if node.line is not None else ""
-    repeat = f" x{node.repeat}" if node.repeat > 1 else ""
+    repeat = f" ×{node.repeat}" if node.repeat > 1 else ""
     grad = f" grad norm={node.grad_norm:.4g}" if node.grad_norm is not None else ""
     return f"{name}{node.label}{repeat} {_shape(node.shape)}{where}{grad}".strip()
 

@@ -22,7 +22,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from .graph_view import Rendered, legend_for, render_dot, render_graph
+from .graph_view import Rendered, legend_for, render_graph, render_torchviz
 from .html_view import render_html
 from .report import Node, Report
 from .text_view import graph_title, render_text, summary_line
@@ -73,7 +73,7 @@ def payload(report: Report) -> dict[str, Any]:
     data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
                         for i, g in enumerate(report.graphs, 1)]
     data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
-    data["torchviz"] = _drawing(render_dot(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
+    data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
     data.pop("torchviz_dot", None)  # drawn above; the source would only double the size
     return data
 

@@ -96,7 +96,7 @@ function render({ model, el }) {
   const tabButtons = {};
   for (const name of tabs) {
     tabButtons[name] = h("button", {
-      class: "agm-tab", role: "tab", id: `agm-tab-${name}`, type: "button",
+      class: "agm-tab", role: "tab", type: "button",
       onclick: () => setTrait("tab", name), onkeydown: (e) => tabKey(e, name),
     }, TAB_TITLES[name]);
     tablist.append(tabButtons[name]);
@@ -392,7 +392,7 @@ function render({ model, el }) {
     if (!t) return;
     const drawn = t.svg ? parseSvg(t.svg) : null;
     panels.torchviz.replaceChildren(drawn ? h("div", { class: "agm-scroll" }, drawn)
-      : h("div", {}, h("p", { class: "agm-hint" }, t.hint || ""), h("pre", {}, t.dot || "")));
+      : h("div", {}, h("p", { class: "agm-hint" }, t.hint || ""), t.dot ? h("pre", {}, t.dot) : null));
   }
 
   // -- wiring ----------------------------------------------------------------------------------------
