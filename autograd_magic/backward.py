@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
 MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
+MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
 MAX_CUT_GRAPHS = 4  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
 _BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
 _saved_names: dict[type, tuple[str, ...]] = {}
@@ -238,6 +239,9 @@ class BackwardRecorder:
             return GraphNode(nid, type(node).__name__, self._rec.ids.tid(variable), None, tuple(variable.shape),
                              dtype=str(variable.dtype).removeprefix("torch."))
         tid = self._node_tid.get(nid) or prepared.named_nodes.get(id(node))
+        prepared.inspected += 1
+        if prepared.inspected > MAX_INSPECTED:  # deep graphs: the view draws the nodes near the root
+            return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid))
         shape, dtype = _node_meta(node)
         return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), shape,
                          self._saved(node, nid, prepared), dtype)
@@ -291,9 +295,10 @@ class BackwardRecorder:
         """Graphs of named results that have a grad_fn: taken at the end of the cell."""
         live = self._rec.ids.live()
         out = []
+        covered = {n.nid for e in self._events if e.graph for n in e.graph.nodes}
         for name, info in final.items():
-            if info.grad_fn is None or base_name(name) not in used:
-                continue
+            if info.grad_fn is None or base_name(name) not in used or info.node in covered:
+                continue  # a backward's snapshot already holds this graph
             tensor = live.get(info.tid)
             if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
                 out.append(self._snapshot([tensor], _Prepared()))
@@ -319,6 +324,7 @@ class _Prepared:
         self.named_nodes: dict[int, int] = {}
         self.stale: list[tuple[int, str, int]] = []
         self.torchviz: str | None = None
+        self.inspected = 0
 
     def remove_hooks(self) -> None:
         for handle in self.handles:

@@ -57,16 +57,15 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
     """Draw repeated structure once: op nodes sharing class, line and expression, marked ×N.
 
     The current version of a name (`t`) stays apart; earlier versions (`t (line 5)`) fold
-    with the rest. Ops past the recording cap have no line: they take the site of the
-    recorded ops of their class when that is unambiguous, so a loop folds into one group.
+    with the rest. Ops past the recording cap have no line: they join the recorded ops of
+    their class when that is unambiguous, so a loop folds into one group.
     """
-    nodes = _adopt_sites(nodes)
-
-    def signature(node: Node) -> tuple[str, int | None, str] | None:
-        current_name = node.name is not None and " (" not in node.name
-        return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
-
-    counts = Counter(s for s in map(signature, nodes) if s is not None)
+    sigs = {n.id: _signature(n) for n in nodes}
+    merged = _merge_unsited(Counter(s for s in sigs.values() if s is not None))
+    counts: Counter[tuple[str, int | None, str]] = Counter()
+    for sig in sigs.values():
+        if sig is not None:
+            counts[merged.get(sig, sig)] += 1
     heavy = {s for s, n in counts.items() if n >= FOLD_MIN}
     if not heavy:
         return nodes, edges, 0
@@ -74,32 +73,38 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
     alias: dict[int, int] = {}
     out: list[Node] = []
     for node in nodes:
-        sig = signature(node)
-        if sig in heavy:
-            first = keep.get(sig)  # type: ignore[arg-type]
-            if first is None:
-                first = keep[sig] = replace(node, repeat=counts[sig], name=_group_name(node))  # type: ignore[index]
-                out.append(first)
-            alias[node.id] = first.id
-        else:
+        sig = sigs[node.id]
+        group = merged.get(sig, sig) if sig is not None else None
+        if group not in heavy:
             out.append(node)
+            continue
+        first = keep.get(group)  # type: ignore[arg-type]
+        if first is None:
+            label, line, expr = group  # type: ignore[misc]
+            first = keep[group] = replace(node, repeat=counts[group], name=_group_name(node), line=line,  # type: ignore[index]
+                                          expr=expr, code=_code_of(nodes, group) if node.line is None else node.code)
+            out.append(first)
+        alias[node.id] = first.id
     folded_edges = list(dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges))
     return out, folded_edges, sum(counts[s] - 1 for s in heavy)
 
 
-def _adopt_sites(nodes: list[Node]) -> list[Node]:
-    sites: dict[str, set[tuple[int | None, str, str]]] = {}
-    for node in nodes:
-        if node.kind == "op" and node.line is not None:
-            sites.setdefault(node.label, set()).add((node.line, node.code, node.expr))
-    out = []
-    for node in nodes:
-        known = sites.get(node.label, set())
-        if node.kind == "op" and node.line is None and len(known) == 1:
-            line, code, expr = next(iter(known))
-            node = replace(node, line=line, code=code, expr=expr)
-        out.append(node)
-    return out
+def _signature(node: Node) -> tuple[str, int | None, str] | None:
+    current_name = node.name is not None and " (" not in node.name
+    return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
+
+
+def _merge_unsited(counts: Counter[tuple[str, int | None, str]]) -> dict[tuple[str, int | None, str], tuple[str, int | None, str]]:
+    """Unsited signature -> the one sited signature of the same class, where there is exactly one."""
+    sited: dict[str, list[tuple[str, int | None, str]]] = {}
+    for sig in counts:
+        if sig[1] is not None:
+            sited.setdefault(sig[0], []).append(sig)
+    return {sig: sited[sig[0]][0] for sig in counts if sig[1] is None and len(sited.get(sig[0], [])) == 1}
+
+
+def _code_of(nodes: list[Node], sig: tuple[str, int | None, str]) -> str:
+    return next((n.code for n in nodes if (n.label, n.line, n.expr) == sig), "")
 
 
 def _group_name(node: Node) -> str | None:
