@@ -94,7 +94,10 @@ def _signature(node: Node) -> tuple[str, int | None, str] | None:
     return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
 
 
-def _merge_unsited(counts: Counter[tuple[str, int | None, str]]) -> dict[tuple[str, int | None, str], tuple[str, int | None, str]]:
+Signature = tuple[str, "int | None", str]  # (node class, line, expression)
+
+
+def _merge_unsited(counts: Counter[Signature]) -> dict[Signature, Signature]:
     """Unsited signature -> the one sited signature of the same class, where there is exactly one."""
     sited: dict[str, list[tuple[str, int | None, str]]] = {}
     for sig in counts:
