@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .graph_view import LegendItem, legend_for, render_graph, render_torchviz
+from .graph_view import LegendItem, Rendered, legend_for, render_graph, render_torchviz
 from .report import Graph, Report
 from .text_view import format_values, graph_title, summary_line
 
@@ -83,12 +83,13 @@ def diagnostics_html(report: Report) -> str:
 def graphs_html(report: Report) -> str:
     if not report.graphs:
         return ""
-    drawn = "".join(graph_html(g, i, report) for i, g in enumerate(report.graphs, 1))
-    return drawn + legend_html(legend_for(report.graphs, report))
+    drawings = [render_graph(g, report) for g in report.graphs]
+    parts = "".join(graph_html(g, i, d) for i, (g, d) in enumerate(zip(report.graphs, drawings, strict=True), 1))
+    drawn_any = any(d.svg is not None for d in drawings)
+    return parts + (legend_html(legend_for(report.graphs, report)) if drawn_any else "")
 
 
-def graph_html(graph: Graph, index: int, report: Report) -> str:
-    drawn = render_graph(graph, report)
+def graph_html(graph: Graph, index: int, drawn: Rendered) -> str:
     title = _e(graph_title(graph, index))
     if drawn.svg is not None:
         return f'<h4>{title}</h4><div class="graph" role="img" aria-label="{title}">{drawn.svg}</div>'

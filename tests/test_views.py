@@ -90,6 +90,7 @@ def test_without_a_renderer_the_html_shows_dot_source_and_hint(ip: Any, monkeypa
     assert "<svg" not in page
     assert "pip install graphviz-pure" in page
     assert "digraph autograd {" in page and "var1" in page
+    assert "graph legend" not in page  # nothing drawn, nothing to explain
     assert cell.error is None
 
 

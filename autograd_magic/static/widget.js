@@ -157,6 +157,7 @@ function render({ model, el }) {
     const drawing = drawings[index];
     scroller.replaceChildren();
     svg = null;
+    legend.hidden = !(drawing && drawing.svg);
     if (!drawing) {
       title.textContent = "";
       scroller.append(h("p", { class: "agm-hint" }, "No autograd graph in this cell (nothing that requires grad was computed, or --no-graph)."));
