@@ -260,7 +260,8 @@ class BackwardRecorder:
             out.append(f"{attr[7:]}: {tuple(value.shape)}")
             key = fingerprint_key(value)
             known = self._values.get(key) if key is not None else None
-            if known is not None and fingerprint(value) != known[0]:
+            # only while the tensor we fingerprinted lives: otherwise its memory may hold another tensor now
+            if known is not None and self._rec.ids.alive(known[1]) and fingerprint(value) != known[0]:
                 prepared.stale.append((nid, attr[7:], known[1]))
         return tuple(out)
 

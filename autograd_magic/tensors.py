@@ -28,6 +28,7 @@ class Identity:
     def __init__(self) -> None:
         self._refs: dict[int, tuple[weakref.ref[Any], int]] = {}
         self._nodes: dict[int, tuple[int, str]] = {}  # autograd nodes cannot be weakly referenced
+        self._by_tid: dict[int, weakref.ref[Any]] = {}
         self._next = 1
 
     def tid(self, obj: Any) -> int:
@@ -36,8 +37,14 @@ class Identity:
             return entry[1]
         tid = self._next
         self._next += 1
-        self._refs[id(obj)] = (weakref.ref(obj), tid)
+        ref = weakref.ref(obj)
+        self._refs[id(obj)] = (ref, tid)
+        self._by_tid[tid] = ref
         return tid
+
+    def alive(self, tid: int) -> bool:
+        ref = self._by_tid.get(tid)
+        return ref is not None and ref() is not None
 
     def known(self, obj: Any) -> int | None:
         entry = self._refs.get(id(obj))
@@ -65,6 +72,7 @@ class Identity:
 
     def clear(self) -> None:
         self._refs.clear()
+        self._by_tid.clear()
         self._nodes.clear()
 
 
