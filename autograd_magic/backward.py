@@ -238,7 +238,10 @@ class BackwardRecorder:
             prepared.leaves.append(variable)
             return GraphNode(nid, type(node).__name__, self._rec.ids.tid(variable), None, tuple(variable.shape),
                              dtype=str(variable.dtype).removeprefix("torch."))
-        tid = self._node_tid.get(nid) or prepared.named_nodes.get(id(node))
+        tid = self._node_tid.get(nid)
+        if tid is not None and getattr(self._rec.ids.get(tid), "grad_fn", node) is not node:
+            tid = None  # the tensor was since changed in place: this node is its earlier version
+        tid = tid or prepared.named_nodes.get(id(node))
         prepared.inspected += 1
         if prepared.inspected > MAX_INSPECTED:  # deep graphs: the view draws the nodes near the root
             return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid))

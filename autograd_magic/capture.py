@@ -153,7 +153,8 @@ class Recorder:
             self.backward.remember_values(args, result, self.ids)
         if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
             self.backward.snapshot_cut(args[0])
-        for out in outputs:
+        changed = inputs[:1] if event.inplace else ()  # an in-place op gives its target a new grad_fn
+        for out in (*outputs, *changed):
             if out.node is not None:
                 self.backward.note_output(out, site)
 

@@ -43,8 +43,12 @@ class Identity:
         return tid
 
     def alive(self, tid: int) -> bool:
+        return self.get(tid) is not None
+
+    def get(self, tid: int) -> Any:
+        """The object with this id, or None once it died."""
         ref = self._by_tid.get(tid)
-        return ref is not None and ref() is not None
+        return None if ref is None else ref()
 
     def known(self, obj: Any) -> int | None:
         entry = self._refs.get(id(obj))
