@@ -169,10 +169,9 @@ def check_no_gradient(trace: Trace, names: Names) -> list[Diagnostic]:
         if not cut.harmful or cut.fed or not cut.fed_by_name:
             continue  # a proven flow is reported as a graph-break warning
         for leaf in cut.lost:
-            leaf_name = (names.all(leaf.tid) or [None])[0]
-            if leaf_name is None or leaf.tid in with_grad:
-                continue
-            found.append(_no_gradient(trace, cut, leaf_name))
+            known = names.all(leaf.tid)
+            if known and leaf.tid not in with_grad:
+                found.append(_no_gradient(trace, cut, known[0]))
     return found
 
 

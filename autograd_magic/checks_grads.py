@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .events import BackwardEvent, GradEvent, GraphNode, OpEvent, TensorInfo, Trace
-from .lineage import base_name, overlaps, show, succeeded, user_names
+from .lineage import base_name, overlaps, show, succeeded, user_names, written
 from .naming import Names
 from .report import Diagnostic
 
@@ -93,20 +93,26 @@ def check_saved_tensor_mutated(trace: Trace, names: Names) -> list[Diagnostic]:
     """A value saved for backward changed behind autograd's back: backward silently used the new one."""
     found = []
     for event in succeeded(trace):
-        found.extend(_stale_from_capture(trace, names, event))
-        found.extend(_stale_through_data(trace, names, event))
+        through_data = _stale_through_data(trace, names, event)
+        found.extend(through_data)
+        found.extend(_stale_from_capture(trace, names, event, {d.message for d in through_data}))
     return found
 
 
-def _stale_from_capture(trace: Trace, names: Names, event: BackwardEvent) -> list[Diagnostic]:
+def _stale_from_capture(trace: Trace, names: Names, event: BackwardEvent, known: set[str]) -> list[Diagnostic]:
+    """Saved values capture found changed with an unchanged version counter (a NumPy or ``.data`` write)."""
     out = []
     nodes = {n.nid: n for n in event.graph.nodes} if event.graph else {}
+    tracked = {target.tid for op in trace.ops if op.inplace and not op.error and (target := written(op))}
     for nid, saved, tid in event.stale_saved:
         node = nodes.get(nid)
-        if node is not None and saved not in _UPDATED_BY_DESIGN:
-            involved = names.plain(tid)[:1] + names.plain(node.tid)[:1]
-            out.append(_mutated(event, node, saved, None, involved,
-                                "It was changed through a NumPy array or `.data`, which autograd cannot see."))
+        if node is None or saved in _UPDATED_BY_DESIGN or tid in tracked:
+            continue  # an in-place torch op bumps the version: autograd itself raises if that mattered
+        if any(node.label in message for message in known):
+            continue  # already explained, with the line of the write
+        involved = names.plain(tid)[:1] + names.plain(node.tid)[:1]
+        out.append(_mutated(event, node, saved, None, involved,
+                            "It was changed through a NumPy array or `.data`, which autograd cannot see."))
     return out
 
 

@@ -83,8 +83,8 @@ def _with_saver(trace: Trace, event: BackwardEvent, target: TensorInfo, writer: 
     consumers = [op for op in trace.ops if op.seq < writer.seq and not op.inplace and op.grad_enabled and op.outputs
                  and op.outputs[0].requires_grad and any(i.tid == target.tid for i in op.inputs)]
     saving = [op for op in consumers if _saves_inputs(graph_nodes.get(op.outputs[0].node or -1))]
-    chosen = (saving or consumers or [None])[-1]
-    return _Finding(target, writer, chosen, False)
+    candidates = saving or consumers
+    return _Finding(target, writer, candidates[-1] if candidates else None, False)
 
 
 def _node_class(grad_fn: str | None) -> str:

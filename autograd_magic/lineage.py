@@ -37,21 +37,6 @@ def _producers(trace: Trace) -> dict[int, list[OpEvent]]:
     return table
 
 
-def upstream(trace: Trace, tid: int, limit: int = 12) -> list[OpEvent]:
-    """The chain of ops that produced ``tid``, nearest first (first input at each step)."""
-    chain: list[OpEvent] = []
-    seen: set[int] = set()
-    current: int | None = tid
-    while current is not None and len(chain) < limit and current not in seen:
-        seen.add(current)
-        op = producer(trace, current)
-        if op is None:
-            break
-        chain.append(op)
-        current = op.inputs[0].tid if op.inputs else None
-    return chain
-
-
 def downstream(trace: Trace, tids: Iterable[int], after: int = 0) -> set[int]:
     """Every tid computed (transitively) from ``tids`` by out-of-place ops after ``after``."""
     reached = set(tids)
@@ -100,7 +85,7 @@ def succeeded(trace: Trace) -> list[BackwardEvent]:
 
 def reached_leaves(trace: Trace) -> set[int]:
     """tids of the leaves that some successful backward of the cell sent a gradient to."""
-    reached = set()
+    reached: set[int] = set()
     for event in succeeded(trace):
         if event.graph is not None:
             reached.update(n.tid for n in event.graph.nodes if n.label == "AccumulateGrad" and n.tid is not None)
@@ -172,18 +157,8 @@ def user_names(*groups: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def plain_names(names: Names, info: TensorInfo | None) -> list[str]:
-    return [] if info is None else names.plain(info.tid)
-
-
-def label(names: Names, info: TensorInfo | None, fallback: str = "a tensor") -> str:
-    if info is None:
-        return fallback
-    return names.label(info.tid) or fallback
-
-
 def first_name(names: Names, info: TensorInfo | None) -> str | None:
-    found = plain_names(names, info)
+    found = names.plain(info.tid) if info is not None else []
     return found[0] if found else None
 
 
