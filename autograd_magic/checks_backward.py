@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from .checks_patterns import NON_SCALAR, TWICE
-from .events import BackwardEvent, TensorInfo, Trace
-from .lineage import base_name, failed_backwards, first_name, root_text, show, user_names
+from .events import BackwardEvent, Trace
+from .lineage import (
+    base_name,
+    describe_grads,
+    failed_backwards,
+    leaf_name,
+    root_text,
+    show,
+    user_names,
+)
 from .naming import Names
 from .report import Diagnostic
 
@@ -14,7 +22,7 @@ def check_backward_twice(trace: Trace, names: Names) -> list[Diagnostic]:
     """A second backward through a graph: an error when it was freed, a warning when .grad silently doubled."""
     found = []
     for event in failed_backwards(trace, TWICE):
-        root = root_text(names, event)
+        root = root_text(trace, names, event)
         earlier = _earlier_backward(trace, event)
         found.append(Diagnostic(
             "backward-twice", "error", event.site.line, event.site.code, user_names([root]),
@@ -70,13 +78,13 @@ def _silent_second_backward(trace: Trace, names: Names) -> list[Diagnostic]:
         doubled = [g for g in event.leaf_grads if g.had_grad]
         if earlier is None or earlier.retain_graph or not doubled:
             continue
-        root = root_text(names, event)
-        leaves = [first_name(names, TensorInfo(g.tid)) or "a leaf" for g in doubled]
+        root = root_text(trace, names, event)
+        leaves = [leaf_name(trace, names, g.tid) or "a leaf" for g in doubled]
         found.append(Diagnostic(
             "backward-twice", "warning", event.site.line, event.site.code, user_names([root], leaves),
             f"This is the second backward from {show(root)} (the first was at line {earlier.site.line}). It ran "
             f"only because nothing in the graph needed saved values, and it added the same gradients again: "
-            f"{', '.join(f'{show(n)}.grad' for n in leaves)} now hold(s) the sum of both passes.\n"
+            f"{describe_grads(leaves)} now {'holds' if len(leaves) == 1 else 'hold'} the sum of both passes.\n"
             f"Fix: call backward once per forward pass; if you meant to start over, zero the gradients first "
             f"(`{base_name(leaves[0])}.grad = None` or `optimizer.zero_grad()`)."))
     return found
@@ -87,7 +95,7 @@ def check_backward_non_scalar(trace: Trace, names: Names) -> list[Diagnostic]:
     """backward() without a gradient on a tensor with more than one element."""
     found = []
     for event in failed_backwards(trace, NON_SCALAR):
-        root = root_text(names, event)
+        root = root_text(trace, names, event)
         shape = list(event.root.shape) if event.root else []
         count = 1
         for size in shape:

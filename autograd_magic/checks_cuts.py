@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from .events import OpEvent, TensorInfo, Trace
 from .lineage import (
     assigned_name,
+    describe_names,
     downstream,
+    first_name,
+    leaf_name,
     leaves_upstream,
     reached_leaves,
     show,
+    show_attr,
     succeeded,
     tainted_names,
     user_called,
@@ -123,41 +127,62 @@ def check_graph_break(trace: Trace, names: Names) -> list[Diagnostic]:
     """A value left autograd: a note, or a warning when a backward then missed the leaves before it."""
     found = []
     for cut in find_cuts(trace, names):
+        if _only_written(trace, names, cut.op):
+            continue  # `p.data -= lr * p.grad`: a write through .data, not a value taken out (see saved-tensor-mutated)
+        warn = cut.harmful and cut.fed
         op = cut.op
-        source = value_text(trace, names, op.inputs[0], "a tensor that requires grad")
-        results = [n for o in op.outputs for n in names.plain(o.tid)] or [assigned_name(op.site.code) or ""]
-        results = [n for n in results if n]
-        message = (f"`{op.site.expr or op.site.code}` at line {op.site.line} cut {source} out of the graph: "
+        results = _cut_result(trace, names, op)
+        message = (f"`{op.site.expr or op.site.code}` at line {op.site.line} took "
+                   f"{value_text(trace, names, op.inputs[0], 'a tensor that requires grad')} out of the graph: "
                    f"{_HOW[cut.how]}.")
         if results:
-            message += f" {show(results[0])} has no history, so backward cannot reach anything before it through it."
-        warn = cut.harmful and cut.fed
-        message += _consequence(trace, names, cut) if warn else _note_tail(names, cut)
-        involved = user_names(names.plain(op.inputs[0].tid), results, _leaf_names(names, cut.lost) if warn else [])
+            message += f" No gradient flows back through {show(results[0])}."
+        message += _consequence(trace, names, cut) if warn else _note_tail(trace, names, cut)
+        involved = user_names(names.plain(op.inputs[0].tid)[:1], results,
+                              _leaf_names(trace, names, cut.lost) if warn else [])
         found.append(Diagnostic("graph-break", "warning" if warn else "note", op.site.line, op.site.code,
                                 involved, message))
     return found
 
 
+def _cut_result(trace: Trace, names: Names, op: OpEvent) -> list[str]:
+    """The name that holds the cut value: the op's own result, or the line's target if it has no history."""
+    own = first_name(names, op.outputs[0], trace) if op.outputs else None
+    if own:
+        return [own]
+    target = assigned_name(op.site.code)
+    held = trace.final.get(target) if target else None
+    return [target] if target and (held is None or not held.requires_grad) else []
+
+
+def _only_written(trace: Trace, names: Names, op: OpEvent) -> bool:
+    """An unnamed result that is only ever written in place."""
+    outs = {o.tid for o in op.outputs}
+    if not outs or any(names.plain(t) for t in outs):
+        return False
+    uses = [u for u in trace.ops if u.seq > op.seq and any(i.tid in outs for i in u.inputs)]
+    return bool(uses) and all(u.inplace and u.inputs[0].tid in outs for u in uses)
+
+
 def _consequence(trace: Trace, names: Names, cut: Cut) -> str:
     backward = next(b for b in succeeded(trace) if b.seq > cut.op.seq)
-    lost = ", ".join(show(n) for n in _leaf_names(names, cut.lost)) or "the leaves before it"
+    lost = describe_names(_leaf_names(trace, names, cut.lost)) or "the leaves before it"
     return (f"\nIts value then went into `{backward.site.expr or backward.site.code}` at line {backward.site.line}, "
             f"but {lost} got no gradient through it: autograd cannot follow values through NumPy or Python numbers.\n"
             f"Fix: compute the loss with torch operations on the tensor itself (`torch.mean`, `torch.exp`, ... "
             f"instead of NumPy or `math`), and convert with `.detach().numpy()` or `.item()` only to log or plot.")
 
 
-def _note_tail(names: Names, cut: Cut) -> str:
+def _note_tail(trace: Trace, names: Names, cut: Cut) -> str:
     if cut.how in _STOP_GRADIENTS and cut.lost and cut.fed:
-        lost = ", ".join(show(n) for n in _leaf_names(names, cut.lost)) or "the leaves before it"
-        return (f" Gradients stop here, so {lost} got none from the backward that used it: intended for "
-                f"a GAN discriminator step or a fixed target; remove the cut if they should train.")
-    return " That is fine for logging, plotting, or values that must not be trained."
+        lost = describe_names(_leaf_names(trace, names, cut.lost)) or "the leaves before it"
+        return (f" The backward that used it sent nothing to {lost}: right for a GAN discriminator step or a "
+                f"fixed target; remove the cut if they should train through it.")
+    return " Fine for logging, plotting, or values that must not be trained."
 
 
-def _leaf_names(names: Names, leaves: tuple[TensorInfo, ...]) -> list[str]:
-    return [n for leaf in leaves for n in (names.all(leaf.tid)[:1])]
+def _leaf_names(trace: Trace, names: Names, leaves: tuple[TensorInfo, ...]) -> list[str]:
+    return [n for leaf in leaves if (n := leaf_name(trace, names, leaf.tid))]
 
 
 # -- no-gradient ---------------------------------------------------------------------------
@@ -169,9 +194,9 @@ def check_no_gradient(trace: Trace, names: Names) -> list[Diagnostic]:
         if not cut.harmful or cut.fed or not cut.fed_by_name:
             continue  # a proven flow is reported as a graph-break warning
         for leaf in cut.lost:
-            known = names.all(leaf.tid)
+            known = leaf_name(trace, names, leaf.tid)
             if known and leaf.tid not in with_grad:
-                found.append(_no_gradient(trace, cut, known[0]))
+                found.append(_no_gradient(trace, cut, known))
     return found
 
 
@@ -180,9 +205,9 @@ def _no_gradient(trace: Trace, cut: Cut, leaf: str) -> Diagnostic:
     backward = next(b for b in succeeded(trace) if b.seq > op.seq)
     return Diagnostic(
         "no-gradient", "warning", op.site.line, op.site.code, user_names([leaf]),
-        f"After `{backward.site.expr or backward.site.code}` at line {backward.site.line}, {show(leaf)}.grad is "
-        f"still None: the value computed from {show(leaf)} left autograd at line {op.site.line} "
-        f"(`{op.site.expr or op.site.code}`: {_HOW[cut.how]}), and what was backwarded was rebuilt from plain "
-        f"numbers, with no link back to {show(leaf)}.\n"
+        f"After `{backward.site.expr or backward.site.code}` at line {backward.site.line}, "
+        f"{show_attr(leaf, 'grad')} is still None: the value computed from {show(leaf)} left autograd at line "
+        f"{op.site.line} (`{op.site.expr or op.site.code}`: {_HOW[cut.how]}), and what was backwarded was "
+        f"rebuilt from plain numbers, with no link back to {show(leaf)}.\n"
         f"Fix: keep the loss a torch computation from {show(leaf)} (torch ops, no `.item()`/`.numpy()`/"
         f"`torch.tensor(...)` on the way); convert only to log or plot.")

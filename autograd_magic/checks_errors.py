@@ -20,8 +20,8 @@ def _raised(trace: Trace, pattern: re.Pattern[str]) -> list[OpEvent]:
     return [op for op in trace.ops if op.error and op.error == raised and pattern.search(op.error)]
 
 
-def _name(names: Names, op: OpEvent, fallback: str = "the tensor") -> str:
-    return first_name(names, op.inputs[0] if op.inputs else None) or written_name(op.site) or fallback
+def _name(trace: Trace, names: Names, op: OpEvent, fallback: str = "the tensor") -> str:
+    return first_name(names, op.inputs[0] if op.inputs else None, trace) or written_name(op.site) or fallback
 
 
 # -- leaf-inplace -------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def check_leaf_inplace(trace: Trace, names: Names) -> list[Diagnostic]:
     """In-place change of a leaf that requires grad (or of a view of one)."""
     found = []
     for op in _raised(trace, LEAF_INPLACE):
-        name = _name(names, op)
+        name = _name(trace, names, op)
         view = "a view of " if "view of a leaf" in (op.error or "") else ""
         found.append(Diagnostic(
             "leaf-inplace", "error", op.site.line, op.site.code, user_names([name]),
@@ -46,7 +46,7 @@ def check_requires_grad_int(trace: Trace, names: Names) -> list[Diagnostic]:
     """requires_grad on an integer (or bool) tensor."""
     found = []
     for op in _raised(trace, INT_GRAD):
-        name = first_name(names, op.inputs[0] if op.inputs else None) or op.target or assigned_name(op.site.code)
+        name = first_name(names, op.inputs[0] if op.inputs else None, trace) or op.target or assigned_name(op.site.code)
         name = name or written_name(op.site) or "the tensor"
         dtype = op.inputs[0].dtype if op.inputs else "int64: whole numbers like `[1, 2]` make an integer tensor"
         found.append(Diagnostic(
@@ -63,7 +63,7 @@ def check_numpy_requires_grad(trace: Trace, names: Names) -> list[Diagnostic]:
     """.numpy() on a tensor that requires grad."""
     found = []
     for op in _raised(trace, NUMPY_GRAD):
-        name = _name(names, op)
+        name = _name(trace, names, op)
         base = base_name(name)
         found.append(Diagnostic(
             "numpy-requires-grad", "error", op.site.line, op.site.code, user_names([name]),
@@ -80,7 +80,7 @@ def check_requires_grad_nonleaf(trace: Trace, names: Names) -> list[Diagnostic]:
     """Changing requires_grad on a computed tensor: an error for False, a silent no-op for True."""
     found = []
     for op in _raised(trace, NONLEAF_FLAG):
-        name = _name(names, op)
+        name = _name(trace, names, op)
         base = base_name(name)
         found.append(Diagnostic(
             "requires-grad-nonleaf", "error", op.site.line, op.site.code, user_names([name]),
@@ -99,7 +99,7 @@ def _nonleaf_switched_on(names: Names, trace: Trace) -> list[Diagnostic]:
             continue
         if op.inputs[0].is_leaf or op.args[:1] == ("False",) or not user_called(op, "requires_grad"):
             continue
-        name = _name(names, op)
+        name = _name(trace, names, op)
         base = base_name(name)
         found.append(Diagnostic(
             "requires-grad-nonleaf", "warning", op.site.line, op.site.code, user_names([name]),

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .events import OpEvent, Trace
-from .lineage import assigned_name, backward_seqs, base_name, first_name, producer, show, user_called, user_names
+from .lineage import (
+    assigned_name,
+    backward_seqs,
+    base_name,
+    first_name,
+    producer,
+    show,
+    show_attr,
+    user_called,
+    user_names,
+)
 from .naming import Names
 from .report import Diagnostic
 
@@ -19,7 +29,8 @@ def check_history_growing(trace: Trace, names: Names) -> list[Diagnostic]:
         if len(chain) < 2 or not any(chain[0].seq < b < chain[-1].seq for b in backwards):
             continue
         code = chain[-1].site.code
-        name = assigned_name(code) or first_name(names, chain[-1].outputs[0] if chain[-1].outputs else None) or "it"
+        last = chain[-1].outputs[0] if chain[-1].outputs else None
+        name = assigned_name(code) or first_name(names, last, trace) or "it"
         found.append(Diagnostic(
             "history-growing", "warning", line, code, user_names([name]),
             f"`{code}` at line {line} builds {show(name)} from its own previous value on every loop iteration "
@@ -91,7 +102,7 @@ def check_nonleaf_grad(trace: Trace, names: Names) -> list[Diagnostic]:
         tensor = op.inputs[0]
         if tensor.tid in retained:
             continue
-        name = first_name(names, tensor) or "this tensor"
+        name = first_name(names, tensor, trace) or "this tensor"
         found.append(Diagnostic("nonleaf-grad", "warning", op.site.line, op.site.code, user_names([name]),
                                 _nonleaf_message(trace, name, tensor.grad_fn, producer(trace, tensor.tid))))
     return found
@@ -99,8 +110,8 @@ def check_nonleaf_grad(trace: Trace, names: Names) -> list[Diagnostic]:
 
 def _nonleaf_message(trace: Trace, name: str, grad_fn: str | None, made: OpEvent | None) -> str:
     base = base_name(name)
-    message = (f"{show(name)}.grad is None: {show(name)} is not a leaf (it has grad_fn={grad_fn}), and PyTorch "
-               f"stores .grad only on leaves, the tensors you create with `requires_grad=True`.\n")
+    message = (f"{show_attr(name, 'grad')} is None: {show(name)} is not a leaf (it has grad_fn={grad_fn}), and "
+               f"PyTorch stores .grad only on leaves, the tensors you create with `requires_grad=True`.\n")
     trap = made if made is not None and made.func in _CONVERSIONS and made.inputs else None
     if trap is not None and trap.inputs[0].is_leaf and trap.inputs[0].requires_grad:
         return message + (

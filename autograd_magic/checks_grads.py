@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .events import BackwardEvent, GradEvent, GraphNode, OpEvent, TensorInfo, Trace
-from .lineage import base_name, overlaps, show, succeeded, user_names, written
+from .lineage import (
+    base_name,
+    describe_grads,
+    describe_names,
+    info_of,
+    leaf_name,
+    overlaps,
+    succeeded,
+    user_names,
+    written,
+)
 from .naming import Names
 from .report import Diagnostic
 
@@ -21,7 +31,7 @@ def check_grad_accumulated(trace: Trace, names: Names) -> list[Diagnostic]:
         earlier = _earlier_at_site(trace, event)
         stale = [g for g in event.leaf_grads if g.had_grad and _accumulated(trace, event, earlier, g)]
         if stale:
-            found.append(_accumulated_diagnostic(names, event, earlier, stale))
+            found.append(_accumulated_diagnostic(trace, names, event, earlier, stale))
     return found
 
 
@@ -71,11 +81,10 @@ def _listed(op: OpEvent) -> tuple[TensorInfo, ...]:
     return op.inputs if op.func.startswith("_foreach") else ()
 
 
-def _accumulated_diagnostic(names: Names, event: BackwardEvent, earlier: BackwardEvent | None,
+def _accumulated_diagnostic(trace: Trace, names: Names, event: BackwardEvent, earlier: BackwardEvent | None,
                             stale: list[GradEvent]) -> Diagnostic:
-    leaves = [(names.all(g.tid) or ["a parameter"])[0] for g in stale]
-    shown = ", ".join(f"{show(n)}.grad" for n in leaves[:_SHOWN_LEAVES])
-    shown += " ..." if len(leaves) > _SHOWN_LEAVES else ""
+    leaves = [leaf_name(trace, names, g.tid) or "a parameter" for g in stale]
+    shown = describe_grads(leaves[:_SHOWN_LEAVES]) + (" ..." if len(leaves) > _SHOWN_LEAVES else "")
     when = ("by an earlier iteration of this loop, and the values were used in between (an update or a read)"
             if earlier is not None else "by an earlier run of this same line (re-running the cell)")
     first = base_name(leaves[0])
@@ -110,10 +119,19 @@ def _stale_from_capture(trace: Trace, names: Names, event: BackwardEvent, known:
             continue  # an in-place torch op bumps the version: autograd itself raises if that mattered
         if any(node.label in message for message in known):
             continue  # already explained, with the line of the write
-        involved = names.plain(tid)[:1] + names.plain(node.tid)[:1]
-        out.append(_mutated(event, node, saved, None, involved,
-                            "It was changed through a NumPy array or `.data`, which autograd cannot see."))
+        arrays = _arrays_over(trace, tid)
+        involved = names.plain(tid)[:1] + names.plain(node.tid)[:1] + arrays
+        how = (f"It was changed through the NumPy array {describe_names(arrays)}, which shares its memory"
+               if arrays else "It was changed through a NumPy array or `.data`")
+        out.append(_mutated(event, node, saved, None, involved, how + ": autograd cannot see such writes."))
     return out
+
+
+def _arrays_over(trace: Trace, tid: int) -> list[str]:
+    """Names of NumPy arrays over the memory of ``tid``."""
+    info = info_of(trace, tid)
+    memory = info.memory if info is not None else None
+    return [n for n, i in trace.final.items() if i.kind == "ndarray" and overlaps(i.memory, memory)]
 
 
 def _stale_through_data(trace: Trace, names: Names, event: BackwardEvent) -> list[Diagnostic]:

@@ -115,7 +115,7 @@ def _diagnostic(trace: Trace, names: Names, event: BackwardEvent, finding: _Find
                      f"({node} needs it) - version {_version_before(trace, target.tid, saver.seq)}")
     lines.append(f"  line {writer.site.line}: `{writer.site.expr or writer.site.code}` modified {name} in place "
                  f"- version {writer.inputs[0].version}")
-    lines.append("Fix: " + _fix(writer, first_name(names, target)))
+    lines.append("Fix: " + _fix(writer, first_name(names, target, trace)))
     involved = user_names(names.plain(target.tid),
                           names.plain(saver.outputs[0].tid) if saver is not None and saver.outputs else [])
     return Diagnostic("inplace-saved-tensor", "error", writer.site.line, writer.site.code, involved, "\n".join(lines))

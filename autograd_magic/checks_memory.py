@@ -24,7 +24,9 @@ from .report import Diagnostic
 
 SHARING_FUNCS = {"numpy": "`.numpy()`", "data.__get__": "`.data`", "as_tensor": "`torch.as_tensor`",
                  "asarray": "`torch.asarray`", "__array__": "`np.asarray`"}
-_VIEW_HOW = {"detach": "`.detach()`", "data.__get__": "`.data`", "numpy": "`.numpy()`"}
+_VIEW_HOW = {"detach": "with `.detach()`: a tensor over the same memory as {src}",
+             "data.__get__": "with `.data`: a tensor over the same memory as {src}",
+             "numpy": "with `.numpy()`: a NumPy array over the same memory as {src}"}
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,8 @@ def _relation(trace: Trace, via: _Seer, other: _Seer) -> tuple[str, str | None]:
     later, earlier = _later_of(trace, via, other)
     made = producer(trace, later.info.tid)
     if made is not None:
-        how = _VIEW_HOW.get(made.func, "a view")
-        text = (f"`{made.site.code}` at line {made.site.line} made {show(later.name)} {how} of "
-                f"{show(earlier.name)}, not a copy.")
+        how = _VIEW_HOW.get(made.func, "a view of {src}").format(src=show(earlier.name))
+        text = f"`{made.site.code}` at line {made.site.line} made {show(later.name)} {how}, not a copy."
         return text, _copy_fix(made.site.code, made.site.line, later.info)
     kind = "NumPy array" if later.info.kind == "ndarray" else "tensor"
     return (f"{show(later.name)} is a {kind} over the same memory as {show(earlier.name)} "
@@ -114,8 +115,9 @@ def _same_object(trace: Trace, via: str, other: str) -> tuple[str, str | None]:
     if code is None:
         return f"{show(other)} and {show(via)} are two names for one tensor: `=` never copies a tensor.", None
     value = assigned_value(code) or other
-    return (f"`{code}` at line {line} made {show(via) if code.startswith(via) else show(other)} a second name "
-            f"for the same tensor: `=` never copies a tensor."), f"`{code.split('=')[0].strip()} = {value}.clone()`"
+    target = code.split("=")[0].strip()
+    return (f"`{code}` at line {line} made {show(target)} a second name for the same tensor: `=` never copies a "
+            f"tensor."), f"`{target} = {value}.clone()` at line {line} makes an independent copy"
 
 
 def _assignment_of(trace: Trace, via: str, other: str) -> tuple[int | None, str | None]:
@@ -152,22 +154,34 @@ def check_shared_memory(trace: Trace, names: Names) -> list[Diagnostic]:
         how = SHARING_FUNCS.get(op.func)
         if how is None or op.error or not op.inputs or not op.outputs:
             continue
-        src, out = op.inputs[0], op.outputs[0]
+        out = op.outputs[0]
         out_names = names.plain(out.tid)
-        if not out_names or not overlaps(src.memory, out.memory):
-            continue  # unnamed temporaries cannot be written later; a copy (dtype/device change) shares nothing
-        found.append(_sharing_note(op.site.line, op.site.code, how, out, out_names[0], names.plain(src.tid)))
+        sharers = _sharers(trace, names, op, out)
+        if out_names and sharers:  # unnamed temporaries cannot be written later; a copy shares nothing
+            found.append(_sharing_note(op.site.line, op.site.code, how, out, out_names[0], sharers))
     found.extend(_from_numpy_sharing(trace, names, {d.names for d in found}))
     return found
 
 
+def _sharers(trace: Trace, names: Names, op: OpEvent, out: TensorInfo) -> list[str]:
+    """Named values ``out`` shares memory with: its source, or what the source itself views (``y.detach()``)."""
+    source = op.inputs[0]
+    if not overlaps(source.memory, out.memory):
+        return []
+    direct = names.plain(source.tid)[:1]
+    others = [n for n, info in trace.final.items() if info.tid not in (out.tid, source.tid)
+              and n not in names.qualified and overlaps(info.memory, out.memory)
+              and _existed_at(trace, info.tid, op.seq, True)]
+    return direct + [n for n in others if n not in direct][: 1 if direct else 2]
+
+
 def _sharing_note(line: int | None, code: str, how: str, out: TensorInfo, name: str, sources: list[str]) -> Diagnostic:
-    src = show(sources[0]) if sources else "its source"
     copy = "`.copy()` on the array" if out.kind == "ndarray" else "`.clone()`"
     kind = "NumPy array" if out.kind == "ndarray" else "tensor"
-    return Diagnostic("shared-memory", "note", line, code, user_names([name], sources[:1]),
-                      f"{show(name)} is a {kind} that shares memory with {src} ({how} copies nothing): an in-place "
-                      f"change to either one shows up in the other.\nIf you need an independent copy, use {copy}.")
+    return Diagnostic("shared-memory", "note", line, code, user_names([name], sources),
+                      f"{show(name)} is a {kind} that shares memory with {describe_names(sources)} ({how} copies "
+                      f"nothing): an in-place change to either one shows up in the other.\n"
+                      f"If you need an independent copy, use {copy}.")
 
 
 def _from_numpy_sharing(trace: Trace, names: Names, known: set[tuple[str, ...]]) -> list[Diagnostic]:

@@ -39,7 +39,7 @@ def check_backward_no_grad_fn(trace: Trace, names: Names) -> list[Diagnostic]:
     """backward() on a tensor without grad_fn: say where its history was lost."""
     found = []
     for event in failed_backwards(trace, NO_GRAD_FN):
-        root = root_text(names, event)
+        root = root_text(trace, names, event)
         tid = event.root.tid if event.root is not None else None
         path = _path_to_cut(trace, tid) if tid is not None else []
         earlier = not path and tid is not None
@@ -106,7 +106,9 @@ def _source(trace: Trace, names: Names, op: OpEvent) -> str:
         chain = next((c for c in trace.provenance.values() if op in c), ())
         made = next((p for p in chain if any(o.tid == info.tid for o in p.outputs)), None)
         text = f"`{made.target or made.site.expr}`" if made is not None else _receiver(op) or "its input"
-    return text + (f" (grad_fn {info.grad_fn})" if info.grad_fn else "")
+    if not info.grad_fn:
+        return text
+    return text[:-1] + f", grad_fn {info.grad_fn})" if text.endswith(")") else text + f" (grad_fn {info.grad_fn})"
 
 
 def _receiver(op: OpEvent) -> str | None:

@@ -68,6 +68,19 @@ def leaves_upstream(trace: Trace, tid: int) -> list[TensorInfo]:
     return list(found.values())
 
 
+def info_of(trace: Trace, tid: int) -> TensorInfo | None:
+    """The last description of ``tid`` the trace holds."""
+    for info in trace.final.values():
+        if info.tid == tid:
+            return info
+    found = None
+    for op in trace.ops:
+        for info in op.inputs + op.outputs:
+            if info.tid == tid:
+                found = info
+    return found
+
+
 def first_seen(trace: Trace, tid: int) -> int | None:
     """Sequence number at which an object first appeared: 0 before the cell, None if unknown."""
     if any(info.tid == tid for info in trace.previous.values()):
@@ -107,9 +120,9 @@ def failed_backwards(trace: Trace, pattern: re.Pattern[str]) -> list[BackwardEve
 _BACKWARD_CALL = re.compile(r"\.backward\(.*\)$", re.S)
 
 
-def root_text(names: Names, event: BackwardEvent) -> str:
+def root_text(trace: Trace, names: Names, event: BackwardEvent) -> str:
     """The backwarded value as the user wrote it: its name, else ``(x * x)`` from ``(x * x).backward()``."""
-    name = first_name(names, event.root)
+    name = first_name(names, event.root, trace)
     if name:
         return name
     expr = event.site.expr or event.site.code
@@ -147,6 +160,19 @@ def show(name: str) -> str:
     return f"`{base}` (version {version})" if version else f"`{base}` (in `{scope}`)"
 
 
+def show_attr(name: str, attr: str) -> str:
+    """`x.grad` for ``x``; `b.grad` (as bound at line 3) for ``b (line 3)``."""
+    base = base_name(name)
+    rest = show(name)[len(base) + 2:]
+    return f"`{base}.{attr}`{rest}"
+
+
+def describe_grads(names: Iterable[str]) -> str:
+    """`x.grad`, `w.grad` and `b.grad`."""
+    shown = [show_attr(n, "grad") for n in names]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " and " + shown[-1] if shown else ".grad"
+
+
 def user_names(*groups: Iterable[str | None]) -> tuple[str, ...]:
     """Unique plain variable names, in order, for `Diagnostic.names`."""
     out: dict[str, None] = {}
@@ -157,9 +183,23 @@ def user_names(*groups: Iterable[str | None]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def first_name(names: Names, info: TensorInfo | None) -> str | None:
-    found = names.plain(info.tid) if info is not None else []
+def first_name(names: Names, info: TensorInfo | None, trace: Trace | None = None) -> str | None:
+    """The user's name for a tensor: one it still has at the end of the cell, if any, else the first plain one."""
+    if info is None:
+        return None
+    if trace is not None:
+        now = [n for n, i in trace.final.items() if i.tid == info.tid and n not in names.qualified]
+        if now:
+            return now[0]
+    found = names.plain(info.tid)
     return found[0] if found else None
+
+
+def leaf_name(trace: Trace, names: Names, tid: int) -> str | None:
+    """A leaf's name: plain or qualified (``model.0.weight``), preferring what names it at the end of the cell."""
+    now = sorted((n for n, i in trace.final.items() if i.tid == tid), key=lambda n: n in names.qualified)
+    known = now or names.all(tid)
+    return known[0] if known else None
 
 
 def describe_names(names: Iterable[str]) -> str:
@@ -173,7 +213,7 @@ def value_text(trace: Trace, names: Names, info: TensorInfo | None, fallback: st
     """How to call a value in a message: its name, else the expression that made it."""
     if info is None:
         return fallback
-    name = first_name(names, info)
+    name = first_name(names, info, trace)
     if name:
         return show(name)
     made = producer(trace, info.tid)
