@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from .events import BackwardEvent, OpEvent, Site, TensorInfo, Trace
-from .naming import Names, identifiers
+from .naming import Names
 
 _LEADING_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 BACKWARD_FUNCS = frozenset({"backward", "grad"})
@@ -268,25 +269,32 @@ def source_line(trace: Trace, line: int | None) -> str:
 
 def tainted_names(source: str, seeds: set[str]) -> set[str]:
     """Names whose value (by assignment, transitively) depends on ``seeds``: flow through plain Python."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set(seeds)
-    flows = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            stored = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-            flows.append((identifiers(ast.unparse(node.value)), stored))
     tainted = set(seeds)
     changed = True
     while changed:
         changed = False
-        for used, stored in flows:
+        for used, stored in _flows(source):
             if used & tainted and not stored <= tainted:
                 tainted |= stored
                 changed = True
     return tainted
+
+
+@lru_cache(maxsize=8)
+def _flows(source: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """(names read, names written) for every assignment in the source."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ()
+    flows = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            stored = frozenset(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            used = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
+            flows.append((used, stored))
+    return tuple(flows)
 
 
 def loop_names(source: str) -> set[str]:
