@@ -305,6 +305,133 @@ buf = torch.zeros(4)
 buf[1:3] = 1.0
 buf.mul_(2)
 """,
+    "classifier with AdamW, clipping, accuracy and validation": """
+model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 4))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+X, Y = torch.randn(64, 4, 4), torch.randint(0, 4, (64,))
+history = {"loss": [], "acc": []}
+for epoch in range(2):
+    model.train()
+    for i in range(0, 64, 16):
+        xb, yb = X[i:i + 16], Y[i:i + 16]
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history["loss"].append(loss.item())
+        history["acc"].append((logits.argmax(1) == yb).float().mean().item())
+    model.eval()
+    with torch.no_grad():
+        val = F.cross_entropy(model(X), Y).item()
+""",
+    "LSTM with its hidden state detached each step": """
+lstm = nn.LSTM(3, 5, batch_first=True)
+head = nn.Linear(5, 1)
+opt = torch.optim.SGD(list(lstm.parameters()) + list(head.parameters()), lr=0.1)
+hidden = None
+for step in range(4):
+    x = torch.randn(2, 6, 3)
+    out, hidden = lstm(x, hidden)
+    hidden = tuple(h.detach() for h in hidden)
+    loss = head(out[:, -1]).pow(2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+""",
+    "VAE with the reparameterisation trick": """
+class VAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(8, 4)
+        self.dec = nn.Linear(2, 8)
+    def forward(self, x):
+        h = self.enc(x)
+        mu, logvar = h.chunk(2, dim=1)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn_like(std)
+        return torch.sigmoid(self.dec(z)), mu, logvar
+vae = VAE()
+opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+data = torch.rand(16, 8)
+for i in range(3):
+    recon, mu, logvar = vae(data)
+    bce = F.binary_cross_entropy(recon, data, reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    loss = bce + kld
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+""",
+    "frozen backbone, trainable head": """
+backbone = nn.Linear(8, 8)
+head = nn.Linear(8, 2)
+for p in backbone.parameters():
+    p.requires_grad_(False)
+opt = torch.optim.SGD(head.parameters(), lr=0.1)
+x, y = torch.randn(4, 8), torch.tensor([0, 1, 0, 1])
+for i in range(3):
+    feats = backbone(x)
+    loss = nn.functional.cross_entropy(head(feats), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+""",
+    "module.apply init and parameters_to_vector": """
+def init_weights(m):
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        m.bias.data.fill_(0.01)
+net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+net.apply(init_weights)
+vec = nn.utils.parameters_to_vector(net.parameters())
+out = net(torch.randn(3, 4)).sum()
+out.backward()
+grads = [p.grad.norm().item() for p in net.parameters()]
+""",
+    "plotting a function and its derivative": """
+x = torch.linspace(-2, 2, 50, requires_grad=True)
+y = torch.tanh(x)
+y.backward(torch.ones_like(y))
+import numpy as np
+xs = x.detach().numpy()
+ys = y.detach().numpy()
+gs = x.grad.numpy()
+""",
+    "hand-written gradient descent zeroing .grad in place": """
+w = torch.zeros(2, requires_grad=True)
+X = torch.randn(20, 2); t = X @ torch.tensor([1.5, -2.0])
+for step in range(5):
+    pred = X @ w
+    loss = ((pred - t) ** 2).mean()
+    if w.grad is not None:
+        w.grad.zero_()
+    loss.backward()
+    with torch.no_grad():
+        w.add_(w.grad, alpha=-0.1)
+print(w)
+""",
+    "clone then edit, masked writes on plain tensors": """
+a = torch.randn(3, requires_grad=True)
+b = a.clone()
+b[0] = 0.0
+c = b.exp()
+c.sum().backward()
+x = torch.randn(4, 4)
+x.fill_diagonal_(0)
+x[x < 0] = 0
+x.clamp_(max=1.0)
+""",
+    "tied embedding and output weights": """
+emb = nn.Embedding(10, 4)
+out_layer = nn.Linear(4, 10, bias=False)
+out_layer.weight = emb.weight
+idx = torch.tensor([1, 2, 3])
+logits = out_layer(emb(idx))
+loss = nn.functional.cross_entropy(logits, idx)
+loss.backward()
+""",
 }
 
 
