@@ -363,11 +363,11 @@ class _RecordingMode(TorchFunctionMode):
             kwargs = {}
         if rec is None or _compiler._is_compiling_flag:
             return func(*args, **kwargs)
-        if func in _BACKWARD_FUNCS:
-            return rec.backward.run(func, args, kwargs)
         here = sys._getframe(1)
         site = self.sites.get((here.f_code, here.f_lasti))
-        if site is None:  # first call from here, or torch's Python dispatch wrappers in between
+        if site is None:  # first call from here, torch's Python dispatch wrappers, or a backward
+            if func in _BACKWARD_FUNCS:  # backward is Python code: its call sites never reach `sites`
+                return rec.backward.run(func, args, kwargs)
             return self.call_slowly(here, func, args, kwargs)
         try:
             result = site[0](func, args, kwargs)
