@@ -24,15 +24,32 @@ def check_backward_twice(trace: Trace, names: Names) -> list[Diagnostic]:
     for event in failed_backwards(trace, TWICE):
         root = root_text(trace, names, event)
         earlier = _earlier_backward(trace, event)
+        carried = _carried(names, event, earlier)
+        fix = (f"Fix: `{carried} = {carried}.detach()` after each backward: {show(carried)} is carried from one "
+               f"iteration to the next and still holds the graph of the iteration before, which backward already "
+               f"freed. (`retain_graph=True` would make every step go back through all earlier ones.)"
+               if carried else
+               f"Fix: recompute the forward (rebuild {show(root)}) before calling backward again, or pass "
+               f"`retain_graph=True` to the first backward if you really need two passes.")
         found.append(Diagnostic(
-            "backward-twice", "error", event.site.line, event.site.code, user_names([root]),
+            "backward-twice", "error", event.site.line, event.site.code, user_names([root], [carried or ""]),
             f"`{event.site.expr or event.site.code}` tried to go back through a graph that "
             f"{_where(event, earlier)} already used: backward frees the values the graph saved, so it can run only "
-            f"once per forward pass.\nFix: recompute the forward (rebuild {show(root)}) before calling backward "
-            f"again, or pass `retain_graph=True` to the first backward if you really need two passes."
-            + _carried_hint(event, earlier)))
+            f"once per forward pass.\n{fix}"))
     found.extend(_silent_second_backward(trace, names))
     return found
+
+
+def _carried(names: Names, event: BackwardEvent, earlier: BackwardEvent | None) -> str | None:
+    """The named value whose graph two different losses share: an RNN state not detached between steps."""
+    if earlier is None or earlier.root is None or event.root is None or earlier.root.tid == event.root.tid:
+        return None
+    shared = _op_nodes(event) & _op_nodes(earlier)
+    for node in event.graph.nodes if event.graph else ():
+        named = names.plain(node.tid) if node.nid in shared else []
+        if named:
+            return base_name(named[0])
+    return None
 
 
 def _where(event: BackwardEvent, earlier: BackwardEvent | None) -> str:
@@ -41,13 +58,6 @@ def _where(event: BackwardEvent, earlier: BackwardEvent | None) -> str:
     if earlier.site.line == event.site.line:
         return f"the same line, in an earlier iteration of the loop (line {earlier.site.line}),"
     return f"the backward at line {earlier.site.line} (`{earlier.site.code}`)"
-
-
-def _carried_hint(event: BackwardEvent, earlier: BackwardEvent | None) -> str:
-    if earlier is None or earlier.root is None or event.root is None or earlier.root.tid == event.root.tid:
-        return ""
-    return ("\nThe two losses share part of their graph. If a value is carried from one iteration to the next "
-            "(a recurrent hidden state, a running total), cut it after each backward: `h = h.detach()`.")
 
 
 def _op_nodes(event: BackwardEvent) -> set[int]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .events import OpEvent, TensorInfo, Trace
 from .lineage import (
     assigned_name,
+    describe_grads,
     describe_names,
     downstream,
     first_name,
@@ -21,7 +22,6 @@ from .lineage import (
     leaves_upstream,
     reached_leaves,
     show,
-    show_attr,
     succeeded,
     tainted_names,
     user_called,
@@ -187,27 +187,27 @@ def _leaf_names(trace: Trace, names: Names, leaves: tuple[TensorInfo, ...]) -> l
 
 # -- no-gradient ---------------------------------------------------------------------------
 def check_no_gradient(trace: Trace, names: Names) -> list[Diagnostic]:
-    """After backward, a leaf whose only path to the loss went through Python/NumPy still has no .grad."""
+    """After backward, leaves whose only path to the loss went through Python/NumPy still have no .grad."""
     with_grad = {names.tid_of.get(n) for n in trace.gradients}
     found = []
     for cut in find_cuts(trace, names):
         if not cut.harmful or cut.fed or not cut.fed_by_name:
             continue  # a proven flow is reported as a graph-break warning
-        for leaf in cut.lost:
-            known = leaf_name(trace, names, leaf.tid)
-            if known and leaf.tid not in with_grad:
-                found.append(_no_gradient(trace, cut, known))
+        leaves = [n for leaf in cut.lost if leaf.tid not in with_grad and (n := leaf_name(trace, names, leaf.tid))]
+        if leaves:
+            found.append(_no_gradient(trace, cut, leaves))
     return found
 
 
-def _no_gradient(trace: Trace, cut: Cut, leaf: str) -> Diagnostic:
+def _no_gradient(trace: Trace, cut: Cut, leaves: list[str]) -> Diagnostic:
     op = cut.op
     backward = next(b for b in succeeded(trace) if b.seq > op.seq)
+    several = len(leaves) > 1
     return Diagnostic(
-        "no-gradient", "warning", op.site.line, op.site.code, user_names([leaf]),
-        f"After `{backward.site.expr or backward.site.code}` at line {backward.site.line}, "
-        f"{show_attr(leaf, 'grad')} is still None: the value computed from {show(leaf)} left autograd at line "
-        f"{op.site.line} (`{op.site.expr or op.site.code}`: {_HOW[cut.how]}), and what was backwarded was "
-        f"rebuilt from plain numbers, with no link back to {show(leaf)}.\n"
-        f"Fix: keep the loss a torch computation from {show(leaf)} (torch ops, no `.item()`/`.numpy()`/"
-        f"`torch.tensor(...)` on the way); convert only to log or plot.")
+        "no-gradient", "warning", op.site.line, op.site.code, user_names(leaves),
+        f"After `{backward.site.expr or backward.site.code}` at line {backward.site.line}, {describe_grads(leaves)} "
+        f"{'are' if several else 'is'} still None: the value computed from {describe_names(leaves)} left autograd "
+        f"at line {op.site.line} (`{op.site.expr or op.site.code}`: {_HOW[cut.how]}), and what was backwarded was "
+        f"rebuilt from plain numbers, with no link back.\n"
+        f"Fix: keep the loss a torch computation (torch ops on `{op.site.expr.rsplit('.', 1)[0] or 'the tensor'}`, "
+        f"no `.item()`/`.numpy()`/`torch.tensor(...)` on the way); convert only to log or plot.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .events import BackwardEvent, GradEvent, GraphNode, OpEvent, TensorInfo, Trace
 from .lineage import (
     base_name,
@@ -18,6 +20,7 @@ from .naming import Names
 from .report import Diagnostic
 
 _SHOWN_LEAVES = 4
+_STEP = re.compile(r"([A-Za-z_][\w.]*)\.step\(")
 _UPDATED_BY_DESIGN = frozenset({"running_mean", "running_var"})  # batch norm updates them; training ignores them
 
 
@@ -87,14 +90,23 @@ def _accumulated_diagnostic(trace: Trace, names: Names, event: BackwardEvent, ea
     shown = describe_grads(leaves[:_SHOWN_LEAVES]) + (" ..." if len(leaves) > _SHOWN_LEAVES else "")
     when = ("by an earlier iteration of this loop, and the values were used in between (an update or a read)"
             if earlier is not None else "by an earlier run of this same line (re-running the cell)")
-    first = base_name(leaves[0])
     return Diagnostic(
         "grad-accumulated", "warning", event.site.line, event.site.code, user_names(leaves),
         f"{shown} already held a gradient, written {when}. backward adds to .grad instead of replacing it, so "
         f"after `{event.site.expr or event.site.code}` at line {event.site.line} it holds the sum over several "
         f"passes, and every step uses a stale, growing gradient.\n"
-        f"Fix: clear the gradients before each backward: `optimizer.zero_grad()` at the top of the loop (or "
-        f"`model.zero_grad()`, or `{first}.grad = None`).")
+        f"Fix: clear the gradients before each backward: {_zero_grad_fix(trace, leaves[0])}.")
+
+
+def _zero_grad_fix(trace: Trace, leaf: str) -> str:
+    """`opt.zero_grad()` with the cell's own optimizer name, else the generic forms."""
+    stepping = next((m.group(1) for op in trace.ops if (m := _STEP.search(op.site.code))), None)
+    module = base_name(leaf).split(".")[0]
+    if stepping:
+        return f"`{stepping}.zero_grad()` at the top of the loop (before the forward pass)"
+    if "." in base_name(leaf):
+        return f"`{module}.zero_grad()` at the top of the loop"
+    return f"`{module}.grad = None` (or `optimizer.zero_grad()`) before each backward"
 
 
 # -- saved-tensor-mutated ---------------------------------------------------------------------

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from .checks_patterns import ERROR_SHAPE, INPLACE_SAVED, OUTPUT_OF, VERSIONS
 from .events import BackwardEvent, OpEvent, TensorInfo, Trace
-from .lineage import base_name, first_name, producer, raised_text, user_names, value_text
-from .naming import Names
+from .lineage import base_name, first_name, producer, raised_text, user_called, user_names, value_text
+from .naming import Names, identifiers
 from .report import Diagnostic
 
 _BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
@@ -68,10 +68,22 @@ def _error_shape(error: str) -> tuple[int, ...] | None:
 
 def _inplace_writes(trace: Trace, before: int) -> dict[int, list[OpEvent]]:
     writes: dict[int, list[OpEvent]] = {}
+    versions: dict[int, int] = {}
     for op in trace.ops:
-        if op.seq < before and op.inplace and not op.error and op.inputs and op.inputs[0].kind == "tensor":
+        if op.seq >= before:
+            break
+        if not op.error and op.inputs and op.inputs[0].kind == "tensor" and (op.inplace or _bumped(op, versions)):
             writes.setdefault(op.inputs[0].tid, []).append(op)
+        for info in op.inputs + op.outputs:
+            versions[info.tid] = info.version
     return writes
+
+
+def _bumped(op: OpEvent, versions: dict[int, int]) -> bool:
+    """Returned its input with a new version: in place (``F.relu(x, inplace=True)``) though not named so."""
+    first = op.inputs[0]
+    returned = any(o.tid == first.tid for o in op.outputs)
+    return returned and first.tid in versions and first.version > versions[first.tid]
 
 
 def _with_saver(trace: Trace, event: BackwardEvent, target: TensorInfo, writer: OpEvent,
@@ -105,20 +117,44 @@ def _diagnostic(trace: Trace, names: Names, event: BackwardEvent, finding: _Find
                           f"`inplace=True`) on tensors used in the graph by their out-of-place forms, or apply them "
                           f"to a `.clone()`.")
     target, writer, saver = finding.target, finding.writer, finding.saver
-    name = value_text(trace, names, target, "a tensor")
+    name = _value(trace, names, target, saver if finding.saved_output else None)
     lines = [f"`{call}` at line {event.site.line} needed the original value of {name}, but it had been changed "
              f"in place after it was saved:"]
     if saver is not None:
         what = "its result" if finding.saved_output else f"its input {name}"
         node = saver.outputs[0].grad_fn if saver.outputs else None
-        lines.append(f"  line {saver.site.line}: `{saver.site.expr or saver.site.code}` saved {what} for backward "
-                     f"({node} needs it) - version {_version_before(trace, target.tid, saver.seq)}")
-    lines.append(f"  line {writer.site.line}: `{writer.site.expr or writer.site.code}` modified {name} in place "
+        lines.append(f"  line {saver.site.line}: {_call(saver)} saved {what} for backward ({node} needs it) "
+                     f"- version {_version_before(trace, target.tid, saver.seq)}")
+    changed = name if first_name(names, target, trace) else "it"
+    lines.append(f"  line {writer.site.line}: {_call(writer)} modified {changed} in place "
                  f"- version {writer.inputs[0].version}")
     lines.append("Fix: " + _fix(writer, first_name(names, target, trace)))
     involved = user_names(names.plain(target.tid),
-                          names.plain(saver.outputs[0].tid) if saver is not None and saver.outputs else [])
+                          names.plain(saver.outputs[0].tid) if saver is not None and saver.outputs else [],
+                          [] if _written_by_user(writer) else _modules_in(trace, writer))
     return Diagnostic("inplace-saved-tensor", "error", writer.site.line, writer.site.code, involved, "\n".join(lines))
+
+
+def _written_by_user(op: OpEvent) -> bool:
+    return user_called(op, op.func.rstrip("_"), "=")
+
+
+def _call(op: OpEvent) -> str:
+    """`y.add_(1)` for a call the cell wrote; `relu` inside `model(x)` for one a library made."""
+    expr = op.site.expr or op.site.code
+    return f"`{expr}`" if _written_by_user(op) else f"`{op.func}` inside `{expr}`"
+
+
+def _value(trace: Trace, names: Names, target: TensorInfo, saver: OpEvent | None) -> str:
+    if first_name(names, target, trace) or saver is None or _written_by_user(saver):
+        return value_text(trace, names, target, "a tensor")
+    return f"the result of {_call(saver)}"
+
+
+def _modules_in(trace: Trace, op: OpEvent) -> list[str]:
+    """User variables named in a library call's expression: ``model`` in ``model(x)``."""
+    roots = {n.split(".")[0] for n in trace.final} | set(trace.final)
+    return sorted(identifiers(op.site.expr or op.site.code) & roots)
 
 
 def _version_before(trace: Trace, tid: int, seq: int) -> int:
@@ -145,8 +181,8 @@ def _fix(writer: OpEvent, name: str | None) -> str:
     if base:
         return (f"change a copy: `{base} = {base}.clone()` just before line {writer.site.line}, or use an "
                 f"out-of-place op there (for modules: `inplace=False`).")
-    return (f"the in-place op at line {writer.site.line} runs inside `{expr}`: turn off `inplace=True` there, or "
-            f"use out-of-place ops.")
+    return (f"the in-place `{writer.func}` at line {writer.site.line} runs inside `{expr}`: create that layer "
+            f"without `inplace=True` (e.g. `nn.ReLU()` instead of `nn.ReLU(inplace=True)`), or give it a copy.")
 
 
 def _out_of_place(code: str) -> str | None:

@@ -212,6 +212,22 @@ def test_inplace_saved_tensor_when_an_input_was_saved(ip: Any) -> None:
     assert f"line {line_of(body, 'y = ')}" in d.message and "`x = x + 1`" in d.message
 
 
+def test_inplace_saved_tensor_inside_a_module_names_the_layer_call(ip: Any) -> None:
+    body = ("model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Sigmoid(), torch.nn.ReLU(inplace=True))\n"
+            "out = model(torch.randn(2, 4)).sum()\nout.backward()\n")
+    d = one(diagnose(ip, body), "inplace-saved-tensor", "error")
+    assert (d.line, d.names) == (line_of(body, "out = "), ("model",))
+    assert "`sigmoid` inside" in d.message and "`relu` inside" in d.message and "inplace=True" in d.message
+
+
+def test_backward_twice_through_a_carried_rnn_state_says_detach_it(ip: Any) -> None:
+    body = ("cell = torch.nn.RNNCell(3, 5)\nh = torch.zeros(2, 5)\nfor t in range(3):\n"
+            "    h = cell(torch.randn(2, 3), h)\n    loss = h.pow(2).mean()\n    loss.backward()\n")
+    d = one(diagnose(ip, body), "backward-twice", "error")
+    assert (d.line, d.names) == (line_of(body, "loss.backward"), ("loss", "h"))
+    assert "`h = h.detach()`" in d.message and "earlier iteration" in d.message
+
+
 def test_saved_tensor_mutated_through_numpy_gives_a_warning(ip: Any) -> None:
     body = ("x = torch.ones(3, requires_grad=True)\ny = x.sigmoid()\narr = y.detach().numpy()\narr[0] = 100.0\n"
             "y.sum().backward()\n")
@@ -307,6 +323,32 @@ def test_grad_accumulated_in_a_loop_without_zero_grad(ip: Any) -> None:
     assert (d.line, d.names) == (line_of(body, "loss.backward"), ("w",))
     assert "zero_grad()" in d.message
     assert serious(report) == ["grad-accumulated"]
+
+
+def test_grad_accumulated_in_a_model_training_loop_names_the_optimizer(ip: Any) -> None:
+    body = ("model = torch.nn.Linear(4, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+            "for step in range(3):\n    loss = model(torch.randn(8, 4)).pow(2).mean()\n    loss.backward()\n"
+            "    opt.step()\n")
+    d = one(diagnose(ip, body), "grad-accumulated", "warning")
+    assert (d.line, set(d.names)) == (line_of(body, "loss.backward"), {"model.weight", "model.bias"})
+    assert "`opt.zero_grad()`" in d.message
+
+
+def test_no_gradient_for_a_numpy_loss_names_every_parameter_once(ip: Any) -> None:
+    body = ("model = torch.nn.Linear(3, 1)\npred = model(torch.randn(5, 3))\n"
+            "loss = torch.tensor(np.mean(pred.detach().numpy() ** 2), requires_grad=True)\nloss.backward()\n")
+    report = diagnose(ip, body)
+    d = one(report, "no-gradient", "warning")
+    assert (d.line, set(d.names)) == (line_of(body, "loss = "), {"model.weight", "model.bias"})
+    assert serious(report) == ["no-gradient"]
+
+
+def test_graph_break_note_for_a_value_computed_under_no_grad(ip: Any) -> None:
+    body = "w = torch.ones(3, requires_grad=True)\nwith torch.no_grad():\n    y = w * 2\n"
+    report = diagnose(ip, body)
+    d = one(report, "graph-break", "note")
+    assert (d.line, d.names) == (4, ("w", "y"))
+    assert "torch.no_grad()" in d.message
 
 
 def test_grad_accumulated_across_two_runs_of_the_same_cell(ip: Any) -> None:
