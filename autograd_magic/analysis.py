@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import internal
 from .checks_backward import check_backward_non_scalar, check_backward_twice
 from .checks_cuts import check_graph_break, check_no_gradient
 from .checks_errors import (
@@ -53,8 +54,11 @@ CHECKS: dict[str, Check] = {
 def analyze(trace: Trace, names: Names) -> list[Diagnostic]:
     """Run every check; errors first, then warnings, then notes, each by line."""
     found: list[Diagnostic] = []
-    for check in CHECKS.values():
-        found.extend(check(trace, names))
+    for kind, check in CHECKS.items():
+        try:
+            found.extend(check(trace, names))
+        except Exception:  # one broken check must not cost the user the rest of the report
+            internal.report_failure(f"checking for {kind}")
     found = _dedupe(found)
     if any(d.severity == "error" and d.kind != "exception" for d in found):
         found = [d for d in found if d.kind != "exception"]  # a specific explanation replaces the generic one

@@ -108,6 +108,20 @@ def test_a_specific_error_replaces_the_generic_exception_and_errors_come_first()
     assert kinds == ["leaf-inplace"]
 
 
+def test_a_failing_check_costs_only_its_own_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autograd_magic.internal as internal
+
+    def broken(trace: Trace, names: Any) -> list[Diagnostic]:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(internal, "RAISE", False)
+    monkeypatch.setitem(CHECKS, "alias-write", broken)
+    cell = Cell("x = torch.ones(3)\ny = x @ w\n")
+    trace = cell.trace({"x": t(1)}, error=ErrorInfo("RuntimeError", "size mismatch", cell.site(3)))
+    assert [d.kind for d in diagnostics(trace)] == ["exception"]
+    assert internal.take_failures() == ["checking for alias-write"]
+
+
 def test_one_finding_per_kind_line_and_names_in_a_loop() -> None:
     cell = Cell("x = torch.zeros(3)\nz = x\nfor i in range(3):\n    z[i] = 1\n")
     x = t(1, mem=100)
