@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
 MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
 MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
-MAX_CUT_GRAPHS = 4  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
+MAX_CUT_GRAPHS = 4
+VIEW_BASE = "view base"  # the label of a view's base tensor in a snapshot  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
 _BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
 _saved_names: dict[type, tuple[str, ...]] = {}
 
@@ -229,8 +230,23 @@ class BackwardRecorder:
                     queue.append(child)
                 edges.append((seen[id(child)], nid))
         prepared.node_ids = set(seen)
+        self._add_view_bases(nodes, edges)
         kept = {n.nid for n in nodes}
         return GraphSnapshot(root_tid, tuple(nodes), tuple(e for e in edges if e[0] in kept and e[1] in kept), skipped)
+
+    def _add_view_bases(self, nodes: list[GraphNode], edges: list[tuple[int, int]]) -> None:
+        """torchviz's dotted 'view base' nodes: the tensor a named view looks into."""
+        ids = self._rec.ids
+        for node in nodes[:MAX_INSPECTED]:
+            view = ids.get(node.tid) if node.tid is not None else None
+            base = getattr(view, "_base", None) if isinstance(view, torch.Tensor) else None
+            if not isinstance(base, torch.Tensor) or view.grad_fn is None or ids.known(view) != node.tid:
+                continue
+            base_nid = ids.node(base)
+            if not any(n.nid == base_nid for n in nodes):
+                nodes.append(GraphNode(base_nid, VIEW_BASE, ids.tid(base), None, tuple(base.shape),
+                                       dtype=str(base.dtype).removeprefix("torch.")))
+            edges.append((base_nid, node.nid))
 
     def _graph_node(self, node: Any, nid: int, prepared: _Prepared) -> GraphNode:
         variable = getattr(node, "variable", None)

@@ -33,7 +33,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             code=raw.site.code if raw.site else "",
             expr=raw.site.expr if raw.site else "",
             shape=raw.shape,
-            kind="leaf" if raw.label == "AccumulateGrad" else "root" if raw.nid == root_nid else "op",
+            kind=_kind(raw.label, raw.nid == root_nid),
             saved=raw.saved,
             grad_norm=None if grad is None else grad.norm,
             step=steps.get(raw.nid, 0),
@@ -51,6 +51,14 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
                  cuts=tuple(c for c in kept_cuts if c.source in shown),
                  line=site.line if site else None, backward=backward, calls=calls, folded=folded,
                  dropped=dropped + snap.truncated)
+
+
+def _kind(label: str, is_root: bool) -> str:
+    if label == "AccumulateGrad":
+        return "leaf"
+    if label == "view base":
+        return "base"
+    return "root" if is_root else "op"
 
 
 def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], list[tuple[int, int]], int]:

@@ -139,3 +139,12 @@ def test_torchviz_option_draws_before_backward_frees_the_graph(ip: Any) -> None:
     assert "SinBackward0" in dot and "x\n (2)" in dot  # the leaf is labelled with its name by torchviz
     plain, _ = report_of(ip, "z = torch.ones(2, requires_grad=True) * 2")
     assert plain.torchviz_dot is None  # only when asked: it costs a second graph walk
+
+
+def test_a_named_view_shows_its_base_as_in_torchviz(ip: Any) -> None:
+    report, _ = report_of(ip, "x = torch.ones(4, 3, requires_grad=True)\nh = x * 2\nv = h[:, :2]\nv.sum().backward()")
+    graph = report.graphs[0]
+    base = next(n for n in graph.nodes if n.kind == "base")
+    view = next(n for n in graph.nodes if n.name == "v")
+    assert base.name == "h" and base.shape == (4, 3)
+    assert (base.id, view.id) in graph.edges
