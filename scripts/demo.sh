@@ -8,6 +8,9 @@ bash scripts/setup.sh
 # The venv's own kernelspec first, so the notebook's python3 kernel is this venv's
 # interpreter even when the user has another python3 kernelspec of their own.
 export JUPYTER_PATH="$PWD/.venv/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+# Trust our own saved outputs: JupyterLab then restores the interactive views from the
+# notebook's widget state before anything runs (untrusted, it strips the reports' SVG and CSS).
+.venv/bin/jupyter trust demo.ipynb
 args=(demo.ipynb --ServerApp.ip=127.0.0.1)
 [ "$(id -u)" = 0 ] && args+=(--allow-root)
 echo

@@ -165,6 +165,7 @@ class LabServer:
     token: str
     root: Path
     log: Path
+    env: dict[str, str]
 
     @property
     def base_url(self) -> str:
@@ -191,7 +192,7 @@ def jupyter_lab(root: Path, base: Path, timeout: float = 90) -> Iterator[LabServ
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, env=env, cwd=root, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    server = LabServer(process, port, token, root, log)
+    server = LabServer(process, port, token, root, log, env)
     try:
         wait_until_up(server, timeout)
         yield server
@@ -264,6 +265,12 @@ def chromium_context(user_data_dir: Path, *, offline: bool = False, **options: A
 def artifact_path(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+def trust(notebook: Path, env: dict[str, str]) -> None:
+    """Sign ``notebook`` for the Jupyter whose data dir ``env`` names (as scripts/demo.sh does for the demo)."""
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(notebook)], env=env, check=True,
+                   capture_output=True, timeout=60)
 
 
 def copy_demo(target_dir: Path, name: str = "demo.ipynb") -> Path:

@@ -29,6 +29,7 @@ from e2e_util import (
     code_cells,
     jupyter_lab,
     require_chromium,
+    trust,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -78,6 +79,7 @@ CLOSING_CELL = "# Try calling backward()"
 @dataclass
 class Lab:
     page: Any
+    server: Any
     console_errors: list[str] = field(default_factory=list)
     run_seconds: float = 0.0
 
@@ -90,11 +92,26 @@ class Lab:
     def view(self, mark: str) -> Any:
         return self.cell(mark).locator(".agm-w")
 
+    @property
+    def root(self) -> Path:
+        return Path(self.server.root)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.server.env)
+
+    def url(self, path: str) -> str:
+        return str(self.server.url(path))
+
     def python(self, code: str) -> str:
         return str(self.page.evaluate(KERNEL_PRINT, code)).strip()
 
     def python_view_state(self, mark: str) -> str:
         return self.python(SELECTION.format(mark=mark))
+
+
+def report_cells() -> list[Any]:
+    return [c for c in code_cells(nbformat.read(DEMO, as_version=4)) if c.source.startswith("%%autograd")]
 
 
 def cleared_copy(target: Path) -> Path:
@@ -118,7 +135,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with jupyter_lab(root, base / "jupyter") as server, chromium_context(base / "profile") as context:
         page = context.new_page()
         page.set_default_timeout(30_000)
-        state = Lab(page)
+        state = Lab(page, server)
         page.on("console", lambda msg: state.console_errors.append(msg.text) if msg.type == "error" else None)
         try:
             open_and_run_all(state, server.url("lab/tree/demo.ipynb?reset"))
@@ -169,9 +186,9 @@ def test_run_all_executes_every_cell_past_the_tagged_failures(lab: Lab) -> None:
 
 
 def test_every_autograd_cell_rendered_the_widget(lab: Lab) -> None:
-    autograd_cells = [c for c in code_cells(nbformat.read(DEMO, as_version=4)) if c.source.startswith("%%autograd")]
-    lab.page.wait_for_function(f"() => document.querySelectorAll('.agm-w').length >= {len(autograd_cells)}")
-    assert lab.page.locator(".agm-w").count() == len(autograd_cells)
+    expected = len(report_cells())
+    lab.page.wait_for_function(f"() => document.querySelectorAll('.agm-w').length >= {expected}")
+    assert lab.page.locator(".agm-w").count() == expected
     widget_errors = [e for e in lab.console_errors if "widget" in e.lower() or "agm" in e.lower()]
     assert not widget_errors
 
@@ -266,3 +283,23 @@ def test_readme_screenshot(lab: Lab) -> None:
     assert shot.stat().st_size > 20_000
     if os.environ.get("AGM_UPDATE_SCREENSHOT"):
         shutil.copyfile(shot, ROOT / "docs" / "screenshot.png")
+
+
+def test_saved_demo_opened_as_demo_sh_does_shows_the_widgets_without_running(lab: Lab) -> None:
+    """The committed notebook, trusted like scripts/demo.sh does: views come back from the saved widget state."""
+    root = lab.root
+    shutil.copyfile(DEMO, root / "saved.ipynb")
+    trust(root / "saved.ipynb", lab.env)
+    page = lab.page.context.new_page()
+    try:
+        page.goto(lab.url("lab/tree/saved.ipynb"))
+        cell = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-InputArea", has_text=BACKWARD_CELL))
+        cell.locator(".agm-w svg g.node").first.wait_for(timeout=60_000)
+        assert {"x", "y", "z"} <= set(cell.locator(".agm-w svg g.node text").all_text_contents())
+        expected = len(report_cells())
+        page.wait_for_function(f"() => document.querySelectorAll('.agm-w').length >= {expected}")
+        assert page.locator(".jp-InputPrompt", has_text="[*]").count() == 0, "nothing should run"
+        cell.scroll_into_view_if_needed()
+        cell.screenshot(path=str(artifact_path("saved-demo-restored.png")))
+    finally:
+        page.close()

@@ -7,7 +7,6 @@ printed values are the tutorial's, and each diagnostic appears in its cell.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Any
 
@@ -30,8 +29,6 @@ from e2e_util import (
 )
 
 pytestmark = pytest.mark.slow
-
-HAS_WIDGET = importlib.util.find_spec("autograd_magic.widget") is not None
 
 
 @pytest.fixture(scope="module")
@@ -66,20 +63,12 @@ def test_every_autograd_cell_shows_one_report_with_html_and_full_text(executed: 
         assert "autograd_magic failed while" not in text, text
 
 
-@pytest.mark.skipif(not HAS_WIDGET, reason="autograd_magic.widget has not landed: the magic shows static HTML")
 def test_widget_state_is_stored_for_every_report(executed: Any) -> None:
     state = executed.metadata["widgets"][WIDGET_STATE]["state"]
     for cell in (c for c in code_cells(executed) if is_autograd_cell(c)):
         data = report_outputs(cell)[0]["data"]
         assert WIDGET_VIEW in data, cell.source
         assert data[WIDGET_VIEW]["model_id"] in state
-
-
-def test_without_the_widget_the_report_is_the_static_html(executed: Any) -> None:
-    if HAS_WIDGET:
-        pytest.skip("the widget has landed; see test_widget_state_is_stored_for_every_report")
-    for cell in (c for c in code_cells(executed) if is_autograd_cell(c)):
-        assert WIDGET_VIEW not in report_outputs(cell)[0]["data"]
 
 
 def test_only_tagged_cells_raise_and_run_all_goes_on(executed: Any) -> None:
@@ -221,8 +210,7 @@ def test_committed_demo_is_saved_executed() -> None:
     assert all(counts) and counts == sorted(counts), "re-run scripts/execute_demo.py"
     for cell in (c for c in code_cells(nb) if is_autograd_cell(c)):
         assert "text/html" in report_outputs(cell)[0]["data"], cell.source
-    if HAS_WIDGET:
-        assert nb.metadata["widgets"][WIDGET_STATE]["state"], "saved without widget state"
+    assert nb.metadata["widgets"][WIDGET_STATE]["state"], "saved without widget state"
 
 
 def test_committed_demo_is_not_stale(executed: Any) -> None:
