@@ -132,7 +132,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = base / "notebooks"
     root.mkdir()
     cleared_copy(root)
-    with jupyter_lab(root, base / "jupyter") as server, chromium_context(base / "profile") as context:
+    tall = {"width": 1400, "height": 1800}  # element screenshots are cut at the notebook panel's edge
+    with jupyter_lab(root, base / "jupyter") as server, chromium_context(base / "profile", viewport=tall) as context:
         page = context.new_page()
         page.set_default_timeout(30_000)
         state = Lab(page, server)
