@@ -7,32 +7,25 @@ nothing is left registered on the user's graph afterwards.
 from __future__ import annotations
 
 import warnings
-from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import internal
-from .events import BackwardEvent, GradEvent, GradValue, GraphNode, GraphSnapshot, Site, TensorInfo
+from .events import BackwardEvent, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
 from .naming import base_name
 from .session import GradHistory
-from .tensors import Identity, describe_tensor, fingerprint, fingerprint_key, grad_value, plain_values
+from .snapshot import GraphWalker, Walk
+from .tensors import describe_tensor, grad_value, plain_values
 
 if TYPE_CHECKING:
     from .capture import Recorder
 
 MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
-MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
-MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
-MAX_CUT_GRAPHS = 4
-VIEW_BASE = "view base"  # the label of a view's base tensor in a snapshot  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
-_BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
-_saved_names: dict[type, tuple[str, ...]] = {}
-
-
-def is_backward(func: Callable[..., Any]) -> bool:
-    return func in _BACKWARD_FUNCS
+MAX_CUT_GRAPHS = 4  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
+BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
 
 
 class BackwardRecorder:
@@ -43,38 +36,16 @@ class BackwardRecorder:
         self._history = history
         self._events: list[BackwardEvent] = []
         self._calls: dict[tuple[int | None, str, str], int] = {}
-        self._node_tid: dict[int, int] = {}
-        self._node_site: dict[int, Site] = {}
+        self.walker = GraphWalker(recorder.ids, recorder.namespace)
         self._hook_grads: dict[int, torch.Tensor] = {}
-        self._values: dict[tuple[int, tuple[int, ...], int], tuple[int, int]] = {}  # key -> (fingerprint, tid)
         self.torchviz_source: str | None = None
         self._cut_graphs: list[GraphSnapshot] = []
         self._before: dict[int, Any] = {}
 
-    def note_output(self, info: TensorInfo, site: Site) -> None:
-        if info.node is not None and info.node not in self._node_site:
-            self._node_tid[info.node] = info.tid
-            self._node_site[info.node] = site
-
-    def remember_values(self, args: tuple[Any, ...], result: Any, ids: Identity) -> None:
-        """Fingerprint small tensors of a recorded op, to spot later writes autograd cannot see."""
-        items = [*args, *(result if isinstance(result, (tuple, list)) else (result,))]
-        for item in items:
-            if isinstance(item, torch.Tensor):
-                key = fingerprint_key(item)
-                if key is None:
-                    continue
-                tid = ids.tid(item)
-                known = self._values.get(key)
-                if known is None or known[1] != tid:  # new, or freed memory reused by another tensor
-                    value = fingerprint(item)
-                    if value is not None:
-                        self._values[key] = (value, tid)
-
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
         """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""
         if len(self._cut_graphs) < MAX_CUT_GRAPHS:
-            self._cut_graphs.append(self._snapshot([tensor], _Prepared()))
+            self._cut_graphs.append(self.walker.take([tensor], Walk()))
 
     def cut_graphs(self) -> tuple[GraphSnapshot, ...]:
         return tuple(self._cut_graphs)
@@ -121,7 +92,7 @@ class BackwardRecorder:
                prepared: _Prepared | None, error: BaseException | None) -> None:
         try:
             if prepared is not None and error is None and func is not torch.autograd.grad:
-                for leaf in prepared.leaves:
+                for leaf in prepared.walk.leaves:
                     self._history.wrote(leaf, site)
                 self._before.update(prepared.before)
             if prepared is not None:
@@ -137,7 +108,7 @@ class BackwardRecorder:
                 retain_graph=bool(kwargs.get("retain_graph") or kwargs.get("create_graph")),
                 create_graph=bool(kwargs.get("create_graph")),
                 leaf_grads=() if prepared is None else prepared.leaf_grads,
-                stale_saved=() if prepared is None else tuple(prepared.stale),
+                stale_saved=() if prepared is None else tuple(prepared.walk.stale),
                 torchviz=None if prepared is None else prepared.torchviz,
                 error=None if error is None else f"{type(error).__name__}: {error}",
             ))
@@ -146,8 +117,8 @@ class BackwardRecorder:
 
     def _prepare(self, roots: list[torch.Tensor], site: Site) -> _Prepared:
         prepared = _Prepared()
-        prepared.graph = self._snapshot(roots, prepared)
-        prepared.leaf_grads = tuple(self._leaf_state(leaf, site, prepared) for leaf in prepared.leaves)
+        prepared.graph = self.walker.take(roots, prepared.walk)
+        prepared.leaf_grads = tuple(self._leaf_state(leaf, site, prepared) for leaf in prepared.walk.leaves)
         self._hook_named(prepared)
         if self._rec.torchviz and self.torchviz_source is None:
             prepared.torchviz = self.torchviz_source = self.torchviz_of(roots)
@@ -186,7 +157,7 @@ class BackwardRecorder:
 
     def _hook_named(self, prepared: _Prepared) -> None:
         named = self._rec.named_tids()
-        in_graph = prepared.node_ids
+        in_graph = prepared.walk.node_ids
         for tid, obj in self._rec.ids.live().items():
             if tid not in named or not isinstance(obj, torch.Tensor) or obj.grad_fn is None:
                 continue
@@ -205,93 +176,6 @@ class BackwardRecorder:
         return catch
 
     # -- the graph -----------------------------------------------------------------
-    def _snapshot(self, roots: list[torch.Tensor], prepared: _Prepared) -> GraphSnapshot:
-        ids = self._rec.ids
-        start = [r.grad_fn for r in roots if r.grad_fn is not None]
-        root_tid = ids.tid(roots[0]) if roots else None
-        prepared.named_nodes = self._named_grad_fns()
-        queue: deque[Any] = deque(start)
-        seen: dict[int, int] = {id(n): ids.node(n) for n in start}
-        nodes: list[GraphNode] = []
-        edges: list[tuple[int, int]] = []
-        skipped = 0
-        while queue:  # iterative: deep chains must not hit the recursion limit
-            node = queue.popleft()
-            nid = seen[id(node)]
-            if len(nodes) >= MAX_GRAPH_NODES:
-                skipped += 1
-                continue
-            nodes.append(self._graph_node(node, nid, prepared))
-            for child, _ in node.next_functions:
-                if child is None:
-                    continue
-                if id(child) not in seen:
-                    seen[id(child)] = ids.node(child)
-                    queue.append(child)
-                edges.append((seen[id(child)], nid))
-        prepared.node_ids = set(seen)
-        self._add_view_bases(nodes, edges)
-        kept = {n.nid for n in nodes}
-        return GraphSnapshot(root_tid, tuple(nodes), tuple(e for e in edges if e[0] in kept and e[1] in kept), skipped)
-
-    def _add_view_bases(self, nodes: list[GraphNode], edges: list[tuple[int, int]]) -> None:
-        """torchviz's dotted 'view base' nodes: the tensor a named view looks into."""
-        ids = self._rec.ids
-        for node in nodes[:MAX_INSPECTED]:
-            view = ids.get(node.tid) if node.tid is not None else None
-            base = getattr(view, "_base", None) if isinstance(view, torch.Tensor) else None
-            if not isinstance(base, torch.Tensor) or view.grad_fn is None or ids.known(view) != node.tid:
-                continue
-            base_nid = ids.node(base)
-            if not any(n.nid == base_nid for n in nodes):
-                nodes.append(GraphNode(base_nid, VIEW_BASE, ids.tid(base), None, tuple(base.shape),
-                                       dtype=str(base.dtype).removeprefix("torch.")))
-            edges.append((base_nid, node.nid))
-
-    def _graph_node(self, node: Any, nid: int, prepared: _Prepared) -> GraphNode:
-        variable = getattr(node, "variable", None)
-        if isinstance(variable, torch.Tensor):  # AccumulateGrad: the leaf itself
-            prepared.leaves.append(variable)
-            return GraphNode(nid, type(node).__name__, self._rec.ids.tid(variable), None, tuple(variable.shape),
-                             dtype=str(variable.dtype).removeprefix("torch."))
-        tid = self._node_tid.get(nid)
-        if tid is not None and getattr(self._rec.ids.get(tid), "grad_fn", node) is not node:
-            tid = None  # the tensor was since changed in place: this node is its earlier version
-        tid = tid or prepared.named_nodes.get(id(node))
-        prepared.inspected += 1
-        if prepared.inspected > MAX_INSPECTED:  # deep graphs: the view draws the nodes near the root
-            return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid))
-        shape, dtype = _node_meta(node)
-        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), shape,
-                         self._saved(node, nid, prepared), dtype)
-
-    def _saved(self, node: Any, nid: int, prepared: _Prepared) -> tuple[str, ...]:
-        """Describe what a node saved for backward; note saved values changed behind autograd's back."""
-        out = []
-        for attr in _saved_names_of(node):
-            try:
-                value = getattr(node, attr)
-            except RuntimeError as error:  # freed by an earlier backward, or modified in place
-                out.append(f"{attr[7:]}: {'modified in place' if 'inplace' in str(error) else 'freed'}")
-                continue
-            if not isinstance(value, torch.Tensor):
-                continue
-            out.append(f"{attr[7:]}: {tuple(value.shape)}")
-            key = fingerprint_key(value)
-            known = self._values.get(key) if key is not None else None
-            # only while the tensor we fingerprinted lives: otherwise its memory may hold another tensor now
-            if known is not None and self._rec.ids.alive(known[1]) and fingerprint(value) != known[0]:
-                prepared.stale.append((nid, attr[7:], known[1]))
-        return tuple(out)
-
-    def _named_grad_fns(self) -> dict[int, int]:
-        """id(grad_fn) -> tid for the namespace's tensors: names nodes made in earlier cells."""
-        found = {}
-        for value in list(self._rec.namespace.values()):
-            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-                found[id(value.grad_fn)] = self._rec.ids.tid(value)
-        return found
-
     # -- results -----------------------------------------------------------------
     def events(self) -> tuple[BackwardEvent, ...]:
         out = []
@@ -321,7 +205,7 @@ class BackwardRecorder:
                 continue  # a backward's snapshot already holds this graph
             tensor = live.get(info.tid)
             if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
-                out.append(self._snapshot([tensor], _Prepared()))
+                out.append(self.walker.take([tensor], Walk()))
                 if len(out) >= limit:
                     break
         return tuple(out)
@@ -335,22 +219,18 @@ class _Prepared:
     """What one detailed backward collected before running."""
 
     def __init__(self) -> None:
+        self.walk = Walk()
         self.graph: GraphSnapshot | None = None
-        self.leaves: list[torch.Tensor] = []
         self.leaf_grads: tuple[GradEvent, ...] = ()
         self.handles: list[Any] = []
-        self.node_ids: set[int] = set()
         self.before: dict[int, Any] = {}
-        self.named_nodes: dict[int, int] = {}
-        self.stale: list[tuple[int, str, int]] = []
         self.torchviz: str | None = None
-        self.inspected = 0
 
     def remove_hooks(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
-        self.leaves.clear()
+        self.walk.leaves.clear()
 
 
 def _roots(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
@@ -360,23 +240,4 @@ def _roots(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tor
 
 
 def _with_calls(event: BackwardEvent, calls: int) -> BackwardEvent:
-    from dataclasses import replace
     return replace(event, calls=calls)
-
-
-def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:
-    """Shape and dtype of the tensor a node produced (its gradient's metadata)."""
-    try:
-        meta = node._input_metadata
-        if not meta:
-            return (), ""
-        return tuple(meta[0].shape), str(meta[0].dtype).removeprefix("torch.")
-    except (AttributeError, RuntimeError, IndexError, TypeError):
-        return (), ""
-
-
-def _saved_names_of(node: Any) -> tuple[str, ...]:
-    names = _saved_names.get(type(node))
-    if names is None:
-        names = _saved_names[type(node)] = tuple(a for a in dir(node) if a.startswith("_saved_"))
-    return names
