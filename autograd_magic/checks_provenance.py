@@ -7,16 +7,20 @@ calls ``b.backward()`` in the next).
 
 from __future__ import annotations
 
+import ast
+
 from .checks_patterns import NO_GRAD_FN
 from .events import OpEvent, Site, TensorInfo, Trace
 from .lineage import (
     assigned_name,
     base_name,
     failed_backwards,
+    leaf_name,
     leaves_upstream,
     producer,
     root_text,
     show,
+    tainted_names,
     user_names,
     value_text,
 )
@@ -40,18 +44,47 @@ def check_backward_no_grad_fn(trace: Trace, names: Names) -> list[Diagnostic]:
     found = []
     for event in failed_backwards(trace, NO_GRAD_FN):
         root = root_text(trace, names, event)
-        tid = event.root.tid if event.root is not None else None
-        path = _path_to_cut(trace, tid) if tid is not None else []
-        earlier = not path and tid is not None
-        if earlier:
-            path = _earlier_path(trace, tid)  # type: ignore[arg-type]
-        story = _cut_story(trace, names, root, path, event.root) if path else _no_cut_story(trace, root, event.root)
+        path, earlier = _history(trace, names, event.root)
+        story = _cut_story(trace, names, root, path) if path else _no_cut_story(trace, root, event.root)
         found.append(Diagnostic(
             "backward-no-grad-fn", "error", event.site.line, event.site.code,
             user_names([root], _path_names(trace, names, path), [] if earlier else _lost_leaves(trace, names, path)),
             f"`{event.site.expr or event.site.code}` failed: {show(root)} has no grad_fn, so there is no graph to "
             f"go back through.\n{story}"))
     return found
+
+
+def _history(trace: Trace, names: Names, root: TensorInfo | None) -> tuple[list[OpEvent], bool]:
+    """The ops from the cut to ``root``: by tensor flow, through plain Python names, or from an earlier cell."""
+    if root is None:
+        return [], False
+    path = _path_to_cut(trace, root.tid) or _path_by_name(trace, names, root.tid)
+    if path:
+        return path, False
+    return _earlier_path(trace, root.tid), True
+
+
+def _path_by_name(trace: Trace, names: Names, root: int) -> list[OpEvent]:
+    """`s = y.item(); loss = torch.tensor(s * 3)`: the flow went through Python, follow the assignments."""
+    made = producer(trace, root)
+    if made is None:
+        return []
+    targets = {n for n in [assigned_name(made.site.code), *names.plain(root)] if n}
+    for cut in reversed([op for op in trace.ops if op.seq < made.seq and is_cut(op)]):
+        seeds = {n for n in [assigned_name(cut.site.code), *(m for o in cut.outputs for m in names.plain(o.tid))] if n}
+        if cut.site.line == made.site.line or tainted_names(trace.source, seeds) & targets:
+            return _forward_from(trace, cut, made)
+    return []
+
+
+def _forward_from(trace: Trace, cut: OpEvent, made: OpEvent) -> list[OpEvent]:
+    """The cut, the recorded ops that consumed its value, and the op that made the root."""
+    path, values = [cut], {o.tid for o in cut.outputs}
+    for op in trace.ops:
+        if cut.seq < op.seq < made.seq and any(i.tid in values for i in op.inputs):
+            path.append(op)
+            values.update(o.tid for o in op.outputs)
+    return path + [made]
 
 
 def is_cut(op: OpEvent) -> bool:
@@ -99,7 +132,7 @@ def _at(site: Site) -> str:
 def _source(trace: Trace, names: Names, op: OpEvent) -> str:
     info = op.inputs[0] if op.inputs else None
     if info is None:
-        return "its input"
+        return _first_argument(op) or "its input"
     if op.site.cell is None:
         text = value_text(trace, names, info, "its input")
     else:  # ids of an earlier cell: name the input by the assignment that made it there
@@ -109,6 +142,17 @@ def _source(trace: Trace, names: Names, op: OpEvent) -> str:
     if not info.grad_fn:
         return text
     return text[:-1] + f", grad_fn {info.grad_fn})" if text.endswith(")") else text + f" (grad_fn {info.grad_fn})"
+
+
+def _first_argument(op: OpEvent) -> str | None:
+    """`m` for `torch.tensor(m)`: what a call was given, as written (numbers are not recorded)."""
+    try:
+        call = ast.parse(op.site.expr or "", mode="eval").body
+    except SyntaxError:
+        return None
+    if isinstance(call, ast.Call) and call.args:
+        return f"`{ast.unparse(call.args[0])}`"
+    return None
 
 
 def _receiver(op: OpEvent) -> str | None:
@@ -129,27 +173,37 @@ def _step(trace: Trace, names: Names, op: OpEvent) -> str:
     return f"{expr} computed a new value from {src}{where}"
 
 
-def _cut_story(trace: Trace, names: Names, root: str, path: list[OpEvent], info: TensorInfo | None) -> str:
+def _cut_story(trace: Trace, names: Names, root: str, path: list[OpEvent]) -> str:
     lines = [f"How {show(root)} lost its history:"]
     lines += [f"  {n}. {_at(op.site)}: {_step(trace, names, op)}" for n, op in enumerate(path, 1)]
     made = path[-1]
     lines.append(f"So {show(root)}, rebuilt at {_at(made.site)} (`{made.site.code}`), is a new tensor with no "
                  f"history: nothing connects it to the leaves it was first computed from.")
-    lines.append(_fix(root, path[0], info))
+    lines.append(_fix(trace, names, root, path[0]))
     return "\n".join(lines)
 
 
-def _fix(root: str, cut: OpEvent, info: TensorInfo | None) -> str:
+def _fix(trace: Trace, names: Names, root: str, cut: OpEvent) -> str:
     base = base_name(root)
     source = cut.inputs[0] if cut.inputs else None
-    if base in (cut.target, assigned_name(cut.site.code)):
-        many = source is not None and _numel(source.shape) > 1
-        reduce = f" (`{base}.sum().backward()`: it holds {_numel(source.shape)} numbers)" if many and source else ""
+    if _source_name(trace, names, cut) == base and source is not None:  # `b = torch.tensor(b.detach().numpy())`
+        many = _numel(source.shape) > 1
+        reduce = f" (`{base}.sum().backward()`: it holds {_numel(source.shape)} numbers)" if many else ""
         return (f"Fix: keep the tensor and its converted copy under different names, e.g. "
                 f"`{base}_np = {base}.detach().numpy()`, and call backward on `{base}` itself{reduce}. Convert to "
                 f"NumPy or Python numbers only to log or plot.")
     return (f"Fix: call backward on a value computed with torch operations only, not through "
             f"`{cut.site.expr or cut.func}`; convert to NumPy or Python numbers only after backward, to log or plot.")
+
+
+def _source_name(trace: Trace, names: Names, cut: OpEvent) -> str | None:
+    """The variable the cut value was taken from, as the user typed it."""
+    if cut.site.cell is None and cut.inputs:
+        named = names.plain(cut.inputs[0].tid)
+        if named:
+            return base_name(named[0])
+    receiver = _receiver(cut)
+    return receiver.strip("`") if receiver else None
 
 
 def _numel(shape: tuple[int, ...]) -> int:
@@ -174,7 +228,7 @@ def _lost_leaves(trace: Trace, names: Names, path: list[OpEvent]) -> list[str]:
         return []
     first = path[0].inputs[0]
     leaves = leaves_upstream(trace, first.tid) + ([first] if first.is_leaf else [])
-    return [n for leaf in leaves for n in names.plain(leaf.tid)[:1]]
+    return [n for leaf in leaves if (n := leaf_name(trace, names, leaf.tid))]
 
 
 def _no_cut_story(trace: Trace, root: str, info: TensorInfo | None) -> str:

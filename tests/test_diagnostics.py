@@ -162,6 +162,15 @@ def test_backward_no_grad_fn_points_at_the_line_that_rebuilt_it(ip: Any) -> None
     assert serious(report) == ["backward-no-grad-fn"]
 
 
+def test_backward_no_grad_fn_follows_the_value_through_python_numbers(ip: Any) -> None:
+    body = ("w = torch.ones(3, requires_grad=True)\ns = (w * 2).sum().item()\nm = s * 3\n"
+            "loss = torch.tensor(m)\nloss.backward()\n")
+    d = one(diagnose(ip, body), "backward-no-grad-fn", "error")
+    assert (d.line, d.names) == (line_of(body, "loss.backward"), ("loss", "w"))
+    assert f"line {line_of(body, '.item()')}: `(w * 2).sum().item()`" in d.message
+    assert f"rebuilt at line {line_of(body, 'loss = ')}" in d.message
+
+
 def test_backward_no_grad_fn_when_nothing_requires_grad(ip: Any) -> None:
     body = "x = torch.ones(3)\ny = (x * 2).sum()\ny.backward()\n"
     d = one(diagnose(ip, body), "backward-no-grad-fn", "error")
