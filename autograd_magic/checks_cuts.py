@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks_source import assigned_name, tainted_names, user_called
 from .events import OpEvent, TensorInfo, Trace
 from .lineage import (
-    assigned_name,
     describe_grads,
     describe_names,
     downstream,
@@ -23,8 +23,6 @@ from .lineage import (
     reached_leaves,
     show,
     succeeded,
-    tainted_names,
-    user_called,
     user_names,
     value_text,
 )

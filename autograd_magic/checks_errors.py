@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 
 from .checks_patterns import INT_GRAD, LEAF_INPLACE, NONLEAF_FLAG, NUMPY_GRAD
+from .checks_source import assigned_name, user_called, written_name
 from .events import OpEvent, Trace
-from .lineage import assigned_name, base_name, first_name, raised_text, show, user_called, user_names, written_name
+from .lineage import base_name, first_name, raised_text, show, user_names
 from .naming import Names, identifiers
 from .report import Diagnostic
 

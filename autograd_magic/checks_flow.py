@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
+from .checks_source import assigned_name, user_called
 from .events import OpEvent, Trace
-from .lineage import (
-    assigned_name,
-    backward_seqs,
-    base_name,
-    first_name,
-    producer,
-    show,
-    show_attr,
-    user_called,
-    user_names,
-)
+from .lineage import backward_seqs, base_name, first_name, producer, show, show_attr, user_names
 from .naming import Names
 from .report import Diagnostic
 

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 
 from .checks_patterns import ERROR_SHAPE, INPLACE_SAVED, OUTPUT_OF, VERSIONS
+from .checks_source import user_called
 from .events import BackwardEvent, OpEvent, TensorInfo, Trace
-from .lineage import base_name, first_name, producer, raised_text, user_called, user_names, value_text
+from .lineage import base_name, first_name, producer, raised_text, user_names, value_text
 from .naming import Names, identifiers
 from .report import Diagnostic
 

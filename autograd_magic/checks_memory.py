@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .checks_source import assigned_name, assigned_value, loop_names, source_line, written_name
 from .events import OpEvent, TensorInfo, Trace
-from .lineage import (
-    assigned_name,
-    assigned_value,
-    describe_names,
-    first_seen,
-    loop_names,
-    overlaps,
-    producer,
-    show,
-    source_line,
-    user_names,
-    written,
-    written_name,
-)
+from .lineage import describe_names, first_seen, overlaps, producer, show, user_names, written
 from .naming import Names
 from .report import Diagnostic
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ast
 
 from .checks_patterns import NO_GRAD_FN
+from .checks_source import assigned_name, tainted_names
 from .events import OpEvent, Site, TensorInfo, Trace
 from .lineage import (
-    assigned_name,
     base_name,
     failed_backwards,
     leaf_name,
@@ -20,7 +20,6 @@ from .lineage import (
     producer,
     root_text,
     show,
-    tainted_names,
     user_names,
     value_text,
 )

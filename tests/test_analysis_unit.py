@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from autograd_magic.analysis import CHECKS, analyze
+from autograd_magic.checks_source import assigned_name, assigned_value, loop_names, tainted_names
 from autograd_magic.events import (
     BackwardEvent,
     Binding,
@@ -22,15 +23,7 @@ from autograd_magic.events import (
     TensorInfo,
     Trace,
 )
-from autograd_magic.lineage import (
-    assigned_name,
-    assigned_value,
-    base_name,
-    loop_names,
-    show,
-    tainted_names,
-    written,
-)
+from autograd_magic.lineage import base_name, show, written
 from autograd_magic.naming import name_tensors
 from autograd_magic.report import Diagnostic
 
