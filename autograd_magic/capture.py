@@ -29,6 +29,7 @@ DEFAULT_MAX_REPEATS = 8  # calls recorded in detail per call site; later ones ar
 _INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
                               "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                               "__imatmul__"})
+_MUTATES_QUIETLY = "norm"  # batch/instance norm update running stats in place without a version bump
 _CUTS = frozenset({"detach", "numpy", "item", "tolist", "data.__get__"})
 
 
@@ -44,8 +45,8 @@ def func_name(func: Callable[..., Any]) -> str:
 def is_inplace(name: str, kwargs: dict[str, Any] | None) -> bool:
     if name in _INPLACE_DUNDERS:
         return True
-    if kwargs and kwargs.get("out") is not None:
-        return True
+    if kwargs and (kwargs.get("out") is not None or kwargs.get("inplace") is True):
+        return True  # out=... writes its argument; F.relu(x, inplace=True) writes x
     return name.endswith("_") and not name.endswith("__")
 
 
@@ -120,12 +121,13 @@ class Recorder:
         if error is not None:
             self._failed_calls += 1
         try:
-            self._record(func, args, kwargs, result, error, self.sites.user_frame_from(caller))
+            frame = self.sites.user_frame_from(caller)
+            self._record(func, args, kwargs, result, error, frame, direct=frame is caller)
         except Exception:
             internal.report_failure("recording an op")
 
     def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
-                error: BaseException | None, frame: FrameType | None) -> None:
+                error: BaseException | None, frame: FrameType | None, direct: bool = True) -> None:
         name = func_name(func)
         inputs = self._describe_all(args, kwargs)
         outputs = self._describe_all((result,), None) if error is None else ()
@@ -145,9 +147,10 @@ class Recorder:
             args=_scalar_args(args),
         )
         self._ops.append(event)
-        self._bind_targets(target, outputs, event)
+        if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`
+            self._bind_targets(target, outputs, event)
         if error is None and outputs and outputs[0].requires_grad:
-            self.backward.walker.remember_values(args, result)
+            self.backward.walker.remember_values(args, result, refresh=_MUTATES_QUIETLY in name)
         if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
             self.backward.snapshot_cut(args[0])
         changed = inputs[:1] if event.inplace else ()  # an in-place op gives its target a new grad_fn

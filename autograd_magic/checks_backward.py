@@ -24,7 +24,7 @@ def check_backward_twice(trace: Trace, names: Names) -> list[Diagnostic]:
     for event in failed_backwards(trace, TWICE):
         root = root_text(trace, names, event)
         earlier = _earlier_backward(trace, event)
-        carried = _carried(names, event, earlier)
+        carried = _carried(trace, names, event, earlier)
         fix = (f"Fix: `{carried} = {carried}.detach()` after each backward: {show(carried)} is carried from one "
                f"iteration to the next and still holds the graph of the iteration before, which backward already "
                f"freed. (`retain_graph=True` would make every step go back through all earlier ones.)"
@@ -40,7 +40,7 @@ def check_backward_twice(trace: Trace, names: Names) -> list[Diagnostic]:
     return found
 
 
-def _carried(names: Names, event: BackwardEvent, earlier: BackwardEvent | None) -> str | None:
+def _carried(trace: Trace, names: Names, event: BackwardEvent, earlier: BackwardEvent | None) -> str | None:
     """The named value whose graph two different losses share: an RNN state not detached between steps."""
     if earlier is None or earlier.root is None or event.root is None or earlier.root.tid == event.root.tid:
         return None
@@ -49,7 +49,9 @@ def _carried(names: Names, event: BackwardEvent, earlier: BackwardEvent | None) 
         named = names.plain(node.tid) if node.nid in shared else []
         if named:
             return base_name(named[0])
-    return None
+    # a module call (`h = cell(x, h)`) binds no name to its internal ops: the statement's target does
+    stored = (op.target for op in trace.ops if op.target and any(o.node in shared for o in op.outputs))
+    return next(stored, None)
 
 
 def _where(event: BackwardEvent, earlier: BackwardEvent | None) -> str:

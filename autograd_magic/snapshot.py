@@ -52,7 +52,7 @@ class GraphWalker:
             self._node_tid[info.node] = info.tid
             self._node_site[info.node] = site
 
-    def remember_values(self, args: tuple[Any, ...], result: Any) -> None:
+    def remember_values(self, args: tuple[Any, ...], result: Any, refresh: bool = False) -> None:
         """Fingerprint small tensors of a recorded op, to spot later writes autograd cannot see."""
         items = [*args, *(result if isinstance(result, (tuple, list)) else (result,))]
         for item in items:
@@ -62,7 +62,7 @@ class GraphWalker:
                     continue
                 tid = self.ids.tid(item)
                 known = self._values.get(key)
-                if known is None or known[1] != tid:  # new, or freed memory reused by another tensor
+                if refresh or known is None or known[1] != tid:  # new, reused memory, or written by this op
                     value = fingerprint(item)
                     if value is not None:
                         self._values[key] = (value, tid)

@@ -148,3 +148,15 @@ def test_a_named_view_shows_its_base_as_in_torchviz(ip: Any) -> None:
     view = next(n for n in graph.nodes if n.name == "v")
     assert base.name == "h" and base.shape == (4, 3)
     assert (base.id, view.id) in graph.edges
+
+
+def test_ops_inside_a_library_call_do_not_take_the_statement_name(ip: Any) -> None:
+    report, _ = report_of(ip, "G = torch.nn.Linear(2, 4)\nout = G(torch.ones(1, 2)).sum()\nout.backward()")
+    leaves = {n.name for n in report.graphs[0].nodes if n.kind == "leaf"}
+    assert leaves == {"G.weight", "G.bias"}
+
+
+def test_inplace_keyword_marks_the_op_inplace(ip: Any) -> None:
+    report, _ = report_of(ip, "h = torch.randn(3)\nr = torch.nn.functional.relu(h, inplace=True)")
+    relu = next(op for op in report.ops if op.name == "relu")
+    assert relu.inplace
