@@ -97,6 +97,7 @@ class Recorder:
     def __enter__(self) -> Recorder:
         self._previous = self._scan(seq=0)
         self._provenance = self._earlier_chains()
+        self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
         self._mode = RecordingMode(self)
         self._mode.__enter__()
         return self

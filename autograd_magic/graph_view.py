@@ -156,6 +156,11 @@ def to_dot(graph: Graph, facts: Facts = Facts()) -> str:  # noqa: B008 - Facts i
     return "\n".join(lines)
 
 
+def where(node: Node) -> str:
+    """`line 3`, or `In [19] line 3` for a node an earlier cell made."""
+    return f"In [{node.cell}] line {node.line}" if node.cell is not None else f"line {node.line}"
+
+
 def node_attrs(node: Node, facts: Facts, *, inline_saved: bool) -> dict[str, str]:
     flagged = bool(node.name) and any(n in facts.flagged for n in _names(node))
     attrs = {
@@ -183,7 +188,7 @@ def _label_parts(node: Node, flagged: bool, inline_saved: bool) -> list[str]:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
     parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
     if node.line is not None:
-        parts.append(f"line {node.line}: {_clip(node.expr or node.code)}")
+        parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
     if node.kind == "leaf":
         parts.append(f"leaf {_shape(node.shape)}")
     if node.grad_norm is not None:
@@ -199,7 +204,7 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
     bits = [f"{node.name or '(unnamed)'}: {node.label}" + (f" ×{node.repeat}" if node.repeat > 1 else ""),
             f"shape {_shape(node.shape)}" + (f", {facts.dtypes[first]}" if first in facts.dtypes else "")]
     if node.line is not None:
-        bits.append(f"line {node.line}: {node.code}")
+        bits.append(f"{where(node)}: {node.code}")
     if first in facts.grads:
         bits.append(f"grad {facts.grads[first]}")
     elif node.grad_norm is not None:

@@ -38,6 +38,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             grad_norm=None if grad is None else grad.norm,
             step=steps.get(raw.nid, 0),
             dtype=raw.dtype,
+            cell=raw.site.cell if raw.site else None,
         ))
     ids = {n.id for n in nodes}
     leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}

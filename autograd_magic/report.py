@@ -65,6 +65,7 @@ class Node:
     step: int = 0  # op sequence number that created it (0: before the cell)
     repeat: int = 1  # >1 when this node stands for a folded run of identical nodes
     dtype: str = ""
+    cell: int | None = None  # execution count of the earlier cell that made it; None: this cell
 
 
 @dataclass(frozen=True)

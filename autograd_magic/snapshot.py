@@ -45,6 +45,7 @@ class GraphWalker:
         self._node_tid: dict[int, int] = {}
         self._node_site: dict[int, Site] = {}
         self._values: dict[tuple[int, tuple[int, ...], int], tuple[int, int]] = {}  # key -> (fingerprint, tid)
+        self.earlier_sites: dict[int, Site] = {}  # tid -> where an earlier cell made it (see Trace.provenance)
 
     def note_output(self, info: TensorInfo, site: Site) -> None:
         """Remember which line made a graph node (the first op that produced it)."""
@@ -123,11 +124,12 @@ class GraphWalker:
         if tid is not None and getattr(self.ids.get(tid), "grad_fn", node) is not node:
             tid = None  # the tensor was since changed in place: this node is its earlier version
         tid = tid or walk.named_nodes.get(id(node))
+        site = self._node_site.get(nid) or (self.earlier_sites.get(tid) if tid is not None else None)
         walk.inspected += 1
         if walk.inspected > MAX_INSPECTED:  # deep graphs: the view draws the nodes near the root
-            return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid))
+            return GraphNode(nid, type(node).__name__, tid, site)
         shape, dtype = _node_meta(node)
-        return GraphNode(nid, type(node).__name__, tid, self._node_site.get(nid), shape,
+        return GraphNode(nid, type(node).__name__, tid, site, shape,
                          self._saved(node, nid, walk), dtype)
 
     def _saved(self, node: Any, nid: int, walk: Walk) -> tuple[str, ...]:

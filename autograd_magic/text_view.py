@@ -110,7 +110,8 @@ def node_text(node: Any, short: bool = False) -> str:
     name = f"{node.name} " if node.name else ""
     if short:
         return f"{name}{node.label}".strip()
-    where = f" (line {node.line}: {node.expr or node.code})" if node.line is not None else ""
+    cell = f"In [{node.cell}] " if getattr(node, "cell", None) is not None else ""
+    where = f" ({cell}line {node.line}: {node.expr or node.code})" if node.line is not None else ""
     repeat = f" ×{node.repeat}" if node.repeat > 1 else ""
     grad = f" grad norm={node.grad_norm:.4g}" if node.grad_norm is not None else ""
     return f"{name}{node.label}{repeat} {_shape(node.shape)}{where}{grad}".strip()

@@ -272,7 +272,7 @@ function render({ model, el }) {
       ["name", node.name || "(unnamed)"], ["grad_fn", node.label + (node.repeat > 1 ? ` ×${node.repeat}` : "")],
       ["kind", node.kind], ["shape", shapeText(node.shape)],
       ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
-      ["line", lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
+      ["line", node.cell != null ? `In [${node.cell}] line ${lineText(node.line)}` : lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
       ["expression", node.expr ? h("code", {}, node.expr) : "—"],
       ["gradient", grad ? `${valuesText(grad.values, grad.shape)} (norm ${num(grad.norm)})`
         : node.grad_norm !== null && node.grad_norm !== undefined ? `norm ${num(node.grad_norm)}` : "—"],
