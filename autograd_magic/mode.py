@@ -110,8 +110,10 @@ class RecordingMode(TorchFunctionMode):
         __tracebackhide__ = True  # noqa: F841
         rec = self.recorder
         assert rec is not None
-        call = self.make_call(here)
         wrapped = _is_wrapper(here.f_code)
+        # under torch's Python dispatch, func runs its own Python code first, which is where it warns
+        # from in a plain run too: only a direct call from the caller's line needs a located call
+        call = _call_directly if wrapped else self.make_call(here)
         caller = _caller(here) if wrapped else here
         try:
             result = call(func, args, kwargs)
