@@ -147,13 +147,10 @@ class BackwardRecorder:
         grad = leaf.grad
         had = grad is not None and bool(grad.detach().ne(0).any())
         tid = self._rec.ids.tid(leaf)
-        before = None
         if had and grad is not None:
-            before = plain_values(grad)
-            prepared.before[tid] = before  # kept only if this backward succeeds
+            prepared.before[tid] = plain_values(grad)  # kept only if this backward succeeds
         last = self._history.last_site(leaf)
-        return GradEvent(tid, had, had and last == (site.line, site.code),
-                         None if grad is None else float(grad.detach().double().norm()))
+        return GradEvent(tid, had, had and last == (site.line, site.code))
 
     def _hook_named(self, prepared: _Prepared) -> None:
         named = self._rec.named_tids()

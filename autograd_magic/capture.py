@@ -184,10 +184,6 @@ class Recorder:
         return tuple(found)
 
     # -- what the backward recorder needs from us ------------------------------
-    @property
-    def seq(self) -> int:
-        return len(self._ops)
-
     def add_backward_op(self, func: Any, site: Site, root: TensorInfo | None) -> int:
         """Put a backward call on the op timeline; returns its sequence number."""
         seq = len(self._ops) + 1

@@ -88,7 +88,6 @@ class GradEvent:
     tid: int
     had_grad: bool  # .grad was already set (and not all zeros) before
     repeated_site: bool  # the last gradient came from this same call site
-    norm_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +150,6 @@ class Trace:
     bindings: tuple[Binding, ...] = ()
     final: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info at the end
     gradients: dict[str, GradValue] = field(default_factory=dict)
-    attr_reads: tuple[OpEvent, ...] = ()  # .grad/.data/.requires_grad access
     folded_ops: int = 0  # ops counted but not recorded (repeats past the cap)
     total_ops: int = 0
     graphs: tuple[GraphSnapshot, ...] = ()  # named results with a grad_fn that no backward covered
