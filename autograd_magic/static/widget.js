@@ -407,6 +407,8 @@ function render({ model, el }) {
     }
     if (tab !== "timeline" && timer !== null) stopPlay();
     if (tab === "graph" || tab === "diagnostics" || tab === "timeline") panels[tab].append(stage);
+    // with no graph, only the Graph tab says so: elsewhere an empty stage would just take room
+    stage.hidden = !drawings.length && tab !== "graph";
     if (!zoomed && svg) setZoom(fitZoom());
     paint();
   }
