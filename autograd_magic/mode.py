@@ -7,6 +7,7 @@ are described in detail (by the recorder, inside a guard).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -25,11 +26,13 @@ if TYPE_CHECKING:
 _compiler = torch.compiler  # its flag is read directly: calling is_compiling() costs ~0.5 us per op
 
 
+@functools.lru_cache(maxsize=1024)  # keyed by file name: cells come and go, so the cache is bounded
+def _is_wrapper_file(filename: str) -> bool:
+    return filename.endswith(_WRAPPER_FILES)
+
+
 def _is_wrapper(code: CodeType) -> bool:
-    wrapper = _wrapper_codes.get(code)
-    if wrapper is None:
-        wrapper = _wrapper_codes[code] = code.co_filename.endswith(_WRAPPER_FILES)
-    return wrapper
+    return _is_wrapper_file(code.co_filename)
 
 
 def leave_mode(mode: RecordingMode, recorder: Recorder) -> None:
@@ -139,19 +142,13 @@ def _call_directly(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 _CALL_SOURCE = "def _call(func, args, kwargs): __tracebackhide__ = True; return func(*args, **kwargs)"
 _CALL_TEMPLATE = next(c for c in compile(_CALL_SOURCE, "<autograd_magic>", "exec").co_consts if isinstance(c, CodeType))
 
-_wrapper_codes: dict[CodeType, bool] = {}
 
 
 def _caller(frame: FrameType) -> FrameType:
     """The frame that made the call, skipping torch's Python dispatch wrappers."""
-    while True:
-        code = frame.f_code
-        wrapper = _wrapper_codes.get(code)
-        if wrapper is None:
-            wrapper = _wrapper_codes[code] = code.co_filename.endswith(_WRAPPER_FILES)
-        if not wrapper or frame.f_back is None:
-            return frame
+    while _is_wrapper(frame.f_code) and frame.f_back is not None:
         frame = frame.f_back
+    return frame
 
 
 _WRAPPER_FILES = (os.path.join("torch", "overrides.py"), os.path.join("torch", "_tensor.py"),
