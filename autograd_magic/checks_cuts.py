@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .checks_source import assigned_name, tainted_names, user_called
-from .events import OpEvent, TensorInfo, Trace
+from .events import CUT_FUNCS, OpEvent, TensorInfo, Trace
 from .lineage import (
     describe_grads,
     describe_names,
@@ -29,17 +29,12 @@ from .lineage import (
 from .naming import Names, identifiers
 from .report import Diagnostic
 
-# op func -> (how it is called in messages, words that show the user wrote the call)
-_CUTS = {
-    "detach": ("detach", ("detach",)),
-    "detach_": ("detach", ("detach_",)),
-    "data.__get__": (".data", (".data",)),
-    "item": ("item", (".item",)),
-    "tolist": ("tolist", (".tolist",)),
-    "numpy": ("numpy", (".numpy",)),
-    "tensor": ("torch.tensor", ("tensor(",)),
-    "as_tensor": ("torch.as_tensor", ("as_tensor(",)),
+# op func -> words in the source that show the user wrote the call (its name is events.CUT_FUNCS)
+_WRITTEN_AS = {
+    "detach": ("detach",), "detach_": ("detach_",), "data.__get__": (".data",), "item": (".item",),
+    "tolist": (".tolist",), "numpy": (".numpy",), "tensor": ("tensor(",), "as_tensor": ("as_tensor(",),
 }
+_CUTS = {func: (CUT_FUNCS[func], words) for func, words in _WRITTEN_AS.items()}
 _STOP_GRADIENTS = frozenset({"detach", ".data", "no_grad"})  # explicit: the user chose to stop gradients
 _CONVERTERS = frozenset({"numpy", "item", "tolist", "tensor", "as_tensor"})
 _HOW = {

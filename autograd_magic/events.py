@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# op func -> how a value left autograd through it (the cut's name in graphs and messages)
+CUT_FUNCS = {
+    "detach": "detach", "detach_": "detach", "item": "item", "tolist": "tolist", "numpy": "numpy",
+    "data.__get__": ".data", "tensor": "torch.tensor", "as_tensor": "torch.as_tensor",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class TensorInfo:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .report import Cut, Graph, Node, Report
-from .text_view import format_values
+from .text_view import format_values, shape_text
 
 RENDER_TIMEOUT_S = 20
 BIG_GRAPH = 60  # nodes past which layout effort is capped and saved tensors are listed inside their node
@@ -190,7 +190,7 @@ def _label_parts(node: Node, flagged: bool, inline_saved: bool) -> list[str]:
     if node.line is not None:
         parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
     if node.kind == "leaf":
-        parts.append(f"leaf {_shape(node.shape)}")
+        parts.append(f"leaf {shape_text(node.shape)}")
     if node.grad_norm is not None:
         parts.append(f"grad ‖·‖={node.grad_norm:.3g}")
     if node.saved and inline_saved:
@@ -202,7 +202,7 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
     """Hover text: name and class, shape, dtype, line and code, gradient."""
     first = _names(node)[0] if node.name else ""
     bits = [f"{node.name or '(unnamed)'}: {node.label}" + (f" ×{node.repeat}" if node.repeat > 1 else ""),
-            f"shape {_shape(node.shape)}" + (f", {facts.dtypes[first]}" if first in facts.dtypes else "")]
+            f"shape {shape_text(node.shape)}" + (f", {facts.dtypes[first]}" if first in facts.dtypes else "")]
     if node.line is not None:
         bits.append(f"{where(node)}: {node.code}")
     if first in facts.grads:
@@ -279,10 +279,6 @@ def _esc(text: str) -> str:
 def _clip(text: str, width: int = 34) -> str:
     text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ")" if shape else "scalar"
 
 
 def _tidy_titles(svg: str) -> str:

@@ -6,15 +6,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 
-from .events import GraphSnapshot, OpEvent, Site, Trace
+from .events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
 from .naming import Names
 from .report import Cut, GradRow, Graph, Node
 
 FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, marked ×N
-CUT_FUNCS = {
-    "detach": "detach", "detach_": "detach", "item": "item", "tolist": "tolist", "numpy": "numpy",
-    "data.__get__": ".data", "tensor": "torch.tensor", "as_tensor": "torch.as_tensor",
-}
 
 
 def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *, root_name: str | None,

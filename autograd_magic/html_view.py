@@ -13,7 +13,7 @@ from typing import Any
 
 from .graph_view import LegendItem, Rendered, legend_for, render_graph, render_torchviz
 from .report import Graph, Report
-from .text_view import format_values, graph_title, summary_line
+from .text_view import format_values, graph_title, shape_text, summary_line
 
 STYLE = """
 <style>
@@ -120,7 +120,7 @@ def variables_html(report: Report) -> str:
     head = _head("name", "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "line")
     rows = "".join(
         "<tr>" + "".join(f"<td>{_e(str(v))}</td>" for v in (
-            r.name, _shape(r.shape), r.dtype + (" (numpy)" if r.kind == "ndarray" else ""), r.device,
+            r.name, shape_text(r.shape), r.dtype + (" (numpy)" if r.kind == "ndarray" else ""), r.device,
             r.requires_grad, r.is_leaf, r.grad_fn or "—", _line(r.line))) + "</tr>"
         for r in report.tensors.values()
     )
@@ -136,7 +136,7 @@ def gradients_html(report: Report) -> str:
         if g.before is not None:
             values = f"{format_values(g.before, g.shape)} → {values}"
         kind = "intermediate" if g.source == "hook" else "leaf .grad"
-        rows.append(f"<tr><td>{_e(g.name)}</td><td>{_e(_shape(g.shape))}</td><td><code>{_e(values)}</code></td>"
+        rows.append(f"<tr><td>{_e(g.name)}</td><td>{_e(shape_text(g.shape))}</td><td><code>{_e(values)}</code></td>"
                     f"<td>{g.norm:.4g}</td><td>{kind}</td></tr>")
     accumulated = any(g.before is not None for g in report.gradients.values())
     head = _head("name", "shape", "values (before → after)" if accumulated else "values", "norm", "from")
@@ -154,6 +154,3 @@ def _e(value: Any) -> str:
 def _line(line: int | None) -> str:
     return "—" if line is None else str(line)
 
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ")" if shape else "scalar"

@@ -44,7 +44,7 @@ def _variables(report: Report) -> list[str]:
         return []
     rows: list[tuple[str, ...]] = [("name", "shape", "dtype", "requires_grad", "is_leaf", "grad_fn", "line")]
     for row in report.tensors.values():
-        rows.append((row.name, _shape(row.shape), row.dtype + ("" if row.kind != "ndarray" else " (numpy)"),
+        rows.append((row.name, shape_text(row.shape), row.dtype + ("" if row.kind != "ndarray" else " (numpy)"),
                      str(row.requires_grad), str(row.is_leaf), row.grad_fn or "-", _line(row.line)))
     return ["Variables", *_table(rows)]
 
@@ -114,7 +114,7 @@ def node_text(node: Any, short: bool = False) -> str:
     where = f" ({cell}line {node.line}: {node.expr or node.code})" if node.line is not None else ""
     repeat = f" ×{node.repeat}" if node.repeat > 1 else ""
     grad = f" grad norm={node.grad_norm:.4g}" if node.grad_norm is not None else ""
-    return f"{name}{node.label}{repeat} {_shape(node.shape)}{where}{grad}".strip()
+    return f"{name}{node.label}{repeat} {shape_text(node.shape)}{where}{grad}".strip()
 
 
 def _error(report: Report) -> list[str]:
@@ -126,7 +126,7 @@ def _error(report: Report) -> list[str]:
 
 def format_values(values: Any, shape: tuple[int, ...]) -> str:
     if values is None:
-        return f"<{_shape(shape)} values not listed>"
+        return f"<{shape_text(shape)} values not listed>"
     flat = list(_flatten(values))
     shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:MAX_LISTED])
     more = ", ..." if len(flat) > MAX_LISTED else ""
@@ -141,7 +141,8 @@ def _flatten(values: Any) -> Any:
         yield values
 
 
-def _shape(shape: tuple[int, ...]) -> str:
+def shape_text(shape: tuple[int, ...]) -> str:
+    """`(3, 2)`, or `scalar` for a 0-d tensor: how every view writes a shape."""
     return "(" + ", ".join(map(str, shape)) + ")" if shape else "scalar"
 
 
