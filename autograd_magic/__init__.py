@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import views as views  # registers how a Report shows and saves itself
+from .analysis import build_report
 from .capture import Recorder
 from .report import Diagnostic, Report
-from .summarize import build_report
 
 __all__ = ["Diagnostic", "Recorder", "Report", "build_report", "load_ipython_extension", "unload_ipython_extension"]
 __version__ = "0.1.0"

@@ -15,11 +15,11 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Enum, Int
 
 from . import internal
+from .analysis import DEFAULT_MAX_NODES, build_report
 from .capture import DEFAULT_MAX_REPEATS, Recorder
-from .cellrun import compile_cell, run_compiled
-from .session import Session
-from .summarize import DEFAULT_MAX_NODES, build_report
-from .views import show_report
+from .capture.cellrun import compile_cell, run_compiled
+from .capture.session import Session
+from .views.display import show_report
 
 
 @magics_class

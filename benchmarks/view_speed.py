@@ -23,8 +23,8 @@ from typing import Any
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from autograd_magic import graph_view
-from autograd_magic.graph_view import find_renderer
+from autograd_magic.views import graph as graph_view
+from autograd_magic.views.graph import find_renderer
 
 SEED = """x = torch.tensor([5.], requires_grad = True)
 y = torch.tensor([7.])
@@ -93,7 +93,7 @@ def run_cell(shell: InteractiveShell, source: str) -> None:
 
 def build_view(report: Any) -> int:
     """The widget with its payload and the bundle a frontend receives; returns the output's size in bytes."""
-    from autograd_magic.widget import AutogradView
+    from autograd_magic.views.widget import AutogradView
 
     graph_view._svg_cache.clear()  # always include layout
     view = AutogradView(report)

@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from autograd_magic.analysis import CHECKS, analyze
-from autograd_magic.checks_source import assigned_name, assigned_value, loop_names, tainted_names
-from autograd_magic.events import (
+from autograd_magic.analysis.lineage import base_name, show, written
+from autograd_magic.analysis.naming import name_tensors
+from autograd_magic.analysis.source import assigned_name, assigned_value, loop_names, tainted_names
+from autograd_magic.report.model import Diagnostic
+from autograd_magic.trace.events import (
     BackwardEvent,
     Binding,
     ErrorInfo,
@@ -23,9 +26,6 @@ from autograd_magic.events import (
     TensorInfo,
     Trace,
 )
-from autograd_magic.lineage import base_name, show, written
-from autograd_magic.naming import name_tensors
-from autograd_magic.report import Diagnostic
 
 
 # -- builders ------------------------------------------------------------------------------

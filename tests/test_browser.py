@@ -63,7 +63,7 @@ KERNEL_PRINT = """async (code) => {
 # the AutogradView displayed by the cell whose source contains MARK, as Python sees it
 SELECTION = """
 import ipywidgets.widgets.widget as _agm_w
-from autograd_magic.widget import AutogradView as _AgmView
+from autograd_magic.views.widget import AutogradView as _AgmView
 _agm_v = [v for v in list(_agm_w._instances.values())
           if isinstance(v, _AgmView) and {mark!r} in v.source_report.source][-1]
 _agm_n = _agm_v.selected_node

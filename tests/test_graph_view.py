@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from autograd_magic import graph_view
-from autograd_magic.graph_view import find_renderer, legend_for, render_dot, render_graph, to_dot
-from autograd_magic.report import Cut, Diagnostic, GradRow, Graph, Node, Report, TensorRow
+from autograd_magic.report.model import Cut, Diagnostic, GradRow, Graph, Node, Report, TensorRow
+from autograd_magic.views import graph as graph_view
+from autograd_magic.views.graph import find_renderer, legend_for, render_dot, render_graph, to_dot
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCRIPT = '"</script><script>alert(1)</script>'

@@ -117,7 +117,7 @@ def test_internal_failure_never_breaks_the_cell(ip: Any, monkeypatch: Any) -> No
 
 
 def test_internal_failure_while_recording_is_reported_as_a_hint(ip: Any, monkeypatch: Any) -> None:
-    import autograd_magic.capture as capture
+    import autograd_magic.capture.recorder as capture
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("our bug")

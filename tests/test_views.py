@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from conftest import report_of, run
 
-from autograd_magic import graph_view
-from autograd_magic.html_view import render_html
-from autograd_magic.report import Report
-from autograd_magic.text_view import render_text
+from autograd_magic.report.model import Report
+from autograd_magic.views import graph as graph_view
+from autograd_magic.views.html import render_html
+from autograd_magic.views.text import render_text
 
 SEED = """x = torch.tensor([5.], requires_grad = True)
 y = torch.tensor([7.])

@@ -12,9 +12,9 @@ import pytest
 from conftest import report_of, run
 from test_views import HOSTILE, HOSTILE_CELL, SCRIPT, SEED
 
-from autograd_magic import graph_view
-from autograd_magic.text_view import render_text
-from autograd_magic.widget import STATIC, AutogradView, payload
+from autograd_magic.views import graph as graph_view
+from autograd_magic.views.text import render_text
+from autograd_magic.views.widget import STATIC, AutogradView, payload
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -79,7 +79,7 @@ def test_magic_displays_the_widget_with_static_fallbacks(ip: Any) -> None:
 
 def test_without_anywidget_the_static_view_shows_with_a_hint(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "anywidget", None)  # makes `import anywidget` raise ImportError
-    monkeypatch.delitem(sys.modules, "autograd_magic.widget")
+    monkeypatch.delitem(sys.modules, "autograd_magic.views.widget")
     cell = run(ip, "%%autograd --view widget\n" + SEED)
     assert cell.error is None
     bundle = cell.bundles[0]

@@ -1,0 +1,1 @@
+"""The diagnostic checks, one module per family; each function is listed in ``analysis.registry.CHECKS``."""

@@ -1,0 +1,181 @@
+"""Turn captured graph snapshots into the report's named, folded `Graph`s."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ..report.model import Cut, GradRow, Graph, Node
+from ..trace.events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
+from .naming import Names
+
+FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, marked ×N
+
+
+def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *, root_name: str | None,
+                site: Site | None, backward: bool, calls: int, cuts: Iterable[Cut], max_nodes: int,
+                steps: dict[int, int]) -> Graph:
+    root_nid = snap.nodes[0].nid if snap.nodes else None
+    nodes = []
+    for raw in snap.nodes:
+        name = names.label(raw.tid)
+        grad = grads.get(name.split(", ")[0]) if name else None
+        nodes.append(Node(
+            id=raw.nid,
+            label=raw.label,
+            name=name,
+            line=raw.site.line if raw.site else None,
+            code=raw.site.code if raw.site else "",
+            expr=raw.site.expr if raw.site else "",
+            shape=raw.shape,
+            kind=_kind(raw.label, raw.nid == root_nid),
+            saved=raw.saved,
+            grad_norm=None if grad is None else grad.norm,
+            step=steps.get(raw.nid, 0),
+            dtype=raw.dtype,
+            cell=raw.site.cell if raw.site else None,
+        ))
+    ids = {n.id for n in nodes}
+    leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}
+    resolved = (replace(c, source=leaf_by_tid.get(-c.source)) if c.source is not None and c.source < 0 else c
+                for c in cuts)  # leaves are cut by tensor id: see cuts_of
+    kept_cuts = tuple(c for c in resolved if c.source in ids)
+    folded_nodes, edges, folded = fold(nodes, list(snap.edges))
+    capped, edges, dropped = cap(folded_nodes, edges, max_nodes)
+    shown = {n.id for n in capped}
+    return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges),
+                 cuts=tuple(c for c in kept_cuts if c.source in shown),
+                 line=site.line if site else None, backward=backward, calls=calls, folded=folded,
+                 dropped=dropped + snap.truncated)
+
+
+def _kind(label: str, is_root: bool) -> str:
+    if label == "AccumulateGrad":
+        return "leaf"
+    if label == "view base":
+        return "base"
+    return "root" if is_root else "op"
+
+
+def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], list[tuple[int, int]], int]:
+    """Draw repeated structure once: op nodes sharing class, line and expression, marked ×N.
+
+    The current version of a name (`t`) stays apart; earlier versions (`t (line 5)`) fold
+    with the rest. Ops past the recording cap have no line: they join the recorded ops of
+    their class when that is unambiguous, so a loop folds into one group.
+    """
+    sigs = {n.id: _signature(n) for n in nodes}
+    merged = _merge_unsited(Counter(s for s in sigs.values() if s is not None))
+    counts: Counter[tuple[str, int | None, str]] = Counter()
+    for sig in sigs.values():
+        if sig is not None:
+            counts[merged.get(sig, sig)] += 1
+    heavy = {s for s, n in counts.items() if n >= FOLD_MIN}
+    if not heavy:
+        return nodes, edges, 0
+    keep: dict[tuple[str, int | None, str], Node] = {}
+    alias: dict[int, int] = {}
+    out: list[Node] = []
+    for node in nodes:
+        sig = sigs[node.id]
+        group = merged.get(sig, sig) if sig is not None else None
+        if group not in heavy:
+            out.append(node)
+            continue
+        first = keep.get(group)  # type: ignore[arg-type]
+        if first is None:
+            label, line, expr = group  # type: ignore[misc]
+            first = keep[group] = replace(node, repeat=counts[group], name=_group_name(node), line=line,  # type: ignore[index]
+                                          expr=expr, code=_code_of(nodes, group) if node.line is None else node.code)
+            out.append(first)
+        alias[node.id] = first.id
+    folded_edges = list(dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges))
+    return out, folded_edges, sum(counts[s] - 1 for s in heavy)
+
+
+def _signature(node: Node) -> tuple[str, int | None, str] | None:
+    current_name = node.name is not None and " (" not in node.name
+    return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
+
+
+Signature = tuple[str, "int | None", str]  # (node class, line, expression)
+
+
+def _merge_unsited(counts: Counter[Signature]) -> dict[Signature, Signature]:
+    """Unsited signature -> the one sited signature of the same class, where there is exactly one."""
+    sited: dict[str, list[tuple[str, int | None, str]]] = {}
+    for sig in counts:
+        if sig[1] is not None:
+            sited.setdefault(sig[0], []).append(sig)
+    return {sig: sited[sig[0]][0] for sig in counts if sig[1] is None and len(sited.get(sig[0], [])) == 1}
+
+
+def _code_of(nodes: list[Node], sig: tuple[str, int | None, str]) -> str:
+    return next((n.code for n in nodes if (n.label, n.line, n.expr) == sig), "")
+
+
+def _group_name(node: Node) -> str | None:
+    return node.name.split(" (")[0] if node.name else None
+
+
+def cap(nodes: list[Node], edges: list[tuple[int, int]],
+        max_nodes: int) -> tuple[list[Node], list[tuple[int, int]], int]:
+    """Keep the nodes nearest the root (snapshot order is breadth-first from it)."""
+    if max_nodes <= 0 or len(nodes) <= max_nodes:
+        return nodes, edges, 0
+    kept = nodes[:max_nodes]
+    ids = {n.id for n in kept}
+    return kept, [e for e in edges if e[0] in ids and e[1] in ids], len(nodes) - max_nodes
+
+
+def cuts_of(trace: Trace, names: Names) -> list[Cut]:
+    """Every recorded op through which a tracked value left autograd."""
+    out = []
+    for op in trace.ops:
+        how = _cut_kind(op)
+        if how is None:
+            continue
+        source = op.inputs[0]
+        target = None
+        if op.outputs:
+            target = names.label(op.outputs[0].tid)
+        out.append(Cut(
+            source=source.node if source.node is not None else -source.tid,
+            target=target or op.site.expr or how,
+            line=op.site.line,
+            code=op.site.code,
+            how=how,
+        ))
+    return out
+
+
+def _cut_kind(op: OpEvent) -> str | None:
+    if not op.inputs or op.error or op.inputs[0].kind != "tensor" or not op.inputs[0].requires_grad:
+        return None
+    if op.scope != "<cell>" or op.func.endswith("__get__") and op.func != "data.__get__":
+        return None  # library internals (an optimizer's step) and attribute reads are not the user's cuts
+    how = CUT_FUNCS.get(op.func)
+    if how is not None:
+        return how
+    if not op.grad_enabled and op.outputs and not op.inplace:
+        return "no_grad"
+    return None
+
+
+def renumber(graphs: list[Graph]) -> list[Graph]:
+    """Number nodes 1, 2, ... in order of appearance, so ids do not depend on what else the session holds."""
+    numbers: dict[int, int] = {}
+
+    def number(nid: int) -> int:
+        if nid not in numbers:
+            numbers[nid] = len(numbers) + 1
+        return numbers[nid]
+
+    out = []
+    for graph in graphs:
+        nodes = tuple(replace(n, id=number(n.id)) for n in graph.nodes)
+        edges = tuple((number(a), number(b)) for a, b in graph.edges)
+        cuts = tuple(replace(c, source=None if c.source is None else number(c.source)) for c in graph.cuts)
+        out.append(replace(graph, nodes=nodes, edges=edges, cuts=cuts))
+    return out

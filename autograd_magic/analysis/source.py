@@ -1,0 +1,101 @@
+"""Read the cell's own source text: assignments, loop variables, the name a write went through (pure)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import lru_cache
+
+from ..trace.events import OpEvent, Site, Trace
+
+_LEADING_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def written_name(site: Site) -> str | None:
+    """The variable an in-place write went through: ``z`` in ``z[0] = 5``."""
+    for text in (site.expr, site.code):
+        match = _LEADING_NAME.match(text or "")
+        if match:
+            return match.group(1)
+    return None
+
+
+def _statement(code: str) -> ast.stmt | None:
+    try:
+        body = ast.parse(code.strip()).body
+    except SyntaxError:
+        return None
+    return body[0] if len(body) == 1 else None
+
+
+def assigned_name(code: str) -> str | None:
+    """``total`` for ``total = total + loss`` or ``total += loss``; None for anything else."""
+    stmt = _statement(code)
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        return stmt.targets[0].id
+    if isinstance(stmt, (ast.AugAssign, ast.AnnAssign)) and isinstance(stmt.target, ast.Name):
+        return stmt.target.id
+    return None
+
+
+def assigned_value(code: str) -> str | None:
+    """The right-hand side of a one-name assignment: ``x`` in ``z = x``."""
+    stmt = _statement(code)
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        return ast.get_source_segment(code.strip(), stmt.value)
+    return None
+
+
+def source_line(trace: Trace, line: int | None) -> str:
+    if line is None:
+        return ""
+    lines = trace.source.splitlines()
+    index = line - trace.first_line
+    return lines[index].strip() if 0 <= index < len(lines) else ""
+
+
+def tainted_names(source: str, seeds: set[str]) -> set[str]:
+    """Names whose value (by assignment, transitively) depends on ``seeds``: flow through plain Python."""
+    tainted = set(seeds)
+    changed = True
+    while changed:
+        changed = False
+        for used, stored in _flows(source):
+            if used & tainted and not stored <= tainted:
+                tainted |= stored
+                changed = True
+    return tainted
+
+
+@lru_cache(maxsize=8)
+def _flows(source: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """(names read, names written) for every assignment in the source."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ()
+    flows = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            stored = frozenset(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            used = frozenset(n.id for n in ast.walk(node.value) if isinstance(n, ast.Name))
+            flows.append((used, stored))
+    return tuple(flows)
+
+
+def loop_names(source: str) -> set[str]:
+    """Names bound by ``for`` loops and comprehensions: ``p`` in ``for p in params``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    targets = [n.target for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension))]
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+
+def user_called(op: OpEvent, *words: str) -> bool:
+    """The call was written in the cell (``x.detach()``), not made inside a library function."""
+    text = op.site.expr or op.site.code
+    return any(word in text for word in words)

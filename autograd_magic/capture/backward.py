@@ -1,0 +1,254 @@
+"""Record backward calls: the graph before it is freed, and the gradients it made.
+
+Hooks on autograd nodes live only for the duration of one backward call, so
+nothing is left registered on the user's graph afterwards.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+import torch
+
+from .. import internal
+from ..trace.events import BackwardEvent, Binding, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
+from ..trace.names import base_name
+from .session import GradHistory
+from .snapshot import GraphWalker, Walk
+from .tensors import Identity, describe_tensor, grad_value, plain_values
+
+
+class Recorder(Protocol):
+    """What backward recording needs from the recorder that owns it (see recorder.Recorder)."""
+
+    ids: Identity
+    namespace: dict[str, Any]
+    max_repeats: int
+    torchviz: bool
+
+    def count_site(self, func: Any, depth: int) -> tuple[Site, int]: ...
+
+    def add_backward_op(self, func: Any, site: Site, root: TensorInfo | None) -> int: ...
+
+    def bindings(self) -> list[Binding]: ...
+
+    def named_tids(self) -> set[int]: ...
+
+MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
+MAX_CUT_GRAPHS = 4  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
+BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
+
+
+class BackwardRecorder:
+    """The part of `Recorder` that handles ``backward`` and ``autograd.grad``."""
+
+    def __init__(self, recorder: Recorder, history: GradHistory) -> None:
+        self._rec = recorder
+        self._history = history
+        self._events: list[BackwardEvent] = []
+        self._calls: dict[tuple[int | None, str, str], int] = {}
+        self.walker = GraphWalker(recorder.ids, recorder.namespace)
+        self._hook_grads: dict[int, torch.Tensor] = {}
+        self.torchviz_source: str | None = None
+        self._cut_graphs: list[GraphSnapshot] = []
+        self._before: dict[int, Any] = {}
+
+    def snapshot_cut(self, tensor: torch.Tensor) -> None:
+        """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""
+        if len(self._cut_graphs) < MAX_CUT_GRAPHS:
+            self._cut_graphs.append(self.walker.take([tensor], Walk()))
+
+    def cut_graphs(self) -> tuple[GraphSnapshot, ...]:
+        return tuple(self._cut_graphs)
+
+    # -- one backward call -------------------------------------------------------
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True  # noqa: F841
+        prepared: _Prepared | None = None
+        try:
+            site, count = self._rec.count_site(func, 2)
+            key = (site.line, site.code, func.__name__)
+            self._calls[key] = self._calls.get(key, 0) + 1
+            if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
+                return self._run_folded(func, args, kwargs, site)
+            roots = _roots(func, args, kwargs)
+            root = describe_tensor(roots[0], self._rec.ids) if roots else None
+            seq = self._rec.add_backward_op(func, site, root)
+            if count <= MAX_BACKWARD_DETAIL:
+                prepared = self._prepare(roots, site)
+        except Exception:
+            internal.report_failure("preparing backward")
+            return func(*args, **kwargs)
+        error: BaseException | None = None
+        try:
+            return func(*args, **kwargs)
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            self._after(func, kwargs, site, seq, root, prepared, error)
+
+    def _run_folded(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> Any:
+        """A backward past the detail cap: only a failure is recorded."""
+        __tracebackhide__ = True  # noqa: F841
+        try:
+            return func(*args, **kwargs)
+        except BaseException as error:
+            roots = _roots(func, args, kwargs)
+            root = describe_tensor(roots[0], self._rec.ids) if roots else None
+            self._after(func, kwargs, site, self._rec.add_backward_op(func, site, root), root, None, error)
+            raise
+
+    def _after(self, func: Any, kwargs: dict[str, Any], site: Site, seq: int, root: TensorInfo | None,
+               prepared: _Prepared | None, error: BaseException | None) -> None:
+        try:
+            if prepared is not None and error is None and func is not torch.autograd.grad:
+                for leaf in prepared.walk.leaves:
+                    self._history.wrote(leaf, site)
+                self._before.update(prepared.before)
+            if prepared is not None:
+                prepared.remove_hooks()
+            if prepared is None and error is None:
+                return
+            self._events.append(BackwardEvent(
+                seq=seq,
+                func=func.__name__,
+                site=site,
+                root=root,
+                graph=None if prepared is None else prepared.graph,
+                retain_graph=bool(kwargs.get("retain_graph") or kwargs.get("create_graph")),
+                create_graph=bool(kwargs.get("create_graph")),
+                leaf_grads=() if prepared is None else prepared.leaf_grads,
+                stale_saved=() if prepared is None else tuple(prepared.walk.stale),
+                torchviz=None if prepared is None else prepared.torchviz,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            ))
+        except Exception:
+            internal.report_failure("recording backward")
+
+    def _prepare(self, roots: list[torch.Tensor], site: Site) -> _Prepared:
+        prepared = _Prepared()
+        prepared.graph = self.walker.take(roots, prepared.walk)
+        prepared.leaf_grads = tuple(self._leaf_state(leaf, site, prepared) for leaf in prepared.walk.leaves)
+        self._hook_named(prepared)
+        if self._rec.torchviz and self.torchviz_source is None:
+            prepared.torchviz = self.torchviz_source = self.torchviz_of(roots)
+        return prepared
+
+    def torchviz_of(self, roots: list[torch.Tensor]) -> str:
+        """torchviz's own drawing, made now: after backward it cannot read the saved tensors."""
+        try:
+            from torchviz import make_dot
+        except ImportError:
+            return "# torchviz is not installed: pip install torchviz"
+        live = self._rec.ids.live()
+        params = {}
+        for binding in self._rec.bindings():
+            tensor = live.get(binding.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.requires_grad:
+                params[binding.name] = tensor
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torchviz 0.0.3 uses distutils' LooseVersion
+                return str(make_dot(roots[0], params=params, show_attrs=True, show_saved=True).source)
+        except Exception as error:  # torchviz's own limits (e.g. recursion on very deep graphs)
+            return f"# torchviz could not draw this graph: {type(error).__name__}: {error}"
+
+    def _leaf_state(self, leaf: torch.Tensor, site: Site, prepared: _Prepared) -> GradEvent:
+        grad = leaf.grad
+        had = grad is not None and bool(grad.detach().ne(0).any())
+        tid = self._rec.ids.tid(leaf)
+        if had and grad is not None:
+            prepared.before[tid] = plain_values(grad)  # kept only if this backward succeeds
+        last = self._history.last_site(leaf)
+        return GradEvent(tid, had, had and last == (site.line, site.code))
+
+    def _hook_named(self, prepared: _Prepared) -> None:
+        named = self._rec.named_tids()
+        in_graph = prepared.walk.node_ids
+        for tid, obj in self._rec.ids.live().items():
+            if tid not in named or not isinstance(obj, torch.Tensor) or obj.grad_fn is None:
+                continue
+            if id(obj.grad_fn) not in in_graph:
+                continue
+            prepared.handles.append(obj.grad_fn.register_prehook(self._grad_catcher(tid, obj.output_nr)))
+
+    def _grad_catcher(self, tid: int, output_nr: int) -> Callable[[tuple[Any, ...]], None]:
+        def catch(grad_outputs: tuple[Any, ...]) -> None:
+            try:
+                grad = grad_outputs[output_nr]
+                if isinstance(grad, torch.Tensor):
+                    self._hook_grads[tid] = grad.detach()
+            except Exception:
+                internal.report_failure("catching a gradient")
+        return catch
+
+    # -- the graph -----------------------------------------------------------------
+    # -- results -----------------------------------------------------------------
+    def events(self) -> tuple[BackwardEvent, ...]:
+        out = []
+        for event in self._events:
+            calls = self._calls.get((event.site.line, event.site.code, event.func), 1)
+            out.append(event if calls == event.calls else _with_calls(event, calls))
+        return tuple(out)
+
+    def gradients(self, final: dict[str, TensorInfo], namespace: dict[str, Any]) -> dict[str, GradValue]:
+        live = self._rec.ids.live()
+        grads: dict[str, GradValue] = {}
+        for name, info in final.items():
+            tensor = live.get(info.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.grad is not None:
+                grads[name] = grad_value(tensor.grad, self._before.get(info.tid))
+            elif info.tid in self._hook_grads:
+                grads[name] = grad_value(self._hook_grads[info.tid], source="hook")
+        return grads
+
+    def result_graphs(self, final: dict[str, TensorInfo], used: set[str], limit: int = 12) -> tuple[GraphSnapshot, ...]:
+        """Graphs of named results that have a grad_fn: taken at the end of the cell."""
+        live = self._rec.ids.live()
+        out = []
+        covered = {n.nid for e in self._events if e.graph for n in e.graph.nodes}
+        for name, info in final.items():
+            if info.grad_fn is None or base_name(name) not in used or info.node in covered:
+                continue  # a backward's snapshot already holds this graph
+            tensor = live.get(info.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                out.append(self.walker.take([tensor], Walk()))
+                if len(out) >= limit:
+                    break
+        return tuple(out)
+
+    def close(self) -> None:
+        self._hook_grads.clear()
+        self._before.clear()
+
+
+class _Prepared:
+    """What one detailed backward collected before running."""
+
+    def __init__(self) -> None:
+        self.walk = Walk()
+        self.graph: GraphSnapshot | None = None
+        self.leaf_grads: tuple[GradEvent, ...] = ()
+        self.handles: list[Any] = []
+        self.before: dict[int, Any] = {}
+        self.torchviz: str | None = None
+
+    def remove_hooks(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.walk.leaves.clear()
+
+
+def _roots(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    first = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+    items = first if isinstance(first, (list, tuple)) else (first,)
+    return [t for t in items if isinstance(t, torch.Tensor)]
+
+
+def _with_calls(event: BackwardEvent, calls: int) -> BackwardEvent:
+    return replace(event, calls=calls)

@@ -1,0 +1,42 @@
+"""Find the tensors a namespace names, including module parameters by qualified name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..trace.events import TensorInfo
+from .tensors import Identity, describe, describe_tensor
+
+MAX_MODULE_TENSORS = 500  # per module: enough for any model a person reads in a table
+_IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+
+
+def scan_namespace(namespace: dict[str, Any], ids: Identity) -> dict[str, tuple[TensorInfo, bool]]:
+    """name -> (info, is_qualified_module_name) for every tensor or array named."""
+    found: dict[str, tuple[TensorInfo, bool]] = {}
+    for name, value in list(namespace.items()):
+        if name.startswith("_") or name in _IGNORED:
+            continue
+        info = describe(value, ids)
+        if info is not None:
+            found[name] = (info, False)
+        elif isinstance(value, torch.nn.Module):
+            for qualified, tensor in module_tensors(name, value):
+                found[qualified] = (describe_tensor(tensor, ids), True)
+    return found
+
+
+def module_tensors(name: str, module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    out: list[tuple[str, torch.Tensor]] = []
+    for qualified, tensor in module.named_parameters(prefix=name):
+        out.append((qualified, tensor))
+        if len(out) >= MAX_MODULE_TENSORS:
+            return out
+    for qualified, buffer in module.named_buffers(prefix=name):
+        if buffer is not None:
+            out.append((qualified, buffer))
+            if len(out) >= MAX_MODULE_TENSORS:
+                break
+    return out

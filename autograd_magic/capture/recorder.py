@@ -1,0 +1,297 @@
+"""Record what a block of code does with tensors.
+
+`Recorder` is the public context manager: it owns the state and, on exit, the
+`Trace`. `mode.RecordingMode` is a tiny `TorchFunctionMode` that calls the user's
+function first and only then records, inside a guard, so a failure of ours
+can never change the user's result. Nothing here holds a strong reference to a
+user tensor after the block ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import CodeType, FrameType
+from typing import Any
+
+import torch
+
+from .. import internal
+from ..trace.events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
+from ..trace.names import identifiers
+from .backward import BackwardRecorder
+from .mode import RecordingMode, leave_mode
+from .namespace import scan_namespace
+from .session import Session, remembered
+from .sites import SiteTable
+from .tensors import Identity, describe
+
+DEFAULT_MAX_REPEATS = 8  # calls recorded in detail per call site; later ones are only counted
+_INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
+                              "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
+                              "__imatmul__"})
+_MUTATES_QUIETLY = "norm"  # batch/instance norm update running stats in place without a version bump
+_CUTS = frozenset({"detach", "numpy", "item", "tolist", "data.__get__"})
+
+
+def func_name(func: Callable[..., Any]) -> str:
+    """'mul', 'grad.__get__', 'requires_grad.__set__', '__setitem__' ..."""
+    owner = getattr(func, "__self__", None)
+    name = getattr(func, "__name__", None) or repr(func)
+    if name in ("__get__", "__set__") and owner is not None and hasattr(owner, "__name__"):
+        return f"{owner.__name__}.{name}"
+    return name
+
+
+def is_inplace(name: str, kwargs: dict[str, Any] | None) -> bool:
+    if name in _INPLACE_DUNDERS:
+        return True
+    if kwargs and (kwargs.get("out") is not None or kwargs.get("inplace") is True):
+        return True  # out=... writes its argument; F.relu(x, inplace=True) writes x
+    return name.endswith("_") and not name.endswith("__")
+
+
+class Recorder:
+    """Context manager that records the torch calls made inside it.
+
+    >>> with Recorder(source=src, filename=fname, namespace=ns) as rec:
+    ...     exec(code, ns)
+    >>> rec.trace.ops[0].func
+    'mul'
+
+    ``filename`` names the code whose lines are reported (a notebook cell);
+    without it the first frame outside torch is taken as user code.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str = "",
+        filename: str | None = None,
+        namespace: dict[str, Any] | None = None,
+        first_line: int = 2,
+        max_repeats: int = DEFAULT_MAX_REPEATS,
+        session: Session | None = None,
+        cell: int | None = None,
+        torchviz: bool = False,
+    ) -> None:
+        self.sites = SiteTable(source, filename, first_line)
+        self.ids = Identity()
+        self.namespace = namespace if namespace is not None else {}
+        self.max_repeats = max_repeats
+        self.trace: Trace | None = None
+        self._source = source
+        self._first_line = first_line
+        self._ops: list[OpEvent] = []
+        self._bindings: list[Binding] = []
+        self.counts: dict[tuple[Any, ...], int] = {}  # calls per (code, instruction, func)
+        self._failed_calls = 0
+        self.session = session if session is not None else Session()
+        self.cell = cell
+        self.torchviz = torchviz  # also draw the first backward's graph with torchviz (costly)
+        self.backward = BackwardRecorder(self, self.session.grads)
+        self._provenance: dict[int, tuple[OpEvent, ...]] = {}
+        self._mode: RecordingMode | None = None
+        self._previous: dict[str, TensorInfo] = {}
+
+    # -- entering and leaving -------------------------------------------------
+    def __enter__(self) -> Recorder:
+        self._previous = self._scan(seq=0)
+        self._provenance = self._earlier_chains()
+        self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
+        self._mode = RecordingMode(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        mode, self._mode = self._mode, None
+        if mode is not None:
+            leave_mode(mode, self)
+        try:
+            self.trace = self._finish(exc, tb)
+        except Exception:
+            internal.report_failure("building the trace")
+            self.trace = Trace(source=self._source, first_line=self._first_line)
+        finally:
+            self.ids.clear()
+            self.backward.close()
+
+    # -- the hot path (see mode.RecordingMode.__torch_function__) ------------------------
+    def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
+               error: BaseException | None, caller: FrameType) -> None:
+        """Record one call in detail; called for the first `max_repeats` calls per call site."""
+        if error is not None:
+            self._failed_calls += 1
+        try:
+            frame = self.sites.user_frame_from(caller)
+            self._record(func, args, kwargs, result, error, frame, direct=frame is caller)
+        except Exception:
+            internal.report_failure("recording an op")
+
+    def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
+                error: BaseException | None, frame: FrameType | None, direct: bool = True) -> None:
+        name = func_name(func)
+        inputs = self._describe_all(args, kwargs)
+        outputs = self._describe_all((result,), None) if error is None else ()
+        target = self.sites.target(frame)
+        site = self.sites.site(frame)
+        event = OpEvent(
+            seq=len(self._ops) + 1,
+            func=name,
+            site=site,
+            inputs=inputs,
+            outputs=outputs,
+            inplace=is_inplace(name, kwargs),
+            grad_enabled=torch.is_grad_enabled(),
+            target=target if isinstance(target, str) else None,
+            scope=_scope(frame),
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            args=_scalar_args(args),
+        )
+        self._ops.append(event)
+        if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`
+            self._bind_targets(target, outputs, event)
+        if error is None and outputs and outputs[0].requires_grad:
+            self.backward.walker.remember_values(args, result, refresh=_MUTATES_QUIETLY in name)
+        if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
+            self.backward.snapshot_cut(args[0])
+        changed = inputs[:1] if event.inplace else ()  # an in-place op gives its target a new grad_fn
+        for out in (*outputs, *changed):
+            if out.node is not None:
+                self.backward.walker.note_output(out, site)
+
+    def _bind_targets(self, target: str | tuple[str, ...] | None, outputs: tuple[TensorInfo, ...],
+                      event: OpEvent) -> None:
+        if target is None or not outputs or event.scope != "<cell>" and event.site.line is None:
+            return
+        names = (target,) if isinstance(target, str) else target
+        if len(names) != len(outputs):
+            return  # `parts = x.chunk(2)` binds a tuple, not a tensor
+        for bound, info in zip(names, outputs, strict=True):
+            label = bound if event.scope == "<cell>" else f"{bound} (in {event.scope})"
+            self._bindings.append(Binding(label, info.tid, event.seq, event.site.line))
+
+    def _describe_all(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[TensorInfo, ...]:
+        found: list[TensorInfo] = []
+        values: list[Any] = list(args)
+        if kwargs:
+            values.extend(kwargs.values())
+        for value in values:  # one level of lists and tuples: pytree flattening costs too much here
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            for item in items:
+                info = describe(item, self.ids)
+                if info is not None:
+                    found.append(info)
+        return tuple(found)
+
+    # -- what the backward recorder needs from us ------------------------------
+    def add_backward_op(self, func: Any, site: Site, root: TensorInfo | None) -> int:
+        """Put a backward call on the op timeline; returns its sequence number."""
+        seq = len(self._ops) + 1
+        self._ops.append(OpEvent(seq=seq, func=func_name(func), site=site, inputs=(root,) if root else ()))
+        return seq
+
+    def count_site(self, func: Any, depth: int) -> tuple[Site, int]:
+        frame = self.sites.user_frame(depth + 1)
+        key = (None, 0, func) if frame is None else (frame.f_code, frame.f_lasti, func)
+        count = self.counts.get(key, 0) + 1
+        self.counts[key] = count
+        return self.sites.site(frame), count
+
+    def bindings(self) -> list[Binding]:
+        return list(self._bindings)
+
+    def named_tids(self) -> set[int]:
+        named = {b.tid for b in self._bindings}
+        for value in list(self.namespace.values()):
+            if isinstance(value, torch.Tensor):
+                known = self.ids.known(value)
+                if known is not None:
+                    named.add(known)
+        return named
+
+    def total_calls(self) -> int:
+        return sum(self.counts.values()) + self._failed_calls
+
+    def absorb_counts(self, sites: dict[tuple[CodeType, int], list[Any]]) -> None:
+        """Fold the fast path's per-instruction counts into `counts` (keyed by instruction and func)."""
+        keys_at: dict[tuple[Any, Any], list[tuple[Any, ...]]] = {}
+        for key in self.counts:
+            keys_at.setdefault((key[0], key[1]), []).append(key)
+        for site, (_, calls) in sites.items():
+            keys = keys_at.get(site, [])
+            if len(keys) == 1:
+                self.counts[keys[0]] = calls
+
+    # -- finishing ---------------------------------------------------------------
+    def _scan(self, seq: int) -> dict[str, TensorInfo]:
+        found = scan_namespace(self.namespace, self.ids)
+        self._bindings.extend(Binding(name, info.tid, seq, None, qualified)
+                              for name, (info, qualified) in found.items())
+        return {name: info for name, (info, _) in found.items()}
+
+    def _finish(self, exc: BaseException | None, tb: Any) -> Trace:
+        final = self._scan(seq=len(self._ops) + 1)
+        self._remember_origins(final)
+        used = identifiers(self._source)
+        return Trace(
+            graphs=self.backward.result_graphs(final, used) + self.backward.cut_graphs(),
+            source=self._source,
+            first_line=self._first_line,
+            ops=tuple(self._ops),
+            backwards=self.backward.events(),
+            bindings=tuple(self._bindings),
+            final=final,
+            gradients=self.backward.gradients(final, self.namespace),
+            folded_ops=max(0, self.total_calls() - len(self._ops)),
+            total_ops=self.total_calls(),
+            error=self._error_info(exc, tb),
+            previous=self._previous,
+            provenance=self._provenance,
+            torchviz=self.backward.torchviz_source or self._torchviz_of_results(final),
+        )
+
+    def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:
+        found = {}
+        for _, tensor in remembered(self.namespace):
+            tid = self.ids.tid(tensor)
+            chain = self.session.origins.chain_for(tensor, tid)
+            if chain:
+                found[tid] = chain
+        return found
+
+    def _remember_origins(self, final: dict[str, TensorInfo]) -> None:
+        live = self.ids.live()
+        tensors = {i.tid: live[i.tid] for i in final.values() if isinstance(live.get(i.tid), torch.Tensor)}
+        self.session.origins.remember(tensors, tuple(self._ops), self.cell)
+
+    def _torchviz_of_results(self, final: dict[str, TensorInfo]) -> str | None:
+        """No backward ran: draw the first named result that has a graph."""
+        if not self.torchviz:
+            return None
+        live = self.ids.live()
+        for info in final.values():
+            tensor = live.get(info.tid)
+            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                return self.backward.torchviz_of([tensor])
+        return None
+
+    def _error_info(self, exc: BaseException | None, tb: Any) -> ErrorInfo | None:
+        if exc is None:
+            return None
+        line = None
+        while tb is not None:  # the innermost frame that is cell code
+            if self.sites.is_user_code(tb.tb_frame.f_code):
+                line = self.sites.editor_line(tb.tb_lineno)
+            tb = tb.tb_next
+        return ErrorInfo(type(exc).__name__, str(exc), Site(line, self.sites.line_text(line)))
+
+
+def _scope(frame: FrameType | None) -> str:
+    if frame is None:
+        return "<unknown>"
+    name = frame.f_code.co_name
+    return "<cell>" if name == "<module>" else name
+
+
+def _scalar_args(args: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(repr(a) for a in args[1:4] if isinstance(a, (bool, int, float, type(None))))

@@ -1,0 +1,130 @@
+"""Where in the cell a call happened: editor line, source text, assigned name.
+
+Everything here is computed once per code object (or per instruction) and
+cached, because it runs on the recorder's hot path.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+from types import CodeType, FrameType
+
+from ..trace.events import Site
+
+_STORES = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF"}
+
+
+def store_targets(code: CodeType) -> dict[int, str | tuple[str, ...]]:
+    """Map each instruction offset to the name(s) its result is stored in next."""
+    insts = [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
+    targets: dict[int, str | tuple[str, ...]] = {}
+    for index, here in enumerate(insts[:-1]):
+        nxt = insts[index + 1]
+        if nxt.opname in _STORES:
+            targets[here.offset] = str(nxt.argval)
+        elif nxt.opname == "UNPACK_SEQUENCE" and isinstance(nxt.arg, int):
+            stores = insts[index + 2 : index + 2 + nxt.arg]
+            if len(stores) == nxt.arg and all(s.opname in _STORES for s in stores):
+                targets[here.offset] = tuple(str(s.argval) for s in stores)
+    return targets
+
+
+class SiteTable:
+    """Turns (code, instruction offset) into a `Site`, for code of one cell."""
+
+    def __init__(self, source: str, filename: str | None, first_line: int = 2) -> None:
+        self.lines = source.splitlines()
+        self.filename = filename
+        self.first_line = first_line
+        self._positions: dict[CodeType, list[tuple[int | None, int | None, int | None, int | None]]] = {}
+        self._targets: dict[CodeType, dict[int, str | tuple[str, ...]]] = {}
+        self._sites: dict[tuple[CodeType, int], Site] = {}
+        self._user: dict[CodeType, bool] = {}
+
+    def is_user_code(self, code: CodeType) -> bool:
+        known = self._user.get(code)
+        if known is None:
+            known = self._user[code] = self._classify(code)
+        return known
+
+    def _classify(self, code: CodeType) -> bool:
+        if self.filename is not None:
+            return code.co_filename == self.filename
+        # used as a library: the first frame outside torch and ourselves is the user's
+        name = code.co_filename
+        return not any(part in name for part in _LIBRARY_MARKERS)
+
+    def user_frame(self, depth: int) -> FrameType | None:
+        """The innermost frame of user code above the caller at ``depth``."""
+        frame: FrameType | None = sys._getframe(depth + 1)
+        while frame is not None and not self.is_user_code(frame.f_code):
+            frame = frame.f_back
+        return frame
+
+    def user_frame_from(self, frame: FrameType | None) -> FrameType | None:
+        while frame is not None and not self.is_user_code(frame.f_code):
+            frame = frame.f_back
+        return frame
+
+    def site(self, frame: FrameType | None) -> Site:
+        if frame is None:
+            return Site(None)
+        key = (frame.f_code, frame.f_lasti)
+        found = self._sites.get(key)
+        if found is None:
+            found = self._sites[key] = self._make_site(*key)
+        return found
+
+    def target(self, frame: FrameType | None) -> str | tuple[str, ...] | None:
+        if frame is None:
+            return None
+        code = frame.f_code
+        table = self._targets.get(code)
+        if table is None:
+            table = self._targets[code] = store_targets(code)
+        return table.get(frame.f_lasti)
+
+    def editor_line(self, line: int | None) -> int | None:
+        return None if line is None else line + self.first_line - 1
+
+    def line_text(self, editor_line: int | None) -> str:
+        if editor_line is None:
+            return ""
+        index = editor_line - self.first_line
+        return self.lines[index].strip() if 0 <= index < len(self.lines) else ""
+
+    def _make_site(self, code: CodeType, lasti: int) -> Site:
+        positions = self._positions.get(code)
+        if positions is None:
+            positions = self._positions[code] = _positions(code)
+        index = lasti // 2
+        if not 0 <= index < len(positions) or positions[index][0] is None:
+            return Site(None)
+        start, stop, col, end_col = positions[index]
+        line = self.editor_line(start)
+        return Site(line, self.line_text(line), self._expr_text(start, stop, col, end_col))
+
+    def _expr_text(self, start: int | None, stop: int | None, col: int | None, end_col: int | None) -> str:
+        if start is None or stop is None or col is None or end_col is None:
+            return ""
+        if not 1 <= start <= stop <= len(self.lines):
+            return ""
+        chunk = [line.encode() for line in self.lines[start - 1 : stop]]
+        if len(chunk) == 1:
+            return chunk[0][col:end_col].decode(errors="replace")
+        chunk[0], chunk[-1] = chunk[0][col:], chunk[-1][:end_col]
+        return b"\n".join(chunk).decode(errors="replace")
+
+
+_LIBRARY_MARKERS = ("/torch/", "\\torch\\", "/autograd_magic/", "\\autograd_magic\\", "<frozen ", "/contextlib.py")
+
+
+def _positions(code: CodeType) -> list[tuple[int | None, int | None, int | None, int | None]]:
+    """(line, end line, column, end column) per instruction; columns need Python 3.11+."""
+    if hasattr(code, "co_positions"):
+        return list(code.co_positions())
+    positions: list[tuple[int | None, int | None, int | None, int | None]] = []
+    for start, end, line in code.co_lines():  # Python 3.10: lines only
+        positions.extend([(line, line, None, None)] * ((end - start) // 2))
+    return positions

@@ -1,0 +1,190 @@
+"""The report model: what the views show, plain data that serialises to JSON.
+
+A `Report` is built once per cell (see `analysis.build_report`) and never
+holds tensors. It renders itself in notebooks through `_repr_mimebundle_`
+(text/plain and text/html) and writes itself with `save`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+SEVERITIES = ("error", "warning", "note")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding: what happened at which line, to which names, and the fix."""
+
+    kind: str
+    severity: str  # "error" | "warning" | "note"
+    line: int | None
+    code: str
+    names: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True)
+class TensorRow:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    requires_grad: bool
+    is_leaf: bool
+    grad_fn: str | None
+    line: int | None
+    kind: str = "tensor"  # "tensor" | "ndarray" | "parameter"
+
+
+@dataclass(frozen=True)
+class GradRow:
+    name: str
+    shape: tuple[int, ...]
+    values: Any  # nested lists, None when the tensor is too big to list
+    norm: float
+    before: Any = None  # the .grad values before the last backward added to them
+    source: str = "leaf"  # "leaf" (.grad) or "hook" (an intermediate's gradient)
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    label: str  # the autograd node class: MulBackward0, AccumulateGrad, ...
+    name: str | None  # the user's variable
+    line: int | None
+    code: str
+    shape: tuple[int, ...]
+    kind: str  # "leaf" | "op" | "root"
+    expr: str = ""
+    saved: tuple[str, ...] = ()
+    grad_norm: float | None = None
+    step: int = 0  # op sequence number that created it (0: before the cell)
+    repeat: int = 1  # >1 when this node stands for a folded run of identical nodes
+    dtype: str = ""
+    cell: int | None = None  # execution count of the earlier cell that made it; None: this cell
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A place where a value left autograd: drawn as a broken edge."""
+
+    source: int | None  # node id the value came from, when it is in the graph
+    target: str  # what the cut produced ("b", "c.detach()")
+    line: int | None
+    code: str
+    how: str  # "detach", "numpy", "item", "torch.tensor", "no_grad", ...
+
+
+@dataclass(frozen=True)
+class Graph:
+    root: str | None
+    nodes: tuple[Node, ...]
+    edges: tuple[tuple[int, int], ...]  # (input node, consumer node)
+    cuts: tuple[Cut, ...] = ()
+    line: int | None = None  # the backward call, if any
+    backward: bool = False
+    calls: int = 1
+    folded: int = 0  # nodes folded into repeat groups
+    dropped: int = 0  # nodes left out by the --max-nodes cap
+
+
+@dataclass(frozen=True)
+class OpRow:
+    seq: int
+    name: str
+    line: int | None
+    code: str
+    inplace: bool
+    expr: str = ""
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    type: str
+    message: str
+    line: int | None
+    code: str
+
+
+@dataclass
+class Report:
+    """Everything autograd_magic learned about one cell run."""
+
+    source: str = ""
+    first_line: int = 2
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    tensors: dict[str, TensorRow] = field(default_factory=dict)
+    gradients: dict[str, GradRow] = field(default_factory=dict)
+    graphs: list[Graph] = field(default_factory=list)
+    ops: list[OpRow] = field(default_factory=list)
+    ops_total: int = 0
+    ops_folded: int = 0
+    error: ErrorRow | None = None
+    hints: list[str] = field(default_factory=list)  # one-line notes about the view itself
+    torchviz_dot: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-serialisable form (see the README for the schema)."""
+        data = asdict(self)
+        data["gradients"] = {name: row.values for name, row in self.gradients.items()}
+        data["gradient_details"] = {name: asdict(row) for name, row in self.gradients.items()}
+        data["tensors"] = {name: _without(asdict(row), "name") for name, row in self.tensors.items()}
+        return _jsonable(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the report as .json, .html or .svg (the first graph), by suffix."""
+        return _views().save(self, Path(path))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return _views().mimebundle(self)
+
+    def __repr__(self) -> str:
+        counts = {s: sum(d.severity == s for d in self.diagnostics) for s in SEVERITIES}
+        return (f"<autograd_magic Report: {len(self.tensors)} tensors, {len(self.graphs)} graphs, "
+                f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes>")
+
+
+class Views(Protocol):
+    """How a report is shown and saved: the views layer registers one (the model does not import its views)."""
+
+    def mimebundle(self, report: Report) -> dict[str, str]: ...
+
+    def save(self, report: Report, path: Path) -> Path: ...
+
+
+_registered: list[Views] = []
+
+
+def register_views(views: Views) -> None:
+    """Called once by ``autograd_magic.views`` on import."""
+    _registered[:] = [views]
+
+
+def _views() -> Views:
+    if not _registered:  # importing the package imports the views, so only a broken install gets here
+        raise RuntimeError("autograd_magic.views is not imported: import autograd_magic first")
+    return _registered[0]
+
+
+def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
+    data.pop(key, None)
+    return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return str(value)
+    return value

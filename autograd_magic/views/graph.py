@@ -1,0 +1,292 @@
+"""Draw a report `Graph`: DOT text, rendered to SVG by Graphviz when one is found.
+
+Why Graphviz in Python rather than in the browser: the SVG then lands in the
+output's static ``text/html`` too, so saved notebooks, nbconvert and GitHub
+show the graph with no JavaScript, and the widget needs no WebAssembly bundle.
+The renderer is a system ``dot`` when present, else the ``graphviz-pure``
+executable that ``pip install`` brings (a static build of Graphviz's own
+command line, a few milliseconds for small graphs). With neither, callers get
+the DOT source and a one-line hint; rendering never raises.
+
+Colours follow torchviz (blue leaves that require grad, green outputs, orange
+saved tensors, dark green dotted view bases); shapes, borders and text repeat
+what colour says. Node ``id`` attributes (``n<id>``) survive into the SVG so
+the widget can find nodes; Graphviz escapes all label and tooltip text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..report.model import Cut, Graph, Node, Report
+from .text import format_values, shape_text
+
+RENDER_TIMEOUT_S = 20
+BIG_GRAPH = 60  # nodes past which layout effort is capped and saved tensors are listed inside their node
+MAX_SAVED_DRAWN = 4  # torchviz-style saved-tensor boxes per node
+FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3", "op": "white"}
+_TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
+_ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
+_MONOSPACE = re.compile(r'fontname="?monospace"?')  # torchviz's font: graphviz-pure measures it as Times and clips
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz would copy them into the SVG
+NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
+_svg_cache: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    dot: str
+    svg: str | None
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class LegendItem:
+    key: str
+    fill: str  # CSS colour of the swatch ("" for none)
+    border: str  # CSS border of the swatch: the non-colour cue
+    text: str
+
+
+LEGEND = (
+    LegendItem("leaf", "#add8e6", "1px solid currentColor", "leaf that requires grad (AccumulateGrad)"),
+    LegendItem("root", "#caff70", "3px double currentColor", "output: where backward starts"),
+    LegendItem("op", "#ffffff", "1px solid currentColor", "backward function (grad_fn) with its line"),
+    LegendItem("saved", "#ffa500", "1px solid currentColor", "tensor saved for backward"),
+    LegendItem("base", "#a2cd5a", "1px dotted currentColor", "base of a view"),
+    LegendItem("flagged", "#ffffff", "3px solid #cd0000", "⚠ involved in a diagnostic"),
+    LegendItem("folded", "#ffffff", "2px solid currentColor", "×N: a repeated op drawn once"),
+    LegendItem("cut", "", "1px dashed #cd0000", "✂ the graph is cut here (detach, numpy, item, ...)"),
+)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the report knows about named tensors beyond the graph: for tooltips and highlights."""
+
+    flagged: frozenset[str] = frozenset()
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+    grads: Mapping[str, str] = field(default_factory=dict)
+
+
+def facts_of(report: Report | None) -> Facts:
+    if report is None:
+        return Facts()
+    flagged = frozenset(n for d in report.diagnostics if d.severity != "note" for n in d.names)
+    dtypes = {name: f"{row.dtype} on {row.device}" for name, row in report.tensors.items()}
+    grads = {name: f"{format_values(row.values, row.shape)} (norm {row.norm:.4g})"
+             for name, row in report.gradients.items()}
+    return Facts(flagged, dtypes, grads)
+
+
+def render_graph(graph: Graph, report: Report | None = None) -> Rendered:
+    return render_dot(to_dot(graph, facts_of(report)))
+
+
+def render_dot(dot: str) -> Rendered:
+    """SVG for DOT text (cached by the text), or the reason there is none."""
+    cached = _svg_cache.get(dot)
+    if cached is not None:
+        return Rendered(dot, cached)
+    command = find_renderer()
+    if command is None:
+        return Rendered(dot, None, NO_RENDERER)
+    try:
+        done = subprocess.run([command, "-Tsvg"], input=dot.encode(), capture_output=True, timeout=RENDER_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
+    if done.returncode != 0 or b"<svg" not in done.stdout:
+        return Rendered(dot, None, f"graph rendering failed: {done.stderr.decode(errors='replace').strip()[:200]}")
+    svg = _tidy_titles(_strip_prolog(done.stdout.decode(errors="replace")))
+    if len(_svg_cache) > 64:
+        _svg_cache.clear()
+    _svg_cache[dot] = svg
+    return Rendered(dot, svg)
+
+
+def render_torchviz(source: str) -> Rendered:
+    """torchviz's own DOT (``--torchviz``), or the note capture left when it could not make one."""
+    if not source.lstrip().startswith(("digraph", "strict", "graph")):
+        return Rendered("", None, source.strip().lstrip("#").strip() or "torchviz made no drawing")
+    return render_dot(_MONOSPACE.sub("fontname=Courier", source))  # see _MONOSPACE
+
+
+def find_renderer() -> str | None:
+    """A Graphviz ``dot``-compatible executable, or None (AUTOGRAD_MAGIC_DOT overrides; "" means none)."""
+    forced = os.environ.get("AUTOGRAD_MAGIC_DOT")
+    if forced is not None:
+        return forced if forced and (shutil.which(forced) or Path(forced).is_file()) else None
+    for name in ("dot", "graphviz-pure"):
+        found = shutil.which(name)
+        if found:
+            return found
+    beside = Path(sys.executable).parent / "graphviz-pure"  # a kernel's PATH may lack the venv's bin
+    return str(beside) if beside.is_file() else None
+
+
+def to_dot(graph: Graph, facts: Facts = Facts()) -> str:  # noqa: B008 - Facts is frozen
+    big = len(graph.nodes) > BIG_GRAPH
+    limits = ", mclimit=0.3, nslimit=1, nslimit1=1, searchsize=20" if big else ""  # 20-35x faster layout
+    lines = [
+        "digraph autograd {",
+        '  graph [rankdir=BT, fontname="Helvetica", fontsize=11, bgcolor="transparent", ranksep=0.35, '
+        f"nodesep=0.25{limits}];",
+        '  node [shape=box, style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize=10, '
+        'margin="0.08,0.04"];',
+        '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.6];',
+    ]
+    for node in graph.nodes:
+        lines.append(f"  n{node.id} [{_attrs(node_attrs(node, facts, inline_saved=big))}];")
+        if not big:
+            lines.extend(_saved_boxes(node))
+    bases = {n.id for n in graph.nodes if n.kind == "base"}
+    for src, dst in graph.edges:
+        dotted = ', style="dotted"' if src in bases else ""
+        loop = ', style="dashed", tooltip="repeated"' if src == dst else ""
+        lines.append(f'  n{src} -> n{dst} [id="e{src}_{dst}"{dotted}{loop}];')
+    lines.extend(_cut_lines(graph.cuts, {n.id for n in graph.nodes}))
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def where(node: Node) -> str:
+    """`line 3`, or `In [19] line 3` for a node an earlier cell made."""
+    return f"In [{node.cell}] line {node.line}" if node.cell is not None else f"line {node.line}"
+
+
+def node_attrs(node: Node, facts: Facts, *, inline_saved: bool) -> dict[str, str]:
+    flagged = bool(node.name) and any(n in facts.flagged for n in _names(node))
+    attrs = {
+        "id": f"n{node.id}",
+        "label": "\n".join(_label_parts(node, flagged, inline_saved)),
+        "fillcolor": FILL.get(node.kind, "white"),
+        "tooltip": "\n".join(tooltip_lines(node, facts)),
+    }
+    if node.saved:
+        attrs["color"] = "orange"
+    if node.kind == "root":
+        attrs["peripheries"] = "2"
+    if node.kind == "base":
+        attrs["style"] = "rounded,filled,dotted"
+    if node.repeat > 1:
+        attrs["style"] = "rounded,filled,bold"
+    if flagged:
+        attrs.update(penwidth="2.5", color="red3")
+    return attrs
+
+
+def _label_parts(node: Node, flagged: bool, inline_saved: bool) -> list[str]:
+    parts = []
+    if node.name:
+        parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
+    parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
+    if node.line is not None:
+        parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
+    if node.kind == "leaf":
+        parts.append(f"leaf {shape_text(node.shape)}")
+    if node.grad_norm is not None:
+        parts.append(f"grad ‖·‖={node.grad_norm:.3g}")
+    if node.saved and inline_saved:
+        parts.append("saved: " + _clip(", ".join(node.saved), 40))
+    return parts
+
+
+def tooltip_lines(node: Node, facts: Facts) -> list[str]:
+    """Hover text: name and class, shape, dtype, line and code, gradient."""
+    first = _names(node)[0] if node.name else ""
+    bits = [f"{node.name or '(unnamed)'}: {node.label}" + (f" ×{node.repeat}" if node.repeat > 1 else ""),
+            f"shape {shape_text(node.shape)}" + (f", {facts.dtypes[first]}" if first in facts.dtypes else "")]
+    if node.line is not None:
+        bits.append(f"{where(node)}: {node.code}")
+    if first in facts.grads:
+        bits.append(f"grad {facts.grads[first]}")
+    elif node.grad_norm is not None:
+        bits.append(f"grad norm {node.grad_norm:.4g}")
+    if node.saved:
+        bits.append("saved for backward: " + ", ".join(node.saved))
+    return bits
+
+
+def _saved_boxes(node: Node) -> list[str]:
+    """torchviz draws each saved tensor as an orange box joined to its grad_fn without an arrow."""
+    out = []
+    for index, saved in enumerate(node.saved[:MAX_SAVED_DRAWN]):
+        name, _, shape = saved.partition(": ")
+        shape = "scalar" if shape == "()" else shape
+        box = f"s{node.id}_{index}"
+        attrs = {"id": box, "label": f"{_clip(name, 24)}\n{_clip(shape, 24)}".strip(), "fillcolor": "orange",
+                 "style": "filled", "fontsize": "9", "tooltip": f"saved for {node.label}: {saved}"}
+        out.append(f"  {box} [{_attrs(attrs)}];")
+        out.append(f'  {box} -> n{node.id} [id="e{box}", dir="none", color="darkorange"];')
+    return out
+
+
+def _cut_lines(cuts: Iterable[Cut], ids: set[int]) -> list[str]:
+    """Cuts are broken edges: dashed, red, ending in a bar, labelled ✂ with the line."""
+    out = []
+    seen: set[tuple[int | None, str, int | None, str]] = set()
+    for index, cut in enumerate(cuts):
+        key = (cut.source, cut.how, cut.line, cut.target)
+        if cut.source not in ids or key in seen:  # e.g. one optimizer step touches a parameter several times
+            continue
+        seen.add(key)
+        where = f"line {cut.line}" if cut.line is not None else "this cell"
+        box = {"id": f"cut{index}", "label": f"{_clip(cut.target, 40)}\n({where})", "shape": "note",
+               "style": "dashed", "fillcolor": "white", "tooltip": f"{cut.how} at {where}: {cut.code}"}
+        edge = {"id": f"cutedge{index}", "style": "dashed", "color": "red3", "fontcolor": "red3", "arrowhead": "tee",
+                "label": f"✂ {cut.how} ({where})", "tooltip": f"graph cut: {cut.how} at {where}: {cut.code}"}
+        out.append(f"  cut{index} [{_attrs(box)}];")
+        out.append(f"  n{cut.source} -> cut{index} [{_attrs(edge)}];")
+    return out
+
+
+def legend_for(graphs: Iterable[Graph], report: Report | None = None) -> list[LegendItem]:
+    """The legend entries these graphs use, in `LEGEND` order."""
+    flagged = facts_of(report).flagged
+    used = {"op"}
+    for graph in graphs:
+        used.update(n.kind for n in graph.nodes)
+        used.update(key for key, present in (
+            ("saved", any(n.saved for n in graph.nodes)),
+            ("folded", any(n.repeat > 1 for n in graph.nodes)),
+            ("cut", bool(graph.cuts)),
+            ("flagged", any(set(_names(n)) & flagged for n in graph.nodes if n.name)),
+        ) if present)
+    return [item for item in LEGEND if item.key in used]
+
+
+def _names(node: Node) -> list[str]:
+    return (node.name or "").split(", ")
+
+
+def _attrs(attrs: Mapping[str, str]) -> str:
+    return ", ".join(f'{key}="{_esc(value)}"' for key, value in attrs.items())
+
+
+def _esc(text: str) -> str:
+    """Escape for a DOT double-quoted string; Graphviz escapes XML itself when writing SVG."""
+    text = _CONTROL.sub("\ufffd", text)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "\\n")
+
+
+def _clip(text: str, width: int = 34) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _tidy_titles(svg: str) -> str:
+    """Browsers show an element's <title> on hover: make it the tooltip, never our internal ids."""
+    svg = _TITLE_BEFORE_TOOLTIP.sub(lambda m: f"<title>{m.group(2)}</title>{m.group(1)}", svg)
+    return _ID_TITLE.sub("", svg)
+
+
+def _strip_prolog(svg: str) -> str:
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg

@@ -1,0 +1,156 @@
+"""The static HTML view: what nbconvert, GitHub and a saved notebook show.
+
+Every user string goes through `html.escape`; SVG comes from Graphviz, which
+escapes label text itself. Colours use JupyterLab's CSS variables with
+fallbacks, so the view reads in light and dark themes and outside Jupyter;
+the graph sits on a light card because Graphviz draws black lines and text.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from ..report.model import Graph, Report
+from .graph import LegendItem, Rendered, legend_for, render_graph, render_torchviz
+from .text import format_values, graph_title, shape_text, summary_line
+
+STYLE = """
+<style>
+.agm{font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;color:var(--jp-ui-font-color1,#222);
+ background:var(--jp-layout-color0,transparent);max-width:100%;overflow-x:auto}
+.agm h4{margin:.7em 0 .3em;font-size:13px}
+.agm table{border-collapse:collapse;margin:.2em 0}
+.agm td,.agm th{border:1px solid var(--jp-border-color2,#ccc);padding:2px 6px;text-align:left;vertical-align:top}
+.agm th{background:var(--jp-layout-color2,#f2f2f2)}
+.agm code,.agm pre{font-family:var(--jp-code-font-family,monospace);font-size:12px}
+.agm pre{white-space:pre-wrap;margin:2px 0}
+.agm .sev-error{color:var(--jp-error-color1,#b00020);font-weight:bold}
+.agm .sev-warning{color:var(--jp-warn-color1,#a15c00);font-weight:bold}
+.agm .sev-note{color:var(--jp-info-color1,#00609b)}
+.agm .graph{overflow:auto;max-height:640px;border:1px solid var(--jp-border-color2,#ddd);padding:4px;resize:vertical;
+ background:#fcfcfc;color-scheme:light}
+.agm .graph svg{max-width:none;height:auto}
+.agm .hint{color:var(--jp-ui-font-color2,#666);font-style:italic}
+.agm .raised{color:var(--jp-error-color1,#b00020)}
+.agm .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:4px 0;padding:0;list-style:none;font-size:12px}
+.agm .legend li{display:flex;align-items:center;gap:5px}
+.agm .sw{display:inline-block;width:18px;height:11px;border-radius:3px;box-sizing:border-box}
+.agm details>summary{cursor:pointer}
+</style>
+"""
+
+
+def render_html(report: Report) -> str:
+    parts = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
+    parts += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]
+    parts.append(error_html(report))
+    parts.append(diagnostics_html(report))
+    parts.append(graphs_html(report))
+    parts.append(variables_html(report))
+    parts.append(gradients_html(report))
+    parts.append(torchviz_html(report))
+    parts.append("</div>")
+    return "\n".join(p for p in parts if p)
+
+
+def render_page(report: Report) -> str:
+    """A standalone HTML document (``report.save('x.html')``)."""
+    return ('<!doctype html><html><head><meta charset="utf-8"><title>autograd report</title></head>'
+            f"<body>{render_html(report)}</body></html>")
+
+
+def error_html(report: Report) -> str:
+    if report.error is None:
+        return ""
+    e = report.error
+    first = e.message.splitlines()[0] if e.message else ""
+    return (f'<div class="raised">The cell raised <b>{_e(e.type)}</b> at line {_e(_line(e.line))}: '
+            f"<code>{_e(first)}</code></div>")
+
+
+def diagnostics_html(report: Report) -> str:
+    if not report.diagnostics:
+        return ""
+    rows = "".join(
+        f'<tr><td class="sev-{_e(d.severity)}">{_e(d.severity)}</td><td>{_e(d.kind)}</td><td>{_e(_line(d.line))}</td>'
+        f"<td><code>{_e(d.code)}</code></td><td><pre>{_e(d.message)}</pre></td></tr>"
+        for d in report.diagnostics
+    )
+    return f"<h4>Diagnostics</h4><table>{_head('severity', 'kind', 'line', 'code', 'message')}{rows}</table>"
+
+
+def graphs_html(report: Report) -> str:
+    if not report.graphs:
+        return ""
+    drawings = [render_graph(g, report) for g in report.graphs]
+    parts = "".join(graph_html(g, i, d) for i, (g, d) in enumerate(zip(report.graphs, drawings, strict=True), 1))
+    drawn_any = any(d.svg is not None for d in drawings)
+    return parts + (legend_html(legend_for(report.graphs, report)) if drawn_any else "")
+
+
+def graph_html(graph: Graph, index: int, drawn: Rendered) -> str:
+    title = _e(graph_title(graph, index))
+    if drawn.svg is not None:
+        return f'<h4>{title}</h4><div class="graph" role="img" aria-label="{title}">{drawn.svg}</div>'
+    return (f'<h4>{title}</h4><div class="hint">{_e(drawn.hint or "")}</div>'
+            f"<details><summary>DOT source</summary><pre>{_e(drawn.dot)}</pre></details>")
+
+
+def legend_html(items: list[LegendItem]) -> str:
+    entries = "".join(
+        f'<li><span class="sw" style="background:{item.fill or "transparent"};border:{item.border}"></span>'
+        f"{_e(item.text)}</li>" for item in items)
+    return f'<ul class="legend" aria-label="graph legend">{entries}</ul>'
+
+
+def torchviz_html(report: Report) -> str:
+    """torchviz's own drawing, when the capture made one (``--torchviz``)."""
+    if not report.torchviz_dot:
+        return ""
+    drawn = render_torchviz(report.torchviz_dot)
+    body = (f'<div class="graph">{drawn.svg}</div>' if drawn.svg is not None else
+            f'<div class="hint">{_e(drawn.hint or "")}</div>' + (f"<pre>{_e(drawn.dot)}</pre>" if drawn.dot else ""))
+    return f"<details><summary>torchviz's drawing (make_dot)</summary>{body}</details>"
+
+
+def variables_html(report: Report) -> str:
+    if not report.tensors:
+        return ""
+    head = _head("name", "shape", "dtype", "device", "requires_grad", "is_leaf", "grad_fn", "line")
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(str(v))}</td>" for v in (
+            r.name, shape_text(r.shape), r.dtype + (" (numpy)" if r.kind == "ndarray" else ""), r.device,
+            r.requires_grad, r.is_leaf, r.grad_fn or "—", _line(r.line))) + "</tr>"
+        for r in report.tensors.values()
+    )
+    return f"<h4>Variables</h4><table>{head}{rows}</table>"
+
+
+def gradients_html(report: Report) -> str:
+    if not report.gradients:
+        return ""
+    rows = []
+    for g in report.gradients.values():
+        values = format_values(g.values, g.shape)
+        if g.before is not None:
+            values = f"{format_values(g.before, g.shape)} → {values}"
+        kind = "intermediate" if g.source == "hook" else "leaf .grad"
+        rows.append(f"<tr><td>{_e(g.name)}</td><td>{_e(shape_text(g.shape))}</td><td><code>{_e(values)}</code></td>"
+                    f"<td>{g.norm:.4g}</td><td>{kind}</td></tr>")
+    accumulated = any(g.before is not None for g in report.gradients.values())
+    head = _head("name", "shape", "values (before → after)" if accumulated else "values", "norm", "from")
+    return f"<h4>Gradients</h4><table>{head}{''.join(rows)}</table>"
+
+
+def _head(*titles: str) -> str:
+    return "<tr>" + "".join(f"<th>{title}</th>" for title in titles) + "</tr>"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _line(line: int | None) -> str:
+    return "—" if line is None else str(line)
+

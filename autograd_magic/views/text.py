@@ -1,0 +1,155 @@
+"""The plain-text view: terminal IPython, logs, and every output's text/plain."""
+
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Any
+
+from ..report.model import Graph, Report
+
+MAX_LISTED = 12  # values shown per gradient before "..."
+
+
+def render_text(report: Report) -> str:
+    parts = [summary_line(report)]
+    parts += [f"  hint: {hint}" for hint in report.hints]
+    for section in (_diagnostics, _variables, _gradients, _graphs, _error):
+        lines = section(report)
+        if lines:
+            parts.append("")
+            parts.extend(lines)
+    return "\n".join(parts)
+
+
+def summary_line(report: Report) -> str:
+    counts = {sev: sum(d.severity == sev for d in report.diagnostics) for sev in ("error", "warning", "note")}
+    found = ", ".join(f"{n} {sev}{'s' if n != 1 else ''}" for sev, n in counts.items() if n) or "no diagnostics"
+    ops = f"{report.ops_total} torch call{'s' if report.ops_total != 1 else ''}"
+    return f"autograd: {ops}, {len(report.tensors)} tensors, {len(report.graphs)} graph(s), {found}"
+
+
+def _diagnostics(report: Report) -> list[str]:
+    if not report.diagnostics:
+        return []
+    out = ["Diagnostics"]
+    for d in report.diagnostics:
+        where = f"line {d.line}" if d.line is not None else "cell"
+        out.append(f"  {d.severity.upper()} [{d.kind}] {where}: {d.code}".rstrip(": "))
+        out.extend(f"    {line}" for line in d.message.splitlines())
+    return out
+
+
+def _variables(report: Report) -> list[str]:
+    if not report.tensors:
+        return []
+    rows: list[tuple[str, ...]] = [("name", "shape", "dtype", "requires_grad", "is_leaf", "grad_fn", "line")]
+    for row in report.tensors.values():
+        rows.append((row.name, shape_text(row.shape), row.dtype + ("" if row.kind != "ndarray" else " (numpy)"),
+                     str(row.requires_grad), str(row.is_leaf), row.grad_fn or "-", _line(row.line)))
+    return ["Variables", *_table(rows)]
+
+
+def _gradients(report: Report) -> list[str]:
+    if not report.gradients:
+        return []
+    out = ["Gradients"]
+    for row in report.gradients.values():
+        kind = "" if row.source == "leaf" else "  (intermediate, from backward)"
+        out.append(f"  {row.name}: {format_values(row.values, row.shape)}  norm={row.norm:.4g}{kind}")
+        if row.before is not None:
+            out.append(f"    before this backward: {format_values(row.before, row.shape)}")
+    return out
+
+
+def _graphs(report: Report) -> list[str]:
+    out: list[str] = []
+    for index, graph in enumerate(report.graphs, 1):
+        out.append(graph_title(graph, index))
+        out.extend(_graph_lines(graph))
+    return out
+
+
+def graph_title(graph: Graph, index: int) -> str:
+    what = f"backward at line {graph.line}" if graph.backward else "not backwarded"
+    calls = f", {graph.calls} calls" if graph.calls > 1 else ""
+    extra = []
+    if graph.folded:
+        extra.append(f"{graph.folded} repeated nodes folded")
+    if graph.dropped:
+        extra.append(f"{graph.dropped} nodes left out (--max-nodes)")
+    more = f" [{'; '.join(extra)}]" if extra else ""
+    return f"Graph {index}: root {graph.root or '(unnamed)'} ({what}{calls}), {len(graph.nodes)} nodes{more}"
+
+
+def _graph_lines(graph: Graph) -> list[str]:
+    inputs: dict[int, list[int]] = {}
+    for src, dst in graph.edges:
+        inputs.setdefault(dst, []).append(src)
+    by_id = {n.id: n for n in graph.nodes}
+    out = []
+    for node in graph.nodes:
+        label = node_text(node)
+        feeds = ", ".join(node_text(by_id[i], short=True) for i in inputs.get(node.id, []) if i in by_id)
+        out.append(f"  {label}" + (f"  <- {feeds}" if feeds else ""))
+    for cut in graph.cuts:
+        origin = by_id.get(cut.source) if cut.source is not None else None
+        came_from = node_text(origin, short=True) if origin else "?"
+        out.append(f"  ✂ {cut.how} at line {cut.line}: {came_from} -/-> {cut.target}")
+    return _collapse_runs(out)
+
+
+def _collapse_runs(lines: list[str]) -> list[str]:
+    """A chain the fold did not catch prints as one line with its count, not hundreds of copies."""
+    out: list[str] = []
+    for line, run in ((k, len(list(g))) for k, g in groupby(lines)):
+        out.append(line if run == 1 else f"{line}  (same line ×{run})")
+    return out
+
+
+def node_text(node: Any, short: bool = False) -> str:
+    name = f"{node.name} " if node.name else ""
+    if short:
+        return f"{name}{node.label}".strip()
+    cell = f"In [{node.cell}] " if getattr(node, "cell", None) is not None else ""
+    where = f" ({cell}line {node.line}: {node.expr or node.code})" if node.line is not None else ""
+    repeat = f" ×{node.repeat}" if node.repeat > 1 else ""
+    grad = f" grad norm={node.grad_norm:.4g}" if node.grad_norm is not None else ""
+    return f"{name}{node.label}{repeat} {shape_text(node.shape)}{where}{grad}".strip()
+
+
+def _error(report: Report) -> list[str]:
+    if report.error is None:
+        return []
+    e = report.error
+    return [f"The cell raised {e.type} at line {_line(e.line)}: {e.message.splitlines()[0] if e.message else ''}"]
+
+
+def format_values(values: Any, shape: tuple[int, ...]) -> str:
+    if values is None:
+        return f"<{shape_text(shape)} values not listed>"
+    flat = list(_flatten(values))
+    shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:MAX_LISTED])
+    more = ", ..." if len(flat) > MAX_LISTED else ""
+    return f"[{shown}{more}]" if shape else shown
+
+
+def _flatten(values: Any) -> Any:
+    if isinstance(values, list):
+        for item in values:
+            yield from _flatten(item)
+    else:
+        yield values
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """`(3, 2)`, or `scalar` for a 0-d tensor: how every view writes a shape."""
+    return "(" + ", ".join(map(str, shape)) + ")" if shape else "scalar"
+
+
+def _line(line: int | None) -> str:
+    return "-" if line is None else str(line)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -1,0 +1,84 @@
+"""The interactive view: one `Report` as an anywidget.
+
+The frontend (``static/widget.js``) gets the report as one JSON trait, with
+each graph already drawn to SVG here (see `views.graph`), so the browser needs
+no Graphviz. Panels: Graph, Variables, Gradients, Diagnostics, Timeline (and
+torchviz's drawing when the capture made one). Clicking a graph node writes
+`AutogradView.selected`, so Python can react::
+
+    view = AutogradView(report)
+    view.observe(lambda change: print(view.selected_node), "selected")
+
+The output's mimebundle also carries the full static HTML and text views, so
+a saved notebook, nbconvert and a terminal still show everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..report.model import Node, Report
+from .graph import Rendered, legend_for, render_graph, render_torchviz
+from .html import render_html
+from .text import graph_title, render_text, summary_line
+
+STATIC = Path(__file__).parent / "static"
+TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz")
+
+
+class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
+    """The widget for one report; the traits below are synced with the browser."""
+
+    _esm = STATIC / "widget.js"
+    _css = STATIC / "widget.css"
+
+    report = traitlets.Dict(help="The report as JSON (Report.to_dict) plus SVG drawings and the legend.").tag(sync=True)
+    selected = traitlets.Int(None, allow_none=True, help="Id of the selected graph node.").tag(sync=True)
+    graph = traitlets.Int(0, help="Index of the graph on show.").tag(sync=True)
+    diagnostic = traitlets.Int(None, allow_none=True, help="Index of the selected diagnostic.").tag(sync=True)
+    step = traitlets.Int(0, help="Timeline position: ops with a larger sequence number are dimmed.").tag(sync=True)
+    tab = traitlets.Enum(TABS, "graph", help="The panel on show.").tag(sync=True)
+
+    def __init__(self, report: Report, **kwargs: Any) -> None:
+        self.source_report = report  # plain data, no tensors: safe to keep
+        kwargs.setdefault("step", report.ops[-1].seq if report.ops else 0)
+        super().__init__(report=payload(report), **kwargs)
+
+    @property
+    def selected_node(self) -> Node | None:
+        """The selected `Node`, looked up in the graph on show first."""
+        graphs = self.source_report.graphs
+        ordered = graphs[self.graph:self.graph + 1] + graphs
+        return next((n for g in ordered for n in g.nodes if n.id == self.selected), None)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        # ipywidgets cuts text/plain to 110 characters: give the full text and HTML for every other frontend
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None:
+            return None
+        data, metadata = bundle
+        data = {**data, "text/plain": render_text(self.source_report), "text/html": render_html(self.source_report)}
+        return data, metadata
+
+
+def payload(report: Report) -> dict[str, Any]:
+    """What the frontend draws: the report's JSON, each graph's SVG (or DOT and a hint), the legend."""
+    data = report.to_dict()
+    data["summary"] = summary_line(report)
+    data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
+                        for i, g in enumerate(report.graphs, 1)]
+    data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
+    data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
+    data.pop("torchviz_dot", None)  # drawn above; the source would only double the size
+    return data
+
+
+def _drawing(rendered: Rendered, title: str) -> dict[str, Any]:
+    if rendered.svg is not None:
+        return {"title": title, "svg": rendered.svg, "dot": None, "hint": None}
+    return {"title": title, "svg": None, "dot": rendered.dot, "hint": rendered.hint}
