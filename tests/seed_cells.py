@@ -1,4 +1,4 @@
-"""The seed tutorial's code cells (shared/seeds/000_21630befa0e3974c.txt), in order.
+"""The seed tutorial's code cells (tests/data/seed_tutorial.txt), in order.
 
 Keyed by the tutorial's own In[n] numbers; the closing three cells had none and
 are numbered 90-92 here. Kept as data so tests run the exact code users meet.

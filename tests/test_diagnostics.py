@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import report_of, run
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_21630befa0e3974c.txt"
+SEED = Path(__file__).resolve().parent / "data" / "seed_tutorial.txt"  # a copy of the seed tutorial
 
 
 # -- helpers ----------------------------------------------------------------------------------
