@@ -17,7 +17,7 @@ from traitlets import Bool, Enum, Int
 from . import internal
 from .analysis import DEFAULT_MAX_NODES, build_report
 from .capture import DEFAULT_MAX_REPEATS, Recorder
-from .capture.cellrun import compile_cell, run_compiled
+from .capture.cellrun import cell_number, compile_cell, run_compiled
 from .capture.session import Session
 from .views.display import show_report
 
@@ -77,7 +77,8 @@ class AutogradMagic(Magics):
         assert self.shell is not None  # a Magics registered by load_ipython_extension always has one
         args, statement = self._parse(line, cell)
         source = cell if cell is not None else statement
-        compiled = compile_cell(self.shell, source)
+        number = cell_number(self.shell)
+        compiled = compile_cell(self.shell, source, number)
         recorder = Recorder(
             source=source if _same_lines(source, compiled.source) else compiled.source,
             filename=compiled.filename,
@@ -85,7 +86,7 @@ class AutogradMagic(Magics):
             first_line=2 if cell is not None else 1,
             max_repeats=self.max_repeats,
             session=self.session,
-            cell=self.shell.execution_count,
+            cell=number,
             torchviz=args.torchviz,
         )
         try:
@@ -102,7 +103,7 @@ class AutogradMagic(Magics):
             args, extra = parse_argstring(self.autograd, line, partial=True)
         except UsageError as error:
             raise UsageError(f"{error}\n{_usage(self.autograd)}") from None
-        statement = " ".join(extra)
+        statement = _statement_text(line, getattr(self.autograd, "parser", None)) if extra else ""
         if statement.startswith("-"):
             raise UsageError(f"unrecognized arguments: {statement.split()[0]}\n{_usage(self.autograd)}")
         if cell is not None and statement:
@@ -147,6 +148,23 @@ def _usage(magic: Any) -> str:
     parser = getattr(magic, "parser", None)
     text = parser.format_usage() if parser is not None else "%autograd [options]"
     return "usage: " + " ".join(text.replace("::", " ").split())
+
+
+def _statement_text(line: str, parser: Any) -> str:
+    """The statement after the options, exactly as typed (the parser's tokens lose spacing and quotes)."""
+    actions = getattr(parser, "_actions", ())
+    known = {opt for action in actions for opt in action.option_strings}
+    takes_value = {opt for action in actions if action.nargs != 0 for opt in action.option_strings}
+    rest = line.lstrip()
+    while rest.startswith("-"):
+        word, _, after = rest.partition(" ")
+        if word.split("=", 1)[0] not in known:
+            break  # an unknown option stays in the statement, where `_parse` rejects it
+        rest = after.lstrip()
+        if word in takes_value:  # `-o NAME`: its value is an option word too (`--save=PATH` is one word)
+            _, _, rest = rest.partition(" ")
+            rest = rest.lstrip()
+    return rest.rstrip()
 
 
 def _same_lines(a: str, b: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 from collections.abc import Iterator
 from typing import Any
@@ -48,9 +49,16 @@ class CellResult:
         return [o.data for o in self.outputs]
 
 
+CELL_WATCHDOG_S = 180  # a cell that hangs (a deadlock in a read of ours) ends the run with its stack, not a stall
+
+
 def run(shell: InteractiveShell, source: str) -> CellResult:
-    with capture_output() as captured:
-        result = shell.run_cell(source, store_history=True)
+    faulthandler.dump_traceback_later(CELL_WATCHDOG_S, exit=True)
+    try:
+        with capture_output() as captured:
+            result = shell.run_cell(source, store_history=True)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     return CellResult(result, captured)
 
 

@@ -16,9 +16,10 @@ import torch
 from .. import internal
 from ..trace.events import BackwardEvent, Binding, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
 from ..trace.names import base_name
+from .reads import grad_fn_of, norm_of, quiet, small_values
 from .session import GradHistory
 from .snapshot import GraphWalker, Walk
-from .tensors import Identity, describe_tensor, grad_value, plain_values
+from .tensors import Identity, describe_tensor, grad_value
 
 
 class Recorder(Protocol):
@@ -51,10 +52,10 @@ class BackwardRecorder:
         self._events: list[BackwardEvent] = []
         self._calls: dict[tuple[int | None, str, str], int] = {}
         self.walker = GraphWalker(recorder.ids, recorder.namespace)
-        self._hook_grads: dict[int, torch.Tensor] = {}
+        self._hook_grads: dict[int, GradValue] = {}  # summarised in the hook: no gradient is kept
         self.torchviz_source: str | None = None
         self._cut_graphs: list[GraphSnapshot] = []
-        self._before: dict[int, Any] = {}
+        self._before_grads: dict[int, Any] = {}
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
         """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""
@@ -66,22 +67,9 @@ class BackwardRecorder:
 
     # -- one backward call -------------------------------------------------------
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call the user's backward exactly once; what we record around it can only cost detail."""
         __tracebackhide__ = True  # noqa: F841
-        prepared: _Prepared | None = None
-        try:
-            site, count = self._rec.count_site(func, 2)
-            key = (site.line, site.code, func.__name__)
-            self._calls[key] = self._calls.get(key, 0) + 1
-            if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
-                return self._run_folded(func, args, kwargs, site)
-            roots = _roots(func, args, kwargs)
-            root = describe_tensor(roots[0], self._rec.ids) if roots else None
-            seq = self._rec.add_backward_op(func, site, root)
-            if count <= MAX_BACKWARD_DETAIL:
-                prepared = self._prepare(roots, site)
-        except Exception:
-            internal.report_failure("preparing backward")
-            return func(*args, **kwargs)
+        call = self._before(func, args, kwargs)
         error: BaseException | None = None
         try:
             return func(*args, **kwargs)
@@ -89,45 +77,64 @@ class BackwardRecorder:
             error = caught
             raise
         finally:
-            self._after(func, kwargs, site, seq, root, prepared, error)
+            if call is not None:
+                self._after(func, kwargs, call, args, error)
 
-    def _run_folded(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], site: Site) -> Any:
-        """A backward past the detail cap: only a failure is recorded."""
-        __tracebackhide__ = True  # noqa: F841
+    def _before(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         try:
-            return func(*args, **kwargs)
-        except BaseException as error:
-            roots = _roots(func, args, kwargs)
-            root = describe_tensor(roots[0], self._rec.ids) if roots else None
-            self._after(func, kwargs, site, self._rec.add_backward_op(func, site, root), root, None, error)
-            raise
+            with quiet():
+                site, count = self._rec.count_site(func, 3)
+                key = (site.line, site.code, func.__name__)
+                self._calls[key] = self._calls.get(key, 0) + 1
+                if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
+                    return _Call(site)  # past the detail cap: recorded only if it fails
+                roots = _roots(func, args, kwargs)
+                root = describe_tensor(roots[0], self._rec.ids) if roots else None
+                seq = self._rec.add_backward_op(func, site, root)
+                prepared = self._prepare(roots, site) if count <= MAX_BACKWARD_DETAIL else None
+                return _Call(site, seq, root, prepared)
+        except Exception:
+            internal.report_failure("preparing backward")
+            return None
 
-    def _after(self, func: Any, kwargs: dict[str, Any], site: Site, seq: int, root: TensorInfo | None,
-               prepared: _Prepared | None, error: BaseException | None) -> None:
+    def _after(self, func: Any, kwargs: dict[str, Any], call: _Call, args: tuple[Any, ...],
+               error: BaseException | None) -> None:
         try:
-            if prepared is not None and error is None and func is not torch.autograd.grad:
-                for leaf in prepared.walk.leaves:
-                    self._history.wrote(leaf, site)
-                self._before.update(prepared.before)
-            if prepared is not None:
-                prepared.remove_hooks()
-            if prepared is None and error is None:
-                return
-            self._events.append(BackwardEvent(
-                seq=seq,
-                func=func.__name__,
-                site=site,
-                root=root,
-                graph=None if prepared is None else prepared.graph,
-                retain_graph=bool(kwargs.get("retain_graph") or kwargs.get("create_graph")),
-                create_graph=bool(kwargs.get("create_graph")),
-                leaf_grads=() if prepared is None else prepared.leaf_grads,
-                stale_saved=() if prepared is None else tuple(prepared.walk.stale),
-                torchviz=None if prepared is None else prepared.torchviz,
-                error=None if error is None else f"{type(error).__name__}: {error}",
-            ))
+            with quiet():
+                if call.seq is None and error is not None:  # a folded call that failed: worth a row
+                    roots = _roots(func, args, kwargs)
+                    call.root = describe_tensor(roots[0], self._rec.ids) if roots else None
+                    call.seq = self._rec.add_backward_op(func, call.site, call.root)
+                if call.seq is not None:
+                    self._finish_call(func, kwargs, call, error)
         except Exception:
             internal.report_failure("recording backward")
+        finally:
+            if call.prepared is not None:
+                call.prepared.remove_hooks()
+
+    def _finish_call(self, func: Any, kwargs: dict[str, Any], call: _Call, error: BaseException | None) -> None:
+        prepared, site = call.prepared, call.site
+        if prepared is not None and error is None and func is not torch.autograd.grad:
+            for leaf in prepared.walk.leaves:
+                self._history.wrote(leaf, site)
+            self._before_grads.update(prepared.before)
+        if prepared is None and error is None:
+            return
+        assert call.seq is not None
+        self._events.append(BackwardEvent(
+            seq=call.seq,
+            func=func.__name__,
+            site=site,
+            root=call.root,
+            graph=None if prepared is None else prepared.graph,
+            retain_graph=bool(kwargs.get("retain_graph") or kwargs.get("create_graph")),
+            create_graph=bool(kwargs.get("create_graph")),
+            leaf_grads=() if prepared is None else prepared.leaf_grads,
+            stale_saved=() if prepared is None else tuple(prepared.walk.stale),
+            torchviz=None if prepared is None else prepared.torchviz,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        ))
 
     def _prepare(self, roots: list[torch.Tensor], site: Site) -> _Prepared:
         prepared = _Prepared()
@@ -159,10 +166,11 @@ class BackwardRecorder:
 
     def _leaf_state(self, leaf: torch.Tensor, site: Site, prepared: _Prepared) -> GradEvent:
         grad = leaf.grad
-        had = grad is not None and bool(grad.detach().ne(0).any())
+        norm = None if grad is None else norm_of(grad)  # a reduction: no copy of a big gradient
+        had = grad is not None and norm != 0
         tid = self._rec.ids.tid(leaf)
         if had and grad is not None:
-            prepared.before[tid] = plain_values(grad)  # kept only if this backward succeeds
+            prepared.before[tid] = small_values(grad)  # kept only if this backward succeeds
         last = self._history.last_site(leaf)
         return GradEvent(tid, had, had and last == (site.line, site.code))
 
@@ -170,23 +178,22 @@ class BackwardRecorder:
         named = self._rec.named_tids()
         in_graph = prepared.walk.node_ids
         for tid, obj in self._rec.ids.live().items():
-            if tid not in named or not isinstance(obj, torch.Tensor) or obj.grad_fn is None:
+            grad_fn = grad_fn_of(obj) if tid in named and isinstance(obj, torch.Tensor) else None
+            if grad_fn is None or id(grad_fn) not in in_graph:
                 continue
-            if id(obj.grad_fn) not in in_graph:
-                continue
-            prepared.handles.append(obj.grad_fn.register_prehook(self._grad_catcher(tid, obj.output_nr)))
+            prepared.handles.append(grad_fn.register_prehook(self._grad_catcher(tid, obj.output_nr)))
 
     def _grad_catcher(self, tid: int, output_nr: int) -> Callable[[tuple[Any, ...]], None]:
         def catch(grad_outputs: tuple[Any, ...]) -> None:
             try:
                 grad = grad_outputs[output_nr]
                 if isinstance(grad, torch.Tensor):
-                    self._hook_grads[tid] = grad.detach()
+                    with quiet():
+                        self._hook_grads[tid] = grad_value(grad, source="hook")
             except Exception:
                 internal.report_failure("catching a gradient")
         return catch
 
-    # -- the graph -----------------------------------------------------------------
     # -- results -----------------------------------------------------------------
     def events(self) -> tuple[BackwardEvent, ...]:
         out = []
@@ -201,9 +208,9 @@ class BackwardRecorder:
         for name, info in final.items():
             tensor = live.get(info.tid)
             if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.grad is not None:
-                grads[name] = grad_value(tensor.grad, self._before.get(info.tid))
+                grads[name] = grad_value(tensor.grad, self._before_grads.get(info.tid))
             elif info.tid in self._hook_grads:
-                grads[name] = grad_value(self._hook_grads[info.tid], source="hook")
+                grads[name] = self._hook_grads[info.tid]
         return grads
 
     def result_graphs(self, final: dict[str, TensorInfo], used: set[str], limit: int = 12) -> tuple[GraphSnapshot, ...]:
@@ -215,7 +222,7 @@ class BackwardRecorder:
             if info.grad_fn is None or base_name(name) not in used or info.node in covered:
                 continue  # a backward's snapshot already holds this graph
             tensor = live.get(info.tid)
-            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+            if isinstance(tensor, torch.Tensor) and grad_fn_of(tensor) is not None:
                 out.append(self.walker.take([tensor], Walk()))
                 if len(out) >= limit:
                     break
@@ -223,7 +230,18 @@ class BackwardRecorder:
 
     def close(self) -> None:
         self._hook_grads.clear()
-        self._before.clear()
+        self._before_grads.clear()
+
+
+class _Call:
+    """One backward call as recorded around it: where, its timeline row, and what was prepared."""
+
+    def __init__(self, site: Site, seq: int | None = None, root: TensorInfo | None = None,
+                 prepared: _Prepared | None = None) -> None:
+        self.site = site
+        self.seq = seq
+        self.root = root
+        self.prepared = prepared
 
 
 class _Prepared:

@@ -11,7 +11,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from types import CodeType, FrameType, FunctionType
+from types import CodeType, FrameType, FunctionType, TracebackType
 from typing import Any, Protocol
 
 import torch
@@ -31,9 +31,13 @@ class Recorder(Protocol):
     def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
                error: BaseException | None, caller: FrameType) -> None: ...
 
-    def absorb_counts(self, sites: dict[tuple[CodeType, int], list[Any]]) -> None: ...
+    def absorb_counts(self, sites: dict[tuple[int, int], list[Any]]) -> None: ...
 
-_compiler = torch.compiler  # its flag is read directly: calling is_compiling() costs ~0.5 us per op
+    def is_user_code(self, code: CodeType) -> bool: ...
+
+# Dynamo folds this call to True while it traces, with no guard; reading torch.compiler's flag
+# instead would make it guard on the flag and recompile on every call (the flag is False at run time)
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
 @functools.lru_cache(maxsize=1024)  # keyed by file name: cells come and go, so the cache is bounded
@@ -62,6 +66,7 @@ def leave_mode(mode: RecordingMode, recorder: Recorder) -> None:
         mode.recorder = None  # break the cycle
         recorder.absorb_counts(mode.sites)
         mode.sites.clear()  # the call functions hold the user's globals
+        mode._located.clear()
 
 
 class RecordingMode(TorchFunctionMode):
@@ -76,7 +81,17 @@ class RecordingMode(TorchFunctionMode):
         self.recorder: Recorder | None = recorder
         self.counts = recorder.counts  # held here too: one attribute lookup less per call
         self.max_repeats = recorder.max_repeats
-        self.sites: dict[tuple[CodeType, int], list[Any]] = {}  # (code, instruction) -> [call, calls so far]
+        # (id(code), instruction) -> [call, calls so far, code]; the code is kept to tell a reused id apart
+        self.sites: dict[tuple[int, int], list[Any]] = {}
+        self._located: dict[tuple[int, int], tuple[CodeType, Callable[..., Any]]] = {}
+
+    def located_call(self, frame: FrameType) -> Callable[..., Any]:
+        """`make_call`, cached per instruction (Python-dispatched calls never reach the fast path)."""
+        key = (id(frame.f_code), frame.f_lasti)
+        found = self._located.get(key)
+        if found is None or found[0] is not frame.f_code:
+            found = self._located[key] = (frame.f_code, self.make_call(frame))
+        return found[1]
 
     def make_call(self, frame: FrameType) -> Callable[..., Any]:
         """A function that calls ``func`` from what looks like ``frame``'s line.
@@ -96,16 +111,31 @@ class RecordingMode(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         __tracebackhide__ = True  # noqa: F841 - tracebacks show the user's frames, not ours
-        rec = self.recorder
         if kwargs is None:
             kwargs = {}
-        if rec is None or _compiler._is_compiling_flag:
+        if _is_compiling():  # first, and reading nothing of ours: Dynamo would guard on it and recompile
             return func(*args, **kwargs)
-        here = sys._getframe(1)
-        site = self.sites.get((here.f_code, here.f_lasti))
-        if site is None:  # first call from here, torch's Python dispatch wrappers, or a backward
+        try:
+            return self.handle(func, args, kwargs, sys._getframe(1))
+        except BaseException as error:
+            # sys.last_traceback keeps this frame: it must not keep the user's tensors, nor show our frames
+            del args, kwargs, func, types
+            raise error.with_traceback(without_own_frames(error.__traceback__))  # noqa: B904 - the same error
+
+    def handle(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], here: FrameType) -> Any:
+        __tracebackhide__ = True  # noqa: F841
+        rec = self.recorder
+        if rec is None:
+            return func(*args, **kwargs)
+        code = here.f_code
+        site = self.sites.get((id(code), here.f_lasti))  # by id: hashing a code object costs its whole length
+        if site is None or site[2] is not code:  # first call from here, torch's Python dispatch wrappers, or a backward
             if func in BACKWARD_FUNCS:  # backward is Python code: its call sites never reach `sites`
                 return rec.backward.run(func, args, kwargs)
+            if _is_descriptor(func) and not rec.is_user_code(here.f_code):
+                # torch's C++ sets and reads attributes through Python while it may hold a lock on the
+                # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock
+                return func(*args, **kwargs)
             return self.call_slowly(here, func, args, kwargs)
         try:
             result = site[0](func, args, kwargs)
@@ -124,10 +154,12 @@ class RecordingMode(TorchFunctionMode):
         rec = self.recorder
         assert rec is not None
         wrapped = _is_wrapper(here.f_code)
-        # under torch's Python dispatch, func runs its own Python code first, which is where it warns
-        # from in a plain run too: only a direct call from the caller's line needs a located call
-        call = _call_directly if wrapped else self.make_call(here)
         caller = _caller(here) if wrapped else here
+        # A C function warns from the innermost Python frame: the call must look like ``here``'s line. A
+        # Python-dispatched function (F.softmax) runs again under us and warns with a stacklevel that, in a
+        # plain run, lands on whoever called it: the call must look like that caller's line.
+        user = _dispatching_function(here).f_back if wrapped else None
+        call = self.located_call(user) if user is not None else self.make_call(here)
         try:
             result = call(func, args, kwargs)
         except BaseException as error:
@@ -137,10 +169,35 @@ class RecordingMode(TorchFunctionMode):
         seen = self.counts.get(key, 0)
         self.counts[key] = seen + 1
         if not wrapped:  # later calls from this instruction take the fast path, counting there
-            self.sites[(here.f_code, here.f_lasti)] = [call, seen + 1]
+            self.sites[(id(here.f_code), here.f_lasti)] = [call, seen + 1, here.f_code]
         if seen < self.max_repeats:
             rec.record(func, args, kwargs, result, None, caller)
         return result
+
+
+def _is_descriptor(func: Any) -> bool:
+    """A property's getter or setter (``Tensor.grad.__get__``), as torch-function handling sees it."""
+    return getattr(func, "__name__", "") in ("__get__", "__set__", "__delete__")
+
+
+def without_own_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback with autograd_magic's frames (and our per-site call functions) left out."""
+    kept = []
+    while tb is not None:
+        if not _is_own_code(tb.tb_frame.f_code):
+            kept.append(tb)
+        tb = tb.tb_next
+    for outer, inner in zip(kept, kept[1:], strict=False):
+        outer.tb_next = inner
+    if kept:
+        kept[-1].tb_next = None
+    return kept[0] if kept else None
+
+
+def _is_own_code(code: CodeType) -> bool:
+    if code.co_filename.startswith(_PACKAGE_DIR):
+        return True
+    return code.co_code == _CALL_TEMPLATE.co_code and code.co_varnames == _CALL_TEMPLATE.co_varnames
 
 
 def _call_directly(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -154,6 +211,13 @@ _CALL_TEMPLATE = next(c for c in compile(_CALL_SOURCE, "<autograd_magic>", "exec
 
 
 
+def _dispatching_function(frame: FrameType) -> FrameType:
+    """The frame of the Python torch function that handed its call to torch-function handling."""
+    while frame.f_code.co_filename.endswith(_OVERRIDES) and frame.f_back is not None:
+        frame = frame.f_back
+    return frame
+
+
 def _caller(frame: FrameType) -> FrameType:
     """The frame that made the call, skipping torch's Python dispatch wrappers."""
     while _is_wrapper(frame.f_code) and frame.f_back is not None:
@@ -161,5 +225,7 @@ def _caller(frame: FrameType) -> FrameType:
     return frame
 
 
+_OVERRIDES = os.path.join("torch", "overrides.py")
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _WRAPPER_FILES = (os.path.join("torch", "overrides.py"), os.path.join("torch", "_tensor.py"),
                   os.path.join("torch", "_jit_internal.py"), os.path.join("torch", "functional.py"))

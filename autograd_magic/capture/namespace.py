@@ -19,13 +19,20 @@ def scan_namespace(namespace: dict[str, Any], ids: Identity) -> dict[str, tuple[
     for name, value in list(namespace.items()):
         if name.startswith("_") or name in _IGNORED:
             continue
-        info = describe(value, ids)
-        if info is not None:
-            found[name] = (info, False)
-        elif isinstance(value, torch.nn.Module):
-            for qualified, tensor in module_tensors(name, value):
-                found[qualified] = (describe_tensor(tensor, ids), True)
+        try:
+            found.update(_describe_named(name, value, ids))
+        except Exception:  # one odd object (a half-built module, a proxy) costs only its own row
+            continue
     return found
+
+
+def _describe_named(name: str, value: Any, ids: Identity) -> dict[str, tuple[TensorInfo, bool]]:
+    info = describe(value, ids)
+    if info is not None:
+        return {name: (info, False)}
+    if isinstance(value, torch.nn.Module):
+        return {qualified: (describe_tensor(tensor, ids), True) for qualified, tensor in module_tensors(name, value)}
+    return {}
 
 
 def module_tensors(name: str, module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

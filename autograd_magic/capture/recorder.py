@@ -21,6 +21,7 @@ from ..trace.names import identifiers
 from .backward import BackwardRecorder
 from .mode import RecordingMode, leave_mode
 from .namespace import scan_namespace
+from .reads import grad_fn_of, quiet
 from .session import Session, remembered
 from .sites import SiteTable
 from .tensors import Identity, describe
@@ -29,7 +30,6 @@ DEFAULT_MAX_REPEATS = 8  # calls recorded in detail per call site; later ones ar
 _INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
                               "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                               "__imatmul__"})
-_MUTATES_QUIETLY = "norm"  # batch/instance norm update running stats in place without a version bump
 _CUTS = frozenset({"detach", "numpy", "item", "tolist", "data.__get__"})
 
 
@@ -95,9 +95,13 @@ class Recorder:
 
     # -- entering and leaving -------------------------------------------------
     def __enter__(self) -> Recorder:
-        self._previous = self._scan(seq=0)
-        self._provenance = self._earlier_chains()
-        self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
+        try:
+            with quiet():
+                self._previous = self._scan(seq=0)
+                self._provenance = self._earlier_chains()
+            self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
+        except Exception:  # the cell runs whatever its namespace holds
+            internal.report_failure("reading the namespace before the cell")
         self._mode = RecordingMode(self)
         self._mode.__enter__()
         return self
@@ -107,7 +111,8 @@ class Recorder:
         if mode is not None:
             leave_mode(mode, self)
         try:
-            self.trace = self._finish(exc, tb)
+            with quiet():
+                self.trace = self._finish(exc, tb)
         except Exception:
             internal.report_failure("building the trace")
             self.trace = Trace(source=self._source, first_line=self._first_line)
@@ -123,7 +128,8 @@ class Recorder:
             self._failed_calls += 1
         try:
             frame = self.sites.user_frame_from(caller)
-            self._record(func, args, kwargs, result, error, frame, direct=frame is caller)
+            with quiet():
+                self._record(func, args, kwargs, result, error, frame, direct=frame is caller)
         except Exception:
             internal.report_failure("recording an op")
 
@@ -150,8 +156,9 @@ class Recorder:
         self._ops.append(event)
         if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`
             self._bind_targets(target, outputs, event)
-        if error is None and outputs and outputs[0].requires_grad:
-            self.backward.walker.remember_values(args, result, refresh=_MUTATES_QUIETLY in name)
+        made = outputs[0].node if outputs else (inputs[0].node if event.inplace and inputs else None)
+        if error is None and made is not None:
+            self.backward.walker.remember_values(made, args, result)
         if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
             self.backward.snapshot_cut(args[0])
         changed = inputs[:1] if event.inplace else ()  # an in-place op gives its target a new grad_fn
@@ -197,6 +204,9 @@ class Recorder:
         self.counts[key] = count
         return self.sites.site(frame), count
 
+    def is_user_code(self, code: CodeType) -> bool:
+        return self.sites.is_user_code(code)
+
     def bindings(self) -> list[Binding]:
         return list(self._bindings)
 
@@ -212,13 +222,13 @@ class Recorder:
     def total_calls(self) -> int:
         return sum(self.counts.values()) + self._failed_calls
 
-    def absorb_counts(self, sites: dict[tuple[CodeType, int], list[Any]]) -> None:
+    def absorb_counts(self, sites: dict[tuple[int, int], list[Any]]) -> None:
         """Fold the fast path's per-instruction counts into `counts` (keyed by instruction and func)."""
         keys_at: dict[tuple[Any, Any], list[tuple[Any, ...]]] = {}
         for key in self.counts:
             keys_at.setdefault((key[0], key[1]), []).append(key)
-        for site, (_, calls) in sites.items():
-            keys = keys_at.get(site, [])
+        for (_, lasti), (_, calls, code) in sites.items():
+            keys = keys_at.get((code, lasti), [])
             if len(keys) == 1:
                 self.counts[keys[0]] = calls
 
@@ -271,7 +281,7 @@ class Recorder:
         live = self.ids.live()
         for info in final.values():
             tensor = live.get(info.tid)
-            if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+            if isinstance(tensor, torch.Tensor) and grad_fn_of(tensor) is not None:
                 return self.backward.torchviz_of([tensor])
         return None
 

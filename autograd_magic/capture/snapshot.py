@@ -2,9 +2,10 @@
 
 The walk is iterative (deep chains must not hit the recursion limit), names
 nodes after the tensors they produced, reads what each node saved for
-backward, and notices saved values that changed behind autograd's back: small
-tensors seen by recorded ops are fingerprinted, and a saved tensor with the
-same data pointer, shape and version but other bytes was written through a
+backward (without unpacking what a user hook packed), and notices saved values
+that changed behind autograd's back: the small tensors each recorded op read
+and made are fingerprinted for the node it made, and a saved tensor over the
+same bytes at the same version but with other contents was written through a
 NumPy array or ``.data``.
 """
 
@@ -17,12 +18,13 @@ from typing import Any
 import torch
 
 from ..trace.events import GraphNode, GraphSnapshot, Site, TensorInfo
-from .tensors import Identity, fingerprint, fingerprint_key
+from .reads import base_of, fingerprint, grad_fn_of, next_functions, quiet, saved_slots, saved_tensor, shape_of
+from .tensors import Identity
 
 MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
 MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
 VIEW_BASE = "view base"  # the label of a view's base tensor in a snapshot
-_saved_names: dict[type, tuple[str, ...]] = {}
+Fingerprint = tuple[tuple[int, int], int, bytes]  # (byte span, version, digest): see reads.fingerprint
 
 
 @dataclass
@@ -44,7 +46,7 @@ class GraphWalker:
         self.namespace = namespace
         self._node_tid: dict[int, int] = {}
         self._node_site: dict[int, Site] = {}
-        self._values: dict[tuple[int, tuple[int, ...], int], tuple[int, int]] = {}  # key -> (fingerprint, tid)
+        self._values: dict[int, list[tuple[Fingerprint, int]]] = {}  # node id -> what its op read and made, tids
         self.earlier_sites: dict[int, Site] = {}  # tid -> where an earlier cell made it (see Trace.provenance)
 
     def note_output(self, info: TensorInfo, site: Site) -> None:
@@ -53,25 +55,26 @@ class GraphWalker:
             self._node_tid[info.node] = info.tid
             self._node_site[info.node] = site
 
-    def remember_values(self, args: tuple[Any, ...], result: Any, refresh: bool = False) -> None:
-        """Fingerprint small tensors of a recorded op, to spot later writes autograd cannot see."""
+    def remember_values(self, node: int, args: tuple[Any, ...], result: Any) -> None:
+        """Fingerprint the small tensors the op that made ``node`` read and returned: what it may have saved."""
         items = [*args, *(result if isinstance(result, (tuple, list)) else (result,))]
+        found = []
         for item in items:
             if isinstance(item, torch.Tensor):
-                key = fingerprint_key(item)
-                if key is None:
-                    continue
-                tid = self.ids.tid(item)
-                known = self._values.get(key)
-                if refresh or known is None or known[1] != tid:  # new, reused memory, or written by this op
-                    value = fingerprint(item)
-                    if value is not None:
-                        self._values[key] = (value, tid)
+                value = fingerprint(item)
+                if value is not None:
+                    found.append((value, self.ids.tid(item)))
+        if found:
+            self._values[node] = found
 
     def take(self, roots: list[torch.Tensor], walk: Walk) -> GraphSnapshot:
-        """The graph reachable from ``roots``, breadth-first from them."""
+        """The graph reachable from ``roots``, breadth-first from them; read quietly."""
+        with quiet():
+            return self._take(roots, walk)
+
+    def _take(self, roots: list[torch.Tensor], walk: Walk) -> GraphSnapshot:
         ids = self.ids
-        start = [r.grad_fn for r in roots if r.grad_fn is not None]
+        start = [fn for fn in map(grad_fn_of, roots) if fn is not None]
         root_tid = ids.tid(roots[0]) if roots else None
         walk.named_nodes = self._named_grad_fns()
         queue: deque[Any] = deque(start)
@@ -86,7 +89,7 @@ class GraphWalker:
                 skipped += 1
                 continue
             nodes.append(self._graph_node(node, nid, walk))
-            for child, _ in node.next_functions:
+            for child, _ in next_functions(node):
                 if child is None:
                     continue
                 if id(child) not in seen:
@@ -103,14 +106,14 @@ class GraphWalker:
         ids = self.ids
         for node in nodes[:MAX_INSPECTED]:
             view = ids.get(node.tid) if node.tid is not None else None
-            if not isinstance(view, torch.Tensor) or view.grad_fn is None:
+            if not isinstance(view, torch.Tensor) or grad_fn_of(view) is None:
                 continue
-            base = view._base
+            base = base_of(view)
             if not isinstance(base, torch.Tensor):
                 continue
             base_nid = ids.node(base)
             if not any(n.nid == base_nid for n in nodes):
-                nodes.append(GraphNode(base_nid, VIEW_BASE, ids.tid(base), None, tuple(base.shape),
+                nodes.append(GraphNode(base_nid, VIEW_BASE, ids.tid(base), None, shape_of(base),
                                        dtype=str(base.dtype).removeprefix("torch.")))
             edges.append((base_nid, node.nid))
 
@@ -118,10 +121,10 @@ class GraphWalker:
         variable = getattr(node, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the leaf itself
             walk.leaves.append(variable)
-            return GraphNode(nid, type(node).__name__, self.ids.tid(variable), None, tuple(variable.shape),
+            return GraphNode(nid, type(node).__name__, self.ids.tid(variable), None, shape_of(variable),
                              dtype=str(variable.dtype).removeprefix("torch."))
         tid = self._node_tid.get(nid)
-        if tid is not None and getattr(self.ids.get(tid), "grad_fn", node) is not node:
+        if tid is not None and _grad_fn_now(self.ids.get(tid), node) is not node:
             tid = None  # the tensor was since changed in place: this node is its earlier version
         tid = tid or walk.named_nodes.get(id(node))
         site = self._node_site.get(nid) or (self.earlier_sites.get(tid) if tid is not None else None)
@@ -135,28 +138,41 @@ class GraphWalker:
     def _saved(self, node: Any, nid: int, walk: Walk) -> tuple[str, ...]:
         """Describe what a node saved for backward; note saved values changed behind autograd's back."""
         out = []
-        for attr in _saved_names_of(node):
-            try:
-                value = getattr(node, attr)
-            except RuntimeError as error:  # freed by an earlier backward, or modified in place
-                out.append(f"{attr[7:]}: {'modified in place' if 'inplace' in str(error) else 'freed'}")
-                continue
-            if not isinstance(value, torch.Tensor):
-                continue
-            out.append(f"{attr[7:]}: {tuple(value.shape)}")
-            key = fingerprint_key(value)
-            known = self._values.get(key) if key is not None else None
-            # only while the tensor we fingerprinted lives: otherwise its memory may hold another tensor now
-            if known is not None and self.ids.alive(known[1]) and fingerprint(value) != known[0]:
-                walk.stale.append((nid, attr[7:], known[1]))
+        for slot in saved_slots(node):
+            value = saved_tensor(node, slot)
+            if isinstance(value, str):
+                out.append(f"{slot}: {value}")
+            elif isinstance(value, torch.Tensor):
+                out.append(f"{slot}: {shape_of(value)}")
+                if self._changed_behind_autograd(nid, value):
+                    walk.stale.append((nid, slot, self._fingerprinted_tid(nid, value)))
         return tuple(out)
+
+    def _changed_behind_autograd(self, nid: int, saved: torch.Tensor) -> bool:
+        """The saved bytes differ from what the op that made ``nid`` read, at the same version (no in-place op)."""
+        now = fingerprint(saved)
+        if now is None:
+            return False
+        for (span, version, digest), tid in self._values.get(nid, ()):
+            # only while the tensor we fingerprinted lives: otherwise its memory may hold another tensor now
+            if span == now[0] and version == now[1] and self.ids.alive(tid):
+                return digest != now[2]
+        return False
+
+    def _fingerprinted_tid(self, nid: int, saved: torch.Tensor) -> int:
+        now = fingerprint(saved)
+        for (span, _, _), tid in self._values.get(nid, ()):
+            if now is not None and span == now[0]:
+                return tid
+        return self.ids.tid(saved)
 
     def _named_grad_fns(self) -> dict[int, int]:
         """id(grad_fn) -> tid for the namespace's tensors: names nodes made in earlier cells."""
         found = {}
         for value in list(self.namespace.values()):
-            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-                found[id(value.grad_fn)] = self.ids.tid(value)
+            grad_fn = grad_fn_of(value) if isinstance(value, torch.Tensor) else None
+            if grad_fn is not None:
+                found[id(grad_fn)] = self.ids.tid(value)
         return found
 
 
@@ -172,8 +188,6 @@ def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:
         return (), ""
 
 
-def _saved_names_of(node: Any) -> tuple[str, ...]:
-    names = _saved_names.get(type(node))
-    if names is None:
-        names = _saved_names[type(node)] = tuple(a for a in dir(node) if a.startswith("_saved_"))
-    return names
+def _grad_fn_now(obj: Any, default: Any) -> Any:
+    """The object's grad_fn now (it changes when the tensor is written in place); ``default`` if it has none."""
+    return grad_fn_of(obj) if isinstance(obj, torch.Tensor) else default

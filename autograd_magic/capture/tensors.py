@@ -6,20 +6,19 @@ references, so describing a tensor never keeps it alive.
 
 from __future__ import annotations
 
-import math
 import weakref
 from typing import Any
 
 import torch
 
 from ..trace.events import GradValue, TensorInfo
+from .reads import attempt, grad_fn_of, is_plain, norm_of, quiet, shape_of, small_values
 
 try:  # numpy is optional for torch; describe arrays only when it is there
     import numpy as np
 except ImportError:  # pragma: no cover - torch wheels ship with numpy here
     np = None  # type: ignore[assignment]
 
-FULL_VALUES_LIMIT = 1000  # elements: larger gradients are summarised
 
 
 class Identity:
@@ -85,14 +84,15 @@ def is_array(obj: object) -> bool:
 
 
 def tensor_memory(t: torch.Tensor) -> tuple[int, int] | None:
-    if type(t) not in _PLAIN and (t.is_meta or _is_fake(t)):
+    """The byte range of the storage behind ``t`` (shared by all its views), None when it has none."""
+    if not is_plain(t):
         return None
-    try:
+
+    def read() -> tuple[int, int] | None:
         storage = t.untyped_storage()
         start = storage.data_ptr()
         return (start, start + storage.nbytes()) if start else None
-    except (RuntimeError, NotImplementedError, TypeError):
-        return None  # sparse, nested and other tensors without plain storage
+    return attempt(read, None)
 
 
 def array_memory(arr: Any) -> tuple[int, int] | None:
@@ -101,10 +101,6 @@ def array_memory(arr: Any) -> tuple[int, int] | None:
         base = base.base
     start = base.__array_interface__["data"][0]
     return (start, start + base.nbytes) if start else None
-
-
-def _is_fake(t: torch.Tensor) -> bool:
-    return type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter) and hasattr(t, "fake_mode")
 
 
 def describe(obj: Any, ids: Identity) -> TensorInfo | None:
@@ -123,77 +119,45 @@ def describe(obj: Any, ids: Identity) -> TensorInfo | None:
 
 
 def describe_tensor(t: torch.Tensor, ids: Identity) -> TensorInfo:
-    grad_fn = t.grad_fn
-    dtype = _dtype_names.get(t.dtype)
-    if dtype is None:
-        dtype = _dtype_names[t.dtype] = str(t.dtype).removeprefix("torch.")
-    device = t.device
-    device_name = _device_names.get(device)
-    if device_name is None:
-        device_name = _device_names[device] = str(device)
-    return TensorInfo(
-        tid=ids.tid(t),
-        kind="tensor",
-        shape=tuple(t.shape),
-        dtype=dtype,
-        device=device_name,
-        requires_grad=t.requires_grad,
-        is_leaf=t.is_leaf,
-        grad_fn=None if grad_fn is None else type(grad_fn).__name__,
-        node=None if grad_fn is None else ids.node(grad_fn),
-        memory=tensor_memory(t),
-        version=_version(t),
-    )
+    """Metadata only, read quietly; a field that cannot be read keeps its default."""
+    with quiet():
+        grad_fn = grad_fn_of(t)
+        dtype = attempt(lambda: _dtype_name(t.dtype), "")
+        return TensorInfo(
+            tid=ids.tid(t),
+            kind="tensor",
+            shape=shape_of(t),
+            dtype=dtype,
+            device=attempt(lambda: _device_name(t.device), "?"),
+            requires_grad=attempt(lambda: bool(t.requires_grad), False),
+            is_leaf=attempt(lambda: bool(t.is_leaf), True),
+            grad_fn=None if grad_fn is None else type(grad_fn).__name__,
+            node=None if grad_fn is None else ids.node(grad_fn),
+            memory=tensor_memory(t),
+            version=attempt(lambda: int(t._version), 0),
+        )
 
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = _dtype_names[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+def _device_name(device: torch.device) -> str:
+    name = _device_names.get(device)
+    if name is None:
+        name = _device_names[device] = str(device)
+    return name
+
+
 _dtype_names: dict[torch.dtype, str] = {}
 _device_names: dict[torch.device, str] = {}
 
 
-def _version(t: torch.Tensor) -> int:
-    try:
-        return int(t._version)
-    except (RuntimeError, AttributeError):
-        return 0
-
-
-def plain_values(t: torch.Tensor) -> Any:
-    """Nested lists of a small tensor's values, None for a large one."""
-    if t.numel() > FULL_VALUES_LIMIT or t.is_meta or _is_fake(t):
-        return None
-    values = t.detach().to("cpu")
-    if values.is_complex():
-        values = values.abs()
-    return values.tolist()
-
-
 def grad_value(grad: torch.Tensor, before: Any = None, source: str = "leaf") -> GradValue:
-    norm = float("nan")
-    if not (grad.is_meta or _is_fake(grad)):
-        with torch.no_grad():
-            norm = float(grad.detach().double().norm()) if grad.numel() else 0.0
-    if math.isnan(norm) and grad.numel() == 0:
-        norm = 0.0
-    return GradValue(shape=tuple(grad.shape), values=plain_values(grad), norm=norm, before=before, source=source)
-
-
-FINGERPRINT_LIMIT = 4096  # elements: values of larger tensors are not compared
-
-
-def fingerprint_key(t: torch.Tensor) -> tuple[int, tuple[int, ...], int] | None:
-    """(data pointer, shape, version): identifies one state of a tensor's values."""
-    if type(t) not in _PLAIN or t.device.type != "cpu" or t.numel() > FINGERPRINT_LIMIT or t.is_sparse:
-        return None
-    try:
-        return (t.data_ptr(), tuple(t.shape), int(t._version))
-    except RuntimeError:
-        return None
-
-
-def fingerprint(t: torch.Tensor) -> int | None:
-    """A hash of a small CPU tensor's bytes, to notice writes autograd cannot see."""
-    try:
-        return hash(t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    except (RuntimeError, TypeError, ValueError):
-        return None
+    """A gradient made plain: values when small, the true norm (complex and sparse included) always."""
+    norm = norm_of(grad)
+    return GradValue(shape=shape_of(grad), values=small_values(grad), norm=float("nan") if norm is None else norm,
+                     before=before, source=source)

@@ -1,0 +1,175 @@
+"""Every read of user state goes through here, so that the cell cannot see it.
+
+The rules, from PyTorch's own debugging modes:
+- read with torch-function and Python-dispatch handling turned off (`quiet`), so no
+  user mode, tensor subclass or profiler sees a call it would not see in a plain run;
+- prefer metadata to data; touch data only of small, plain, strided tensors, and never
+  copy a big one (norms are computed in the tensor's own dtype, fingerprints read the
+  bytes in place);
+- never unpack a saved tensor that a user hook packed (that would run the unpack hook,
+  or recompute a checkpointed forward);
+- every read is guarded: a read that raises costs only that detail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+FULL_VALUES_LIMIT = 1000  # elements: larger tensors are summarised, not listed
+FINGERPRINT_LIMIT = 32 * 1024  # bytes: values of larger tensors are not compared
+MAX_SPARSE_VALUES = 1_000_000  # stored values of a sparse gradient we still coalesce for its norm
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Reads inside see no torch-function or dispatch handling: user modes and subclasses stay unaware."""
+    with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+        yield
+
+
+def attempt(read: Callable[[], T], default: T) -> T:
+    """``read()``, or ``default`` when it raises: one odd tensor costs only its own detail."""
+    try:
+        return read()
+    except Exception:  # anything a tensor subclass, a lazy parameter or a freed node may raise
+        return default
+
+
+def is_plain(t: torch.Tensor) -> bool:
+    """A tensor whose data we may touch: an ordinary strided tensor, not a subclass, wrapper or fake."""
+    if type(t) not in _PLAIN:
+        return False
+    return attempt(lambda: t.layout == torch.strided and not t.is_nested and not t.is_meta
+                   and not _is_functorch_wrapped(t) and not _is_uninitialized(t), False)
+
+
+def _is_uninitialized(t: torch.Tensor) -> bool:
+    return isinstance(t, _UNINITIALIZED)
+
+
+_UNINITIALIZED: Any = getattr(torch.nn.parameter, "UninitializedTensorMixin", ())  # LazyLinear's weight
+
+
+def shape_of(t: torch.Tensor) -> tuple[int, ...]:
+    """The shape, or () when the tensor has none to give (nested, uninitialized)."""
+    return attempt(lambda: tuple(int(s) for s in t.shape), ())
+
+
+def byte_span(t: torch.Tensor) -> tuple[int, int] | None:
+    """The bytes ``t``'s elements occupy, from its metadata: equal for a tensor and its transposes."""
+    def read() -> tuple[int, int] | None:
+        if t.numel() == 0:
+            return None
+        start = t.data_ptr()
+        reach = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride(), strict=True))
+        return (start, start + (reach + 1) * t.element_size()) if start else None
+    return attempt(read, None) if is_plain(t) else None
+
+
+def fingerprint(t: torch.Tensor) -> tuple[tuple[int, int], int, bytes] | None:
+    """(byte span, version, digest) of a small CPU tensor's bytes, read in place: notices writes autograd can't."""
+    span = byte_span(t) if attempt(lambda: t.device.type == "cpu", False) else None
+    if span is None or span[1] - span[0] > FINGERPRINT_LIMIT:
+        return None
+    try:
+        raw = (ctypes.c_char * (span[1] - span[0])).from_address(span[0])
+        return span, int(t._version), hashlib.blake2b(memoryview(raw), digest_size=8).digest()
+    except (RuntimeError, ValueError, TypeError):
+        return None
+
+
+def profiling() -> bool:
+    """A profiler is recording: it sees every aten op, ours too, so data reads wait or are left out."""
+    return bool(attempt(torch._C._autograd._profiler_enabled, False))
+
+
+def small_values(t: torch.Tensor) -> Any:
+    """Nested lists of a small real tensor's values; None for a big, complex or unusual one."""
+    if profiling() or not is_plain(t) or attempt(lambda: t.numel() > FULL_VALUES_LIMIT or t.is_complex(), True):
+        return None
+    with quiet():
+        return attempt(lambda: t.detach().cpu().tolist(), None)
+
+
+def norm_of(t: torch.Tensor) -> float | None:
+    """The 2-norm in the tensor's own dtype (no float64 copy); complex magnitudes count; None if not computable."""
+    if profiling():
+        return None
+    with quiet(), torch.no_grad():
+        if attempt(lambda: t.is_sparse, False):
+            return attempt(lambda: _sparse_norm(t), None)
+        if not is_plain(t):
+            return None
+        if attempt(lambda: t.numel() == 0, False):
+            return 0.0
+        return attempt(lambda: float(torch.linalg.vector_norm(t.detach())), None)
+
+
+def _sparse_norm(t: torch.Tensor) -> float | None:
+    if t._values().numel() > MAX_SPARSE_VALUES:  # coalescing copies the values: only while they are few
+        return None
+    return float(torch.linalg.vector_norm(t.detach().coalesce().values()))
+
+
+def grad_fn_of(t: torch.Tensor) -> Any:
+    return attempt(lambda: t.grad_fn, None)
+
+
+def base_of(t: torch.Tensor) -> torch.Tensor | None:
+    """The tensor ``t`` is a view of, if any."""
+    return attempt(lambda: t._base, None)
+
+
+def next_functions(node: Any) -> tuple[tuple[Any, int], ...]:
+    return attempt(lambda: tuple(node.next_functions), ())
+
+
+def _unpack_hook(saved: Any) -> Any:
+    return attempt(lambda: saved.unpack_hook, None)
+
+
+# -- what a node saved for backward ---------------------------------------------------------------
+HIDDEN_BY_HOOKS = "kept by a saved_tensors_hooks (not unpacked, so your hooks run as they would)"
+RECOMPUTED = "recomputed in backward (checkpoint)"
+_saved_names: dict[type, tuple[str, ...]] = {}
+
+
+def saved_slots(node: Any) -> tuple[str, ...]:
+    """The names of a node's saved tensors ('self', 'other', 'result', ...)."""
+    names = _saved_names.get(type(node))
+    if names is None:
+        names = _saved_names[type(node)] = tuple(a[11:] for a in dir(node) if a.startswith("_raw_saved_"))
+    return names
+
+
+def saved_tensor(node: Any, slot: str) -> torch.Tensor | str | None:
+    """What ``node`` saved as ``slot``: the tensor, or a sentence saying why it is not read.
+
+    A tensor packed by a user's ``saved_tensors_hooks`` (checkpoint included) is never
+    unpacked: that would call the user's unpack hook, or run the forward again.
+    """
+    try:
+        raw = getattr(node, "_raw_saved_" + slot)
+    except RuntimeError as error:
+        return "modified in place" if "inplace" in str(error) else "freed"
+    items = raw if isinstance(raw, (list, tuple)) else (raw,)
+    for item in items:
+        hook = _unpack_hook(item)
+        if hook is not None:
+            return RECOMPUTED if "checkpoint" in getattr(hook, "__qualname__", "") else HIDDEN_BY_HOOKS
+    if isinstance(raw, (list, tuple)):
+        return None  # a list of tensors (cat, stack): nothing more to say than its slot
+    try:
+        value = getattr(node, "_saved_" + slot)  # no hook: unpacking runs no user code
+    except RuntimeError as error:
+        return "modified in place" if "inplace" in str(error) else "freed"
+    return value if isinstance(value, torch.Tensor) else None
