@@ -376,3 +376,25 @@ def test_a_profiler_in_the_cell_records_the_same_ops(ip: Any) -> None:
             + "\nnames = sorted(e.name for e in prof.events())")
     plain, magic = both(ip, "", body, "names")
     assert plain[0] is None and magic == plain
+
+
+# -- saved-tensor-mutated speaks only when the saved bytes really changed (issue 10, item 1) -----------
+@pytest.mark.parametrize("body", [
+    "w = torch.randn(3, 3)\nxp = torch.randn(3, requires_grad=True)\nout = torch.nn.functional.linear(xp, w)\n"
+    "out.sum().backward()",
+    "y = torch.randn(4, dtype=torch.double, requires_grad=True)\nok = torch.autograd.gradcheck(torch.sin, (y,))",
+    "m = torch.nn.Linear(3, 3)\nx = torch.randn(2, 3, requires_grad=True)\nm(x).pow(2).sum().backward()",
+])
+def test_saved_tensor_mutated_is_silent_when_nothing_changed(ip: Any, body: str) -> None:
+    run(ip, "%%autograd -q -o rep\n" + body)
+    assert "saved-tensor-mutated" not in [d.kind for d in ip.user_ns["rep"].diagnostics]
+
+
+@pytest.mark.parametrize("body", [
+    "a = torch.ones(3)\np = torch.ones(3, requires_grad=True)\ny = p * a\na.numpy()[0] = 5.0\ny.sum().backward()",
+    "w = torch.randn(3, 3)\nxp = torch.randn(3, requires_grad=True)\nout = torch.nn.functional.linear(xp, w)\n"
+    "w.numpy()[0, 1] += 1.0\nout.sum().backward()",  # saved as w.t(): the same bytes, seen through a transpose
+])
+def test_saved_tensor_mutated_still_sees_a_write_through_numpy(ip: Any, body: str) -> None:
+    run(ip, "%%autograd -q -o rep\n" + body)
+    assert "saved-tensor-mutated" in [d.kind for d in ip.user_ns["rep"].diagnostics]

@@ -47,6 +47,7 @@ class GraphWalker:
         self._node_tid: dict[int, int] = {}
         self._node_site: dict[int, Site] = {}
         self._values: dict[int, list[tuple[Fingerprint, int]]] = {}  # node id -> what its op read and made, tids
+        self._values_of: dict[int, int] = {}  # inner node id -> the recorded node whose op made it
         self.earlier_sites: dict[int, Site] = {}  # tid -> where an earlier cell made it (see Trace.provenance)
 
     def note_output(self, info: TensorInfo, site: Site) -> None:
@@ -93,7 +94,9 @@ class GraphWalker:
                 if child is None:
                     continue
                 if id(child) not in seen:
-                    seen[id(child)] = ids.node(child)
+                    seen[id(child)] = child_nid = ids.node(child)
+                    if child_nid not in self._values:  # a composite op's inner node: its op read what we saw
+                        self._values_of[child_nid] = self._values_of.get(nid, nid)
                     queue.append(child)
                 edges.append((seen[id(child)], nid))
         walk.node_ids = set(seen)
@@ -153,15 +156,19 @@ class GraphWalker:
         now = fingerprint(saved)
         if now is None:
             return False
-        for (span, version, digest), tid in self._values.get(nid, ()):
+        for (span, version, digest), tid in self._recorded_for(nid):
             # only while the tensor we fingerprinted lives: otherwise its memory may hold another tensor now
             if span == now[0] and version == now[1] and self.ids.alive(tid):
                 return digest != now[2]
         return False
 
+    def _recorded_for(self, nid: int) -> list[tuple[Fingerprint, int]]:
+        """What the recorded op that made ``nid`` read (for an inner node of ``F.linear``: that call's op)."""
+        return self._values.get(nid) or self._values.get(self._values_of.get(nid, nid), [])
+
     def _fingerprinted_tid(self, nid: int, saved: torch.Tensor) -> int:
         now = fingerprint(saved)
-        for (span, _, _), tid in self._values.get(nid, ()):
+        for (span, _, _), tid in self._recorded_for(nid):
             if now is not None and span == now[0]:
                 return tid
         return self.ids.tid(saved)
