@@ -116,37 +116,43 @@ class RecordingMode(TorchFunctionMode):
         if _is_compiling():  # first, and reading nothing of ours: Dynamo would guard on it and recompile
             return func(*args, **kwargs)
         try:
-            return self.handle(func, args, kwargs, sys._getframe(1))
+            here = sys._getframe(1)
+            code = here.f_code
+            site = self.sites.get((id(code), here.f_lasti))  # by id: hashing a code object costs its whole length
+            if site is None or site[2] is not code:  # first call from here, Python dispatch wrappers, a backward
+                return self.first_call(func, args, kwargs, here)
+            try:  # the fast path: a call site seen before (the sites are cleared when the recorder leaves)
+                result = site[0](func, args, kwargs)
+            except BaseException as failure:
+                self.record(func, args, kwargs, None, failure, here)
+                raise
+            seen = site[1]
+            site[1] = seen + 1
+            if seen < self.max_repeats:
+                self.record(func, args, kwargs, result, None, here)
+            return result
         except BaseException as error:
             # sys.last_traceback keeps this frame: it must not keep the user's tensors, nor show our frames
             del args, kwargs, func, types
             raise error.with_traceback(without_own_frames(error.__traceback__))  # noqa: B904 - the same error
 
-    def handle(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], here: FrameType) -> Any:
+    def record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any,
+               error: BaseException | None, here: FrameType) -> None:
+        if self.recorder is not None:
+            self.recorder.record(func, args, kwargs, result, error, here)
+
+    def first_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], here: FrameType) -> Any:
         __tracebackhide__ = True  # noqa: F841
         rec = self.recorder
         if rec is None:
             return func(*args, **kwargs)
-        code = here.f_code
-        site = self.sites.get((id(code), here.f_lasti))  # by id: hashing a code object costs its whole length
-        if site is None or site[2] is not code:  # first call from here, torch's Python dispatch wrappers, or a backward
-            if func in BACKWARD_FUNCS:  # backward is Python code: its call sites never reach `sites`
-                return rec.backward.run(func, args, kwargs)
-            if _is_descriptor(func) and not rec.is_user_code(here.f_code):
-                # torch's C++ sets and reads attributes through Python while it may hold a lock on the
-                # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock
-                return func(*args, **kwargs)
-            return self.call_slowly(here, func, args, kwargs)
-        try:
-            result = site[0](func, args, kwargs)
-        except BaseException as error:
-            rec.record(func, args, kwargs, None, error, here)
-            raise
-        seen = site[1]
-        site[1] = seen + 1
-        if seen < self.max_repeats:
-            rec.record(func, args, kwargs, result, None, here)
-        return result
+        if func in BACKWARD_FUNCS:  # backward is Python code: its call sites never reach `sites`
+            return rec.backward.run(func, args, kwargs)
+        if _is_descriptor(func) and not rec.is_user_code(here.f_code):
+            # torch's C++ sets and reads attributes through Python while it may hold a lock on the
+            # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock
+            return func(*args, **kwargs)
+        return self.call_slowly(here, func, args, kwargs)
 
     def call_slowly(self, here: FrameType, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The general path: counts by (caller, func) and makes the per-site call function."""
