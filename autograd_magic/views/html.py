@@ -30,9 +30,11 @@ STYLE = """
 .agm code,.agm pre{font-family:var(--jp-code-font-family,monospace);font-size:12px}
 .agm pre,.agm .msg{white-space:pre-wrap;margin:2px 0}
 .agm .msg code{background:var(--jp-layout-color2,#f0f0f0);border-radius:3px;padding:0 2px}
-.agm .sev-error{color:var(--jp-error-color1,#b00020);font-weight:bold}
-.agm .sev-warning{color:var(--jp-warn-color1,#a15c00);font-weight:bold}
-.agm .sev-note{color:var(--jp-info-color1,#00609b)}
+.agm{--agm-error:#b00020;--agm-warn:#8a4b00;--agm-info:#00609b}
+[data-jp-theme-light=false] .agm{--agm-error:#ff8a80;--agm-warn:#ffb74d;--agm-info:#81d4fa}
+.agm .sev-error{color:var(--agm-error);font-weight:bold}
+.agm .sev-warning{color:var(--agm-warn);font-weight:bold}
+.agm .sev-note{color:var(--agm-info)}
 .agm .graph{overflow:auto;max-height:640px;border:1px solid var(--jp-border-color2,#ddd);padding:4px;resize:vertical;
  background:var(--jp-layout-color1,#fcfcfc)}
 .agm .graph svg{max-width:none;height:auto}
@@ -40,8 +42,10 @@ STYLE = """
 .agm .graph g.edge [fill="black"]{fill:var(--jp-ui-font-color1,black)}
 .agm .graph g.agm-op [fill="white"],.agm .graph g.agm-cut [fill="white"]{fill:var(--jp-layout-color1,white)}
 .agm .graph g.agm-op text,.agm .graph g.agm-cut text{fill:var(--jp-ui-font-color1,black)}
+.agm .graph g.edge text[fill="#cd0000"]{fill:var(--agm-error)}
+.agm .graph g.edge [stroke="#cd0000"]{stroke:var(--agm-error)}
 .agm .hint{color:var(--jp-ui-font-color2,#666);font-style:italic}
-.agm .raised{color:var(--jp-error-color1,#b00020)}
+.agm .raised{color:var(--agm-error)}
 .agm .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:4px 0;padding:0;list-style:none;font-size:12px}
 .agm .legend li{display:flex;align-items:center;gap:5px}
 .agm .sw{display:inline-block;width:18px;height:11px;border-radius:3px;box-sizing:border-box}

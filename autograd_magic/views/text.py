@@ -82,7 +82,7 @@ def _graphs(report: Report) -> list[str]:
 
 
 def graph_title(graph: Graph, index: int) -> str:
-    what = f"backward at line {graph.line}" if graph.backward else "no backward() in this cell"
+    what = f"backward at line {graph.line}" if graph.backward else "no backward() from it in this cell"
     root = next((n for n in graph.nodes if n.kind == "root"), None)
     if root is not None and root.cell is not None:  # e.g. its graph was used (and freed) by an earlier cell
         what = f"built in In [{root.cell}], {what}"

@@ -281,11 +281,11 @@ function render({ model, el }) {
       ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
       ["line", node.cell != null ? `In [${node.cell}] line ${lineText(node.line)}` : lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
       ["expression", node.expr ? h("code", {}, node.expr) : "—"],
-      ["gradient", node.grad_text ? node.grad_text.replace(/^grad /, "")
+      ["gradient", node.grad_text ? node.grad_text.replace(/^grad (= )?/, "")
         : grad ? valuesText(grad.values, grad.shape) : "—"],
-      ["saved for backward", node.saved_text && node.saved_text.length
+      ["saved", node.saved_text && node.saved_text.length
         ? [...node.saved_text.map((s) => h("div", {}, withCode(s))),
-          h("div", { class: "agm-hint" }, "its gradient formula needs these values")] : "—"],
+          h("div", { class: "agm-hint" }, "kept for backward: its gradient formula needs these values")] : "—"],
       ["inputs", graph.edges.filter((e) => e[1] === node.id && e[0] !== node.id).map((e) => link(e[0]))],
       ["used by", graph.edges.filter((e) => e[0] === node.id && e[1] !== node.id).map((e) => link(e[1]))],
     ];
@@ -328,8 +328,8 @@ function render({ model, el }) {
     const d = list[chosen];
     diagArea.replaceChildren();
     if (d) {
-      diagArea.append(h("div", { class: "agm-message" }, withCode(d.message)), sourceView(report, d.line),
-        h("p", { class: "agm-hint" }, d.names.length ? `Highlighted in the graph: ${d.names.join(", ")}` : ""));
+      diagArea.append(h("div", { class: "agm-message" }, withCode(d.message)), sourceView(report, d.line));
+      if (d.names.length && drawings.length) diagArea.append(h("p", { class: "agm-hint" }, `Highlighted in the graph: ${d.names.join(", ")}`));
     }
     diagList.replaceChildren(...items);
   }
