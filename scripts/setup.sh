@@ -3,7 +3,10 @@
 #
 #   - Debian's chromium (for the browser tests) when /usr/bin/chromium is missing
 #   - a virtual environment at .venv
-#   - the pinned CPU build of torch, then this package with its test extras
+#   - the pinned CPU build of torch, then this package with its test extras (skipped while
+#     pyproject.toml is unchanged since the last install: a stamp in .venv holds its hash)
+#   - JupyterLab settings for the demo (scripts/jupyterlab/overrides.json into the venv): save the
+#     widgets' state with the notebook, so a notebook you ran reopens with its views; no news pop-up
 #
 # Used by scripts/demo.sh (README quick start) and by .ci/run, so both set up the same way.
 set -euo pipefail
@@ -52,6 +55,24 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(not torch.__version__.star
     .venv/bin/python -m pip install -q "torch==$TORCH_VERSION"
 fi
 
-say "installing autograd_magic with its test extras"
-.venv/bin/python -m pip install -q -e '.[test]'
+# pip takes ~25 s even when nothing changed: reinstall only when pyproject.toml did (the install is
+# editable, so source changes need none) or when the venv no longer imports this checkout's package
+STAMP=.venv/.autograd_magic-installed
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $PWD"
+installed_here() {  # -I: not the checkout beside us through the current directory
+    .venv/bin/python -I -c 'import sys, autograd_magic; sys.exit(not autograd_magic.__file__.startswith(sys.argv[1]))' \
+        "$PWD/" 2>/dev/null
+}
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$wanted" ] && installed_here; then
+    say "autograd_magic is installed and pyproject.toml is unchanged: skipping pip"
+else
+    say "installing autograd_magic with its test extras"
+    .venv/bin/python -m pip install -q -e '.[test]'
+    echo "$wanted" > "$STAMP"
+fi
+
+# overrides.json in the venv's app settings dir: defaults for every JupyterLab started from this venv
+settings=.venv/share/jupyter/lab/settings
+mkdir -p "$settings"
+cp scripts/jupyterlab/overrides.json "$settings/overrides.json"
 say "set up: $(.venv/bin/python -c 'import torch, autograd_magic; print("torch", torch.__version__, "| autograd_magic", autograd_magic.__version__)')"

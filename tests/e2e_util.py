@@ -30,6 +30,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demo.ipynb"
+LAB_OVERRIDES = ROOT / "scripts" / "jupyterlab" / "overrides.json"  # what scripts/setup.sh installs
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = Path(os.environ.get("AGM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -103,11 +104,13 @@ def isolated_env(base: Path, python: str = sys.executable) -> dict[str, str]:
     HOME, the Jupyter dirs and IPYTHONDIR live under ``base``; JUPYTER_PATH (searched first) holds a
     ``python3`` kernelspec that starts ``python``, so the kernel is this venv's interpreter.
     """
-    dirs = {name: base / name for name in ("home", "config", "data", "runtime", "ipython", "path", "lab-settings")}
+    dirs = {name: base / name for name in ("home", "config", "data", "runtime", "ipython", "path", "lab-settings",
+                                           "app-settings")}
     for directory in dirs.values():
         directory.mkdir(parents=True, exist_ok=True)
     execute_demo_module().write_kernelspec(dirs["path"] / "kernels", python)
     write_lab_settings(dirs["lab-settings"])
+    shutil.copyfile(LAB_OVERRIDES, dirs["app-settings"] / "overrides.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "IPYTHON"))}
     env.update(
         HOME=str(dirs["home"]),
@@ -125,13 +128,10 @@ def isolated_env(base: Path, python: str = sys.executable) -> dict[str, str]:
 
 
 def write_lab_settings(directory: Path) -> None:
-    """No news pop-up or update check (they cover the notebook); every cell in the DOM (no windowing)."""
+    """Every cell in the DOM (no windowing), so the tests can find them. The rest (no news pop-up, widget
+    state saved with the notebook) comes from the overrides scripts/setup.sh installs, as users get it."""
     settings: dict[str, dict[str, Any]] = {
         "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-            "fetchNews": "false",
-            "checkForUpdates": False,
-        },
     }
     for rel, value in settings.items():
         path = directory / rel
@@ -189,6 +189,8 @@ def jupyter_lab(root: Path, base: Path, timeout: float = 90) -> Iterator[LabServ
         "--ServerApp.allow_root=True",
     ]
     env = isolated_env(base)
+    # the venv's own app settings dir, as scripts/setup.sh fills it: overrides.json and nothing else
+    cmd.append(f"--LabApp.app_settings_dir={base / 'app-settings'}")
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, env=env, cwd=root, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)

@@ -2,15 +2,19 @@
 
 One JupyterLab server and one browser for the module (starting them takes
 ~10 s): the server on 127.0.0.1 at a free port with a random token, HOME and
-the Jupyter/IPython dirs in a temp dir, the kernel this venv's python; the
-notebook is a copy of the demo with its outputs cleared, so everything checked
-here was rendered live. Screenshots go to artifacts/ (AGM_UPDATE_SCREENSHOT=1
-also refreshes docs/screenshot.png for the README).
+the Jupyter/IPython dirs in a temp dir, the kernel this venv's python (it
+inherits PYTHONPATH, and a test checks it runs this checkout's package), the
+JupyterLab overrides scripts/setup.sh installs. The notebook is a copy of the
+demo with its outputs cleared, so everything checked here was rendered live.
+The tests run in file order: Run All, the views, light and dark theme, then
+save, restart and reload. Screenshots go to artifacts/ (AGM_UPDATE_SCREENSHOT=1 also
+refreshes docs/screenshot.png for the README).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import time
@@ -24,6 +28,8 @@ import pytest
 from e2e_util import (
     DEMO,
     ROOT,
+    WIDGET_STATE,
+    WIDGET_VIEW,
     artifact_path,
     chromium_context,
     code_cells,
@@ -73,7 +79,56 @@ print(_agm_v.tab, _agm_v.selected, _agm_n.name if _agm_n else None, _agm_n.label
 TABS = ["Graph", "Variables", "Gradients", "Diagnostics", "Timeline"]
 BACKWARD_CELL = "# Auto-differentiate"
 ALIAS_CELL = "# Assign x to z"
+NUMPY_CELL = "# Convert x to numpy"
 CLOSING_CELL = "# Try calling backward()"
+SHOWN_CELLS = {"alias": ALIAS_CELL, "numpy": NUMPY_CELL, "graph": BACKWARD_CELL, "closing": CLOSING_CELL}
+
+# every text element of the widgets against the background it is drawn on: WCAG contrast ratios below 3
+LOW_CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const linear = (v) => (v /= 255, v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+  const lum = ([r, g, b]) => [r, g, b].map(linear)
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const backdrop = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      if (e instanceof SVGElement && e.tagName !== 'svg') {
+        const shape = e.classList.contains('node') && e.querySelector('path, polygon');
+        const fill = shape && getComputedStyle(shape).fill;
+        const c = fill && fill !== 'none' ? rgb(fill) : [];
+        if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c;
+        continue;
+      }
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c;
+    }
+    return [255, 255, 255];
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll('.agm-w *')) {
+    if (!el.getClientRects().length) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own) continue;
+    const style = getComputedStyle(el);
+    const color = rgb(el instanceof SVGElement ? style.fill : style.color);
+    const [a, b] = [lum(color), lum(backdrop(el))].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    if (ratio < 3) bad.push(`${el.tagName} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+  return bad;
+}"""
+
+# each node's label lines against its box, as the browser drew them (its own fallback font)
+LABEL_OVERFLOW = """(view) => {
+  const out = [];
+  for (const node of view.querySelectorAll('svg g.node')) {
+    const shape = node.querySelector('path, polygon').getBBox();
+    for (const text of node.querySelectorAll('text')) {
+      const box = text.getBBox();
+      if (box.x < shape.x - 0.5 || box.x + box.width > shape.x + shape.width + 0.5) out.push(text.textContent);
+    }
+  }
+  return out;
+}"""
 
 
 @dataclass
@@ -186,6 +241,11 @@ def test_run_all_executes_every_cell_past_the_tagged_failures(lab: Lab) -> None:
     assert lab.run_seconds < 120
 
 
+def test_the_kernel_runs_this_checkouts_package(lab: Lab) -> None:
+    where = lab.python("import autograd_magic; print(autograd_magic.__file__)")
+    assert where.startswith(str(ROOT / "autograd_magic")), where
+
+
 def test_every_autograd_cell_rendered_the_widget(lab: Lab) -> None:
     expected = len(report_cells())
     lab.page.wait_for_function(f"() => document.querySelectorAll('.agm-w').length >= {expected}")
@@ -202,7 +262,18 @@ def test_graph_svg_names_the_leaves_x_and_y(lab: Lab) -> None:
     names = view.locator("svg g.node text").all_text_contents()
     assert {"x", "y", "z"} <= set(names)
     assert {"SubBackward0", "AddBackward0", "MulBackward0", "AccumulateGrad"} <= set(names)
+    assert {"grad = -1", "grad = 1"} <= set(names)  # dz/dx = -1 and dz/dy = 1, as the tutorial says
     lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path("graph.png")))
+
+
+def test_every_node_label_fits_its_box_as_the_browser_draws_it(lab: Lab) -> None:
+    marks = [BACKWARD_CELL, "# Create final variable: z", "# Use .backward() to compute gradients of c",
+             "v.sum().backward()"]
+    for mark in marks:
+        view = lab.view(mark)
+        view.locator("svg g.node").first.wait_for()
+        assert view.locator("svg g.node").count() >= 2, mark
+        assert view.evaluate(LABEL_OVERFLOW) == [], mark
 
 
 def test_each_panel_shows_its_content(lab: Lab) -> None:
@@ -242,32 +313,51 @@ def test_clicking_a_graph_node_selects_it_in_python(lab: Lab) -> None:
     lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path("node-selected.png")))
 
 
-def test_alias_cell_shows_the_alias_diagnostic(lab: Lab) -> None:
+def test_alias_cell_opens_on_its_diagnostic_expanded(lab: Lab) -> None:
     view = lab.view(ALIAS_CELL)
     assert "1 warning" in view.locator(".agm-summary").inner_text()
-    view.get_by_role("tab", name="Diagnostics").click()
+    assert view.get_by_role("tab", name="Diagnostics").get_attribute("aria-selected") == "true"  # no click
     item = view.locator(".agm-diag")
-    assert item.count() == 1 and "alias-write" in item.inner_text()
-    item.click()
-    message = view.locator(".agm-message").inner_text()
-    assert "`x`" in message and "`z`" in message and "clone()" in message
+    assert item.count() == 1 and "alias-write" in item.inner_text() and item.get_attribute("aria-pressed") == "true"
+    message = view.locator(".agm-message")
+    assert "clone()" in message.inner_text() and "`" not in message.inner_text()
+    assert {"x", "z"} <= set(message.locator("code").all_inner_texts())  # Markdown `x` shown as code
+    assert "No autograd graph" not in view.inner_text() and view.locator(".agm-scroll").is_hidden()
+    assert not view.inner_text().rstrip().endswith(("null", "undefined"))
     lab.cell(ALIAS_CELL).screenshot(path=str(artifact_path("alias-diagnostic.png")))
+
+
+def test_numpy_cell_opens_on_the_shared_memory_note(lab: Lab) -> None:
+    view = lab.view(NUMPY_CELL)
+    assert view.get_by_role("tab", name="Diagnostics").get_attribute("aria-selected") == "true"
+    assert "shared-memory" in view.locator(".agm-diag[aria-pressed='true']").inner_text()
+    assert view.locator(".agm-message").is_visible()
+    view.get_by_role("tab", name="Graph").click()
+    panel = view.get_by_role("tabpanel", name="Graph")
+    assert "No autograd graph in this cell" in panel.inner_text()
+    assert panel.locator(".agm-toolbar").is_hidden() and panel.locator(".agm-legend").is_hidden()
+    view.get_by_role("tab", name="Diagnostics").click()
 
 
 def test_closing_cell_explains_the_failed_backward(lab: Lab) -> None:
     view = lab.view(CLOSING_CELL)
-    view.get_by_role("tab", name="Diagnostics").click()
-    kinds = view.locator(".agm-diag").all_inner_texts()
-    assert any("backward-no-grad-fn" in k for k in kinds)
-    view.locator(".agm-diag", has_text="backward-no-grad-fn").click()
+    assert view.get_by_role("tab", name="Diagnostics").get_attribute("aria-selected") == "true"
+    expanded = view.locator(".agm-diag[aria-pressed='true']")
+    assert "backward-no-grad-fn" in expanded.inner_text()  # the error, opened without a click
     assert "no grad_fn" in view.locator(".agm-message").inner_text()
-    assert "RuntimeError" in lab.cell(CLOSING_CELL).inner_text()
+    cell_text = lab.cell(CLOSING_CELL).inner_text()
+    assert "RuntimeError" in cell_text
+    # the report and IPython's traceback name the same line of the cell
+    raised = view.locator(".agm-raised").inner_text()
+    line = raised.split(" at line ")[1].split(":")[0]
+    traceback = lab.cell(CLOSING_CELL).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert f"line {line}" in traceback.inner_text() and f"line {line} · backward-no-grad-fn" in expanded.inner_text()
     lab.cell(CLOSING_CELL).screenshot(path=str(artifact_path("closing-diagnostic.png")))
 
 
 def test_readme_screenshot(lab: Lab) -> None:
     """Compose graph + gradients + diagnostics screenshots into one picture for the README."""
-    parts = [artifact_path(name) for name in ("node-selected.png", "alias-diagnostic.png")]
+    parts = [artifact_path(name) for name in ("graph.png", "alias-diagnostic.png")]  # as they open
     if not all(p.exists() for p in parts):
         pytest.skip("the screenshots it is made of were not taken (an earlier test failed)")
     page = lab.page.context.new_page()
@@ -304,3 +394,71 @@ def test_saved_demo_opened_as_demo_sh_does_shows_the_widgets_without_running(lab
         cell.screenshot(path=str(artifact_path("saved-demo-restored.png")))
     finally:
         page.close()
+
+
+# --- light and dark theme ---------------------------------------------------------------------------
+
+
+def set_theme(lab: Lab, theme: str, light: bool) -> None:
+    lab.page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", theme)
+    lab.page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'")
+    lab.page.wait_for_timeout(500)  # the theme's CSS variables apply after the attribute
+
+
+@pytest.mark.parametrize(("theme", "light"), [("JupyterLab Light", True), ("JupyterLab Dark", False)])
+def test_every_panel_reads_in_light_and_dark_theme(lab: Lab, theme: str, light: bool) -> None:
+    set_theme(lab, theme, light)
+    name = "light" if light else "dark"
+    for key, mark in SHOWN_CELLS.items():  # the closing cell's traceback is taller than the window: its view only
+        shown = lab.view(mark) if mark == CLOSING_CELL else lab.cell(mark)
+        shown.screenshot(path=str(artifact_path(f"{name}-{key}.png")))
+    for tab in ("Variables", "Gradients", "Timeline", "Diagnostics", "Graph"):  # every panel of the graph cell
+        lab.view(BACKWARD_CELL).get_by_role("tab", name=tab).click()
+        assert lab.page.evaluate(LOW_CONTRAST) == [], (theme, tab)
+    if not light:
+        set_theme(lab, "JupyterLab Light", True)
+
+
+# --- after a user ran it: save, restart, reload ----------------------------------------------------
+
+
+def saved_view_ids(path: Path) -> tuple[set[str], set[str]]:
+    """The widget model ids the saved notebook's outputs show, and those its widget state holds."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    shown = {out["data"][WIDGET_VIEW]["model_id"] for cell in nb["cells"] for out in cell.get("outputs", [])
+             if WIDGET_VIEW in out.get("data", {})}
+    state = nb.get("metadata", {}).get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    return shown, set(state)
+
+
+def test_run_saved_restarted_and_reloaded_the_notebook_still_shows_every_view(lab: Lab) -> None:
+    """The demo.sh scenario: Run All, JupyterLab saves, the kernel is gone, the notebook is reopened."""
+    page, path = lab.page, lab.root / "demo.ipynb"
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    deadline = time.monotonic() + 30
+    while not ((ids := saved_view_ids(path))[0] and ids[0] <= ids[1]):
+        assert time.monotonic() < deadline, f"views without saved state: {sorted(ids[0] - ids[1])[:3]}"
+        time.sleep(0.5)
+    assert len(ids[0]) == len(report_cells())
+    stop_kernel_sessions(lab)  # the views must now come from the notebook, not from a live kernel
+    page.reload()
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    expected = len(report_cells())
+    page.wait_for_function(f"() => document.querySelectorAll('.agm-w').length >= {expected}", timeout=60_000)
+    assert page.get_by_text("Error displaying widget").count() == 0
+    assert page.locator(".agm-w").count() == expected
+    lab.view(BACKWARD_CELL).get_by_role("tab", name="Graph").click()  # the saved state keeps the last tab
+    names = lab.view(BACKWARD_CELL).locator("svg g.node text").all_text_contents()
+    assert {"x", "y", "z", "grad = -1"} <= set(names)
+    assert lab.view(ALIAS_CELL).locator(".agm-message code").count() >= 2
+    lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path("reloaded-graph.png")))
+
+
+def stop_kernel_sessions(lab: Lab) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(lab.url("api/sessions")) as response:  # noqa: S310 - loopback
+        sessions = json.load(response)
+    for session in sessions:
+        request = urllib.request.Request(lab.url(f"api/sessions/{session['id']}"), method="DELETE")
+        urllib.request.urlopen(request).close()  # noqa: S310 - loopback

@@ -133,7 +133,8 @@ def test_intermediates_get_their_grad_fn(executed: Any) -> None:
 def test_backward_cell_draws_the_graph_with_leaves_x_and_y_and_their_gradients(executed: Any) -> None:
     cell = find_cell(executed, "# Auto-differentiate")
     text = report_text(cell)
-    assert "Graph 1: root z (backward" in text
+    assert re.search(r"^Graph 1: root z \(built in In \[\d+\], backward at line 2\)", text, re.M)  # body line 2
+    assert re.search(r"^\s+x AccumulateGrad \(1\) grad = -1$", text, re.M)  # dz/dx = -1, as the tutorial says
     for label in ("SubBackward0", "AddBackward0", "MulBackward0"):
         assert label in text
     assert re.search(r"^\s+x AccumulateGrad", text, re.M) and re.search(r"^\s+y AccumulateGrad", text, re.M)
@@ -189,6 +190,15 @@ def test_detach_cell_notes_the_graph_break(executed: Any) -> None:
     cell = find_cell(executed, "print(c.detach())")
     assert "tensor(3.4619)" in stdout(cell)
     assert "graph-break" in diagnostic_kinds(report_text(cell))
+    # c's graph was built and freed by earlier cells: the title must not say it was never backwarded
+    title = next(line for line in report_text(cell).splitlines() if line.startswith("Graph 1:"))
+    assert re.match(r"Graph 1: root c \(built in In \[\d+\], no backward\(\) from it in this cell\)", title)
+
+
+def test_summaries_count_in_plain_english(executed: Any) -> None:
+    summaries = [report_text(c).splitlines()[0] for c in code_cells(executed) if is_autograd_cell(c)]
+    assert not [s for s in summaries if "(s)" in s or re.search(r"\b1 (tensors|graphs|torch calls)\b", s)]
+    assert any(" 1 graph," in s for s in summaries) and any(" 1 tensor," in s for s in summaries)
 
 
 def test_closing_cell_explains_why_backward_has_no_graph(executed: Any) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from autograd_magic.report.model import Cut, Diagnostic, GradRow, Graph, Node, Report, TensorRow
 from autograd_magic.views import graph as graph_view
-from autograd_magic.views.graph import find_renderer, legend_for, render_dot, render_graph, to_dot
+from autograd_magic.views.fit import text_width
+from autograd_magic.views.graph import facts_of, find_renderer, legend_for, render_dot, render_graph, to_dot
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCRIPT = '"</script><script>alert(1)</script>'
@@ -46,11 +47,22 @@ def texts(root: ET.Element) -> list[str]:
 
 
 def test_dot_labels_every_node_with_name_class_line_and_gradient() -> None:
-    dot = to_dot(seed_graph())
-    assert 'label="z\\nSubBackward0\\nline 5: var2 - var1\\ngrad ‖·‖=1"' in dot
+    dot = to_dot(seed_graph(), facts_of(seed_report()))
+    assert 'label="z\\nSubBackward0\\nline 5: var2 - var1\\ngrad norm = 1"' in dot  # no values: the norm
     assert 'label="var1\\nMulBackward0\\nline 3: 2*x"' in dot
-    assert 'label="x\\nAccumulateGrad\\nleaf (1)\\ngrad ‖·‖=1"' in dot
+    assert 'label="x\\nAccumulateGrad\\nleaf (1)\\ngrad = -1"' in dot  # dz/dx = -1, with its sign
     assert "n9 -> n4" in dot and "n10 -> n4" in dot
+
+
+@pytest.mark.parametrize(("values", "shown"), [
+    ([-1.0], "grad = -1"), ([1.0, -2.5, 3.0], "grad = [1, -2.5, 3]"), (-0.25, "grad = -0.25"),
+    ([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "grad norm = 9.539"), (None, "grad norm = 9.539"),
+])
+def test_small_gradients_show_their_values_big_ones_their_norm(values: Any, shown: str) -> None:
+    report = seed_report()
+    report.gradients["x"] = GradRow("x", (1,), values, 9.539)
+    x_line = next(line for line in to_dot(seed_graph(), facts_of(report)).splitlines() if line.startswith("  n9 "))
+    assert f"\\n{shown}\"" in x_line
 
 
 def test_torchviz_colours_with_a_non_colour_cue_for_each() -> None:
@@ -59,8 +71,20 @@ def test_torchviz_colours_with_a_non_colour_cue_for_each() -> None:
     root = next(line for line in dot.splitlines() if line.startswith("  n8 "))
     assert 'fillcolor="lightblue"' in leaf and "leaf (1)" in leaf
     assert 'fillcolor="darkolivegreen1"' in root and 'peripheries="2"' in root
-    saved = next(line for line in dot.splitlines() if line.startswith("  s6_0 "))
-    assert 'fillcolor="orange"' in saved and 'label="other\\nscalar"' in saved
+
+
+def test_saved_tensors_are_a_sentence_in_the_tooltip_not_boxes() -> None:
+    saved = ("other: ()", "self: (1,)", "result: freed", "mat2: hidden by a saved_tensors_hooks")
+    var1 = Node(6, "MulBackward0", "var1", 3, "var1 = 2*x", (1,), "op", saved=saved)
+    dot = to_dot(seed_graph(nodes=(*seed_graph().nodes[:2], var1, *seed_graph().nodes[3:])))
+    assert " s6_" not in dot and "->" not in "".join(line for line in dot.splitlines() if "s6" in line)
+    var1 = next(line for line in dot.splitlines() if line.startswith("  n6 "))
+    assert 'color="orange"' in var1  # the only mark in the drawing
+    for phrase in ("its second input (`other`): a scalar", "its first input (`self`): a (1) tensor",
+                   "its own output (`result`): freed by backward()",
+                   "the second matrix (`mat2`): hidden by a saved_tensors_hooks", "gradient formula needs them"):
+        assert phrase in var1, phrase
+    assert "(1,)" not in dot  # shapes are written one way: (1)
 
 
 @needs_renderer
@@ -68,8 +92,10 @@ def test_svg_keeps_node_ids_names_and_lines() -> None:
     drawn = render_graph(seed_graph())
     assert drawn.svg is not None and drawn.hint is None
     root = svg_tree(drawn.svg)
-    ids = {el.get("id") for el in root.iter() if el.get("class") == "node"}
-    assert {"n8", "n4", "n6", "n9", "n10", "s6_0"} <= ids
+    ids = {el.get("id") for el in root.iter() if "node" in (el.get("class") or "").split()}
+    assert ids == {"n8", "n4", "n6", "n9", "n10"}  # no saved-tensor boxes
+    kinds = {el.get("id"): el.get("class") for el in root.iter() if el.get("id") in ids}
+    assert kinds["n9"] == "node agm-leaf" and kinds["n4"] == "node agm-op"  # themes recolour by kind
     shown = texts(root)
     assert {"x", "y", "var1", "var2", "z", "line 4: x+y", "line 3: 2*x"} <= set(shown)
 
@@ -160,7 +186,7 @@ def test_500_node_graph_lays_out_fast_with_limits(monkeypatch: pytest.MonkeyPatc
     graph = Graph("v0", tuple(nodes), tuple(edges))
     dot = to_dot(graph)
     assert "mclimit=0.3" in dot and "nslimit=1" in dot
-    assert "s1_0" not in dot and "saved: self: (8, 8)" in dot  # big graphs list saved tensors inside the node
+    assert "s1_0" not in dot and "its first input (`self`): a (8, 8) tensor" in dot  # in the tooltip
     start = time.perf_counter()
     drawn = render_dot(dot)
     elapsed = time.perf_counter() - start
@@ -193,3 +219,30 @@ def test_diagnostic_names_mark_their_nodes_in_text_and_border() -> None:
     flagged = next(line for line in dot.splitlines() if line.startswith("  n6 "))
     assert 'label="⚠ var1' in flagged and 'penwidth="2.5"' in flagged
     assert "⚠" not in next(line for line in dot.splitlines() if line.startswith("  n4 "))
+
+
+LONG_LABELS = (
+    Node(1, "SubBackward0", "z", 4, "z = var2 - var1", (1,), "root", expr="var2 - var1", cell=17),
+    Node(2, "MulBackward0", "a_rather_long_variable_name_w", 3, "w = torch.nn.functional.softmax(logits, dim=-1)",
+         (3, 5), "op", expr="torch.nn.functional.softmax(logits, dim=-1)"),
+    Node(3, "AccumulateGrad", "WWWWMMMMmmmm", None, "", (1,), "leaf"),
+)
+
+
+@needs_renderer
+def test_every_label_line_fits_its_box_in_a_wide_fallback_font() -> None:
+    """Graphviz measures Helvetica; a browser may draw DejaVu Sans, ~15% wider: lines must still fit."""
+    graph = Graph("z", LONG_LABELS, ((2, 1), (3, 2)))
+    root = svg_tree(render_graph(graph).svg or "")
+    checked = 0
+    for node in (el for el in root.iter() if "node" in (el.get("class") or "").split()):
+        box = next(el for el in node.iter() if el.tag.endswith(("}path", "}polygon")))
+        xs = [float(pair.split(",")[0]) for pair in (box.get("d") or box.get("points") or "").replace("M", " ")
+              .replace("C", " ").split() if "," in pair]
+        width = max(xs) - min(xs)
+        for text in (el for el in node.iter() if el.tag.endswith("}text")):
+            drawn = float(text.get("textLength") or text_width(text.text or "", float(text.get("font-size") or 0)))
+            assert drawn <= width - 4, (text.text, drawn, width)
+            checked += 1
+    assert checked >= 9
+    assert "In [17] line 4: var2 - var1" in texts(root)

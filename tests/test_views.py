@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback as traceback_module
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 import pytest
 from conftest import report_of, run
 
-from autograd_magic.report.model import Report
+from autograd_magic.report.model import Diagnostic, Report, TensorRow
 from autograd_magic.views import graph as graph_view
 from autograd_magic.views.html import render_html
+from autograd_magic.views.numbering import for_display
 from autograd_magic.views.text import render_text
+from autograd_magic.views.widget import payload
 
 SEED = """x = torch.tensor([5.], requires_grad = True)
 y = torch.tensor([7.])
@@ -73,11 +76,12 @@ def test_seed_cell_displays_full_text_and_html_with_the_named_graph(ip: Any) -> 
     bundle = displayed(cell)
     assert set(bundle) == {"text/plain", "text/html"}
     text = bundle["text/plain"]
-    assert "z SubBackward0 (1) (line 7: var2 - var1)" in text and "x: [-1]" in text and "y: [1]" in text
+    # lines are the cell body's, as IPython's tracebacks count them (the %%autograd line is not counted)
+    assert "z SubBackward0 (1) (line 6: var2 - var1)" in text and "x: [-1]" in text and "y: [1]" in text
     page = bundle["text/html"]
     assert "<svg" in page
     visible = " ".join(Markup(page).text)
-    for label in ("var1", "var2", "MulBackward0", "AddBackward0", "SubBackward0", "line 5: 2*x", "line 6: x+y"):
+    for label in ("var1", "var2", "MulBackward0", "AddBackward0", "SubBackward0", "line 4: 2*x", "line 5: x+y"):
         assert label in visible, label
     assert "leaf that requires grad" in visible  # the legend
 
@@ -115,9 +119,9 @@ def test_text_view_is_full_and_lists_every_section(ip: Any) -> None:
     report, _ = report_of(ip, SEED)
     text = render_text(report)
     assert text.splitlines()[0].startswith("autograd: ")
-    for section in ("Variables", "Gradients", "Graph 1: root z (backward at line 8)"):
+    for section in ("Variables", "Gradients", "Graph 1: root z (backward at line 7)"):
         assert section in text
-    assert "x AccumulateGrad (1) grad norm=1" in text
+    assert "x AccumulateGrad (1) grad = -1" in text and "y AccumulateGrad (1) grad = 1" in text
 
 
 def test_500_iteration_loop_text_stays_short(ip: Any) -> None:
@@ -150,7 +154,7 @@ def test_html_says_when_the_cell_raised(ip: Any) -> None:
     report, cell = report_of(ip, "a = torch.ones(2, requires_grad=True)\nb = a * 2\nb.backward()")
     assert isinstance(cell.error, RuntimeError)
     page = render_html(report)
-    assert "The cell raised <b>RuntimeError</b> at line 4" in page
+    assert "The cell raised <b>RuntimeError</b> at line 3" in page  # the traceback's "line 3"
 
 
 def test_save_writes_a_standalone_page_and_an_svg(ip: Any, tmp_path: Path) -> None:
@@ -197,3 +201,43 @@ def test_gradient_accumulated_by_a_second_backward_shows_before_and_after(ip: An
         pytest.skip("capture did not record the .grad before this backward")
     page = render_html(report)
     assert "values (before → after)" in page and "[3, 3] → [5, 7]" in page
+
+
+def test_summary_counts_read_as_english() -> None:
+    report = Report(ops_total=1, graphs=[], tensors={})
+    assert render_text(report).splitlines()[0] == "autograd: 1 torch call, 0 tensors, 0 graphs, no diagnostics"
+    report = Report(ops_total=3, tensors={"x": TensorRow("x", (1,), "float32", "cpu", True, True, None, 2)})
+    assert "3 torch calls, 1 tensor, 0 graphs" in render_text(report)
+    assert "(s)" not in render_text(report)
+
+
+def test_lines_shown_are_the_tracebacks_in_text_html_and_widget(ip: Any) -> None:
+    body = "a = torch.ones(2, requires_grad=True)\nb = a * 2\nc = b\nc[0] = 3\nb.backward()"
+    report, cell = report_of(ip, body)
+    assert isinstance(cell.error, RuntimeError)
+    traceback = traceback_module.extract_tb(cell.error.__traceback__)
+    cell_line = next(frame.lineno for frame in traceback if frame.line == "b.backward()")
+    assert cell_line == 5  # what IPython's traceback prints beside the report
+    assert f"raised RuntimeError at line {cell_line}" in render_text(report)
+    assert f"The cell raised <b>RuntimeError</b> at line {cell_line}" in render_html(report)
+    assert payload(report)["error"]["line"] == cell_line
+    alias = next(d for d in report.diagnostics if d.kind == "alias-write")
+    assert "WARNING [alias-write] line 4: c[0] = 3" in render_text(report)
+    assert "line 3" in payload(report)["diagnostics"][report.diagnostics.index(alias)]["message"]  # c = b
+
+
+def test_renumbering_leaves_code_spans_alone() -> None:
+    message = "`print('line 9')` at line 5 made `z`; see lines 3 and 4 and line 2 of cell In [7]"
+    report = Report(first_line=2, diagnostics=[Diagnostic("k", "note", 5, "print('line 9')", ("b (line 3)",), message)])
+    shown = for_display(report).diagnostics[0]
+    assert shown.message == "`print('line 9')` at line 4 made `z`; see lines 2 and 3 and line 1 of cell In [7]"
+    assert shown.line == 4 and shown.names == ("b (line 2)",) and shown.code == "print('line 9')"
+    assert for_display(for_display(report)).diagnostics[0] == shown  # idempotent
+
+
+def test_html_shows_message_code_spans_as_code_and_text_keeps_backticks() -> None:
+    message = "`z = x` made `z` a second name for <x>"
+    report = Report(diagnostics=[Diagnostic("alias-write", "warning", 3, "z[0] = 5", ("z",), message)])
+    page = render_html(report)
+    assert "<code>z = x</code> made <code>z</code> a second name for &lt;x&gt;" in page
+    assert message in render_text(report)

@@ -188,7 +188,7 @@ def test_browser_click_selects_node_and_timeline_dims_later_nodes(
     z_step = next(n.step for n in graph.nodes if n.name == "z")
     page.fill('input[type="range"]', str(z_step))
     assert page.eval_on_selector_all("g.node.agm-dim", "els => els.map(e => e.id)") == []
-    assert "line 7" in page.inner_text(".agm-op")
+    assert "line 6" in page.inner_text(".agm-op")  # z = var2 - var1: the body's 6th line
     page.focus('button[role="tab"][aria-selected="true"]')
     page.keyboard.press("ArrowRight")  # keyboard moves between panels
     assert page.evaluate("window.agmData.tab") == "graph"  # from the last panel it wraps to the first
@@ -218,7 +218,7 @@ def test_browser_diagnostic_highlights_its_nodes(ip: Any, browser_page: Any, tmp
     flagged = [i for i, d in enumerate(report.diagnostics) if d.names]
     if not flagged:
         pytest.skip("no diagnostic with names for this cell")
-    view = AutogradView(report)
+    view = AutogradView(report, diagnostic=None)  # none expanded yet: the click below expands it
     page = browser_page
     open_view(page, view, tmp_path)
     page.click('button[role="tab"]:has-text("Diagnostics")')
@@ -229,5 +229,52 @@ def test_browser_diagnostic_highlights_its_nodes(ip: Any, browser_page: Any, tmp
     expected = {f"n{n.id}" for n in shown.nodes if n.name and set(n.name.split(", ")) & names}
     assert set(page.eval_on_selector_all("g.agm-flag", "els => els.map(e => e.id)")) == expected != set()
     chosen = report.diagnostics[flagged[0]]
-    assert f"▶{chosen.line}{chosen.code}" in page.inner_text(".agm-diag-detail")  # its line, marked
+    assert f"▶{chosen.line - 1}{chosen.code}" in page.inner_text(".agm-diag-detail")  # its body line, marked
+    assert page.agm_errors == []
+
+
+ALIAS = "x = torch.tensor([1, 2, 3, 4])\nz = x\nz[0] = 5"
+NUMPY_NOTE = "x = torch.rand(3, 3)\narr = x.numpy()"
+
+
+@pytest.mark.parametrize(("body", "kind"), [(ALIAS, "alias-write"), (NUMPY_NOTE, "shared-memory")])
+def test_a_cell_without_a_graph_opens_on_its_first_finding_expanded(ip: Any, body: str, kind: str) -> None:
+    report, _ = report_of(ip, body)
+    assert not report.graphs and report.diagnostics[0].kind == kind
+    view = AutogradView(report)
+    assert (view.tab, view.diagnostic) == ("diagnostics", 0)
+
+
+def test_a_warning_opens_the_diagnostics_even_with_a_graph(ip: Any) -> None:
+    report, _ = report_of(ip, "x = torch.ones(2, requires_grad=True)\ny = x * 2\nz = y\nz[0] = 5\n"
+                              "arr = x.detach().numpy()\ny.sum().backward()")
+    severities = [d.severity for d in report.diagnostics]
+    assert report.graphs and "warning" in severities
+    view = AutogradView(report)
+    assert view.tab == "diagnostics" and report.diagnostics[view.diagnostic].severity == "warning"
+    assert view.diagnostic == severities.index("warning")  # the first warning, before any earlier note
+
+
+def test_payload_gives_each_node_its_gradient_and_saved_tensors_in_words(seed_view: AutogradView) -> None:
+    nodes = {n["name"]: n for n in seed_view.report["graphs"][0]["nodes"]}
+    assert nodes["x"]["grad_text"] == "grad = -1" and nodes["y"]["grad_text"] == "grad = 1"
+    var1 = nodes["var1"]  # 2*x keeps the other factor
+    assert var1["saved"] and all("`" in item and "(1,)" not in item for item in var1["saved_text"])
+    assert seed_view.report["first_line"] == 1  # the browser numbers the source as the traceback does
+
+
+@pytest.mark.browser
+def test_browser_no_graph_cell_shows_the_finding_not_empty_graph_furniture(
+        ip: Any, browser_page: Any, tmp_path: Path) -> None:
+    report, _ = report_of(ip, ALIAS)
+    page = browser_page
+    open_view(page, AutogradView(report), tmp_path)
+    assert page.get_attribute('button[role="tab"]:has-text("Diagnostics")', "aria-selected") == "true"
+    message = page.locator(".agm-message")
+    assert message.is_visible() and "clone()" in message.inner_text()
+    assert "`" not in message.inner_text() and message.locator("code").count() >= 2  # `x` became <code>x</code>
+    page.click('button[role="tab"]:has-text("Graph")')
+    panel = page.locator('[role="tabpanel"][aria-label="Graph"]')
+    assert "No autograd graph in this cell" in panel.inner_text()
+    assert panel.locator(".agm-toolbar, .agm-scroll, .agm-legend").filter(visible=True).count() == 0
     assert page.agm_errors == []

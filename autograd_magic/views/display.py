@@ -64,11 +64,11 @@ def save(report: Report, path: Path) -> Path:
 
         path.write_text(render_page(report), encoding="utf-8")
     elif suffix == ".svg":
-        from .graph import render_graph
+        from .graph import render_first_graph
 
         if not report.graphs:
             raise ValueError("this report has no graph to save as SVG")
-        drawn = render_graph(report.graphs[0], report)
+        drawn = render_first_graph(report)
         if drawn.svg is None:
             raise ValueError(drawn.hint or "the graph could not be rendered")
         path.write_text(drawn.svg, encoding="utf-8")

@@ -8,10 +8,15 @@ executable that ``pip install`` brings (a static build of Graphviz's own
 command line, a few milliseconds for small graphs). With neither, callers get
 the DOT source and a one-line hint; rendering never raises.
 
-Colours follow torchviz (blue leaves that require grad, green outputs, orange
-saved tensors, dark green dotted view bases); shapes, borders and text repeat
-what colour says. Node ``id`` attributes (``n<id>``) survive into the SVG so
-the widget can find nodes; Graphviz escapes all label and tooltip text.
+Colours follow torchviz (blue leaves that require grad, green outputs, dark
+green dotted view bases); shapes, borders and text repeat what colour says.
+What a node saved for backward is a sentence in its tooltip and details, with an
+orange border as the only mark, so a small graph is not half saved-tensor boxes.
+Node ``id`` attributes (``n<id>``) and ``agm-<kind>`` classes survive into the
+SVG so the widget can find nodes and themes can recolour them; Graphviz escapes
+all label and tooltip text. Graphviz sizes boxes with its own font metrics, so
+lines that a browser's wider fallback font would push past their box are
+squeezed to fit (`fit_labels`).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..report.model import Cut, Graph, Node, Report
-from .text import format_values, shape_text
+from ..report.model import Cut, GradRow, Graph, Node, Report
+from .fit import fit_labels
+from .numbering import for_display
+from .saved import saved_sentence
+from .text import format_values, node_gradient, shape_text
 
 RENDER_TIMEOUT_S = 20
-BIG_GRAPH = 60  # nodes past which layout effort is capped and saved tensors are listed inside their node
-MAX_SAVED_DRAWN = 4  # torchviz-style saved-tensor boxes per node
+BIG_GRAPH = 60  # nodes past which layout effort is capped
 FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3", "op": "white"}
 _TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
 _ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
@@ -59,7 +66,7 @@ LEGEND = (
     LegendItem("leaf", "#add8e6", "1px solid currentColor", "leaf that requires grad (AccumulateGrad)"),
     LegendItem("root", "#caff70", "3px double currentColor", "output: where backward starts"),
     LegendItem("op", "#ffffff", "1px solid currentColor", "backward function (grad_fn) with its line"),
-    LegendItem("saved", "#ffa500", "1px solid currentColor", "tensor saved for backward"),
+    LegendItem("saved", "", "2px solid #ffa500", "keeps tensors for backward (hover or click it to see which)"),
     LegendItem("base", "#a2cd5a", "1px dotted currentColor", "base of a view"),
     LegendItem("flagged", "#ffffff", "3px solid #cd0000", "⚠ involved in a diagnostic"),
     LegendItem("folded", "#ffffff", "2px solid currentColor", "×N: a repeated op drawn once"),
@@ -74,20 +81,28 @@ class Facts:
     flagged: frozenset[str] = frozenset()
     dtypes: Mapping[str, str] = field(default_factory=dict)
     grads: Mapping[str, str] = field(default_factory=dict)
+    gradients: Mapping[str, GradRow] = field(default_factory=dict)
 
 
 def facts_of(report: Report | None) -> Facts:
+    """Facts of a report already in display numbering (see `numbering.for_display`)."""
     if report is None:
         return Facts()
     flagged = frozenset(n for d in report.diagnostics if d.severity != "note" for n in d.names)
     dtypes = {name: f"{row.dtype} on {row.device}" for name, row in report.tensors.items()}
     grads = {name: f"{format_values(row.values, row.shape)} (norm {row.norm:.4g})"
              for name, row in report.gradients.items()}
-    return Facts(flagged, dtypes, grads)
+    return Facts(flagged, dtypes, grads, report.gradients)
 
 
 def render_graph(graph: Graph, report: Report | None = None) -> Rendered:
+    """Draw a graph of a displayed report (`for_display`), whose line numbers are what the user sees."""
     return render_dot(to_dot(graph, facts_of(report)))
+
+
+def render_first_graph(report: Report) -> Rendered:
+    shown = for_display(report)
+    return render_graph(shown.graphs[0], shown)
 
 
 def render_dot(dot: str) -> Rendered:
@@ -104,7 +119,7 @@ def render_dot(dot: str) -> Rendered:
         return Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
     if done.returncode != 0 or b"<svg" not in done.stdout:
         return Rendered(dot, None, f"graph rendering failed: {done.stderr.decode(errors='replace').strip()[:200]}")
-    svg = _tidy_titles(_strip_prolog(done.stdout.decode(errors="replace")))
+    svg = fit_labels(_tidy_titles(_strip_prolog(done.stdout.decode(errors="replace"))))
     if len(_svg_cache) > 64:
         _svg_cache.clear()
     _svg_cache[dot] = svg
@@ -139,13 +154,11 @@ def to_dot(graph: Graph, facts: Facts = Facts()) -> str:  # noqa: B008 - Facts i
         '  graph [rankdir=BT, fontname="Helvetica", fontsize=11, bgcolor="transparent", ranksep=0.35, '
         f"nodesep=0.25{limits}];",
         '  node [shape=box, style="rounded,filled", fillcolor="white", fontname="Helvetica", fontsize=10, '
-        'margin="0.08,0.04"];',
+        'margin="0.14,0.04"];',
         '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.6];',
     ]
     for node in graph.nodes:
-        lines.append(f"  n{node.id} [{_attrs(node_attrs(node, facts, inline_saved=big))}];")
-        if not big:
-            lines.extend(_saved_boxes(node))
+        lines.append(f"  n{node.id} [{_attrs(node_attrs(node, facts))}];")
     bases = {n.id for n in graph.nodes if n.kind == "base"}
     for src, dst in graph.edges:
         dotted = ', style="dotted"' if src in bases else ""
@@ -161,11 +174,12 @@ def where(node: Node) -> str:
     return f"In [{node.cell}] line {node.line}" if node.cell is not None else f"line {node.line}"
 
 
-def node_attrs(node: Node, facts: Facts, *, inline_saved: bool) -> dict[str, str]:
+def node_attrs(node: Node, facts: Facts) -> dict[str, str]:
     flagged = bool(node.name) and any(n in facts.flagged for n in _names(node))
     attrs = {
         "id": f"n{node.id}",
-        "label": "\n".join(_label_parts(node, flagged, inline_saved)),
+        "class": f"agm-{node.kind}",
+        "label": "\n".join(_label_parts(node, flagged, facts)),
         "fillcolor": FILL.get(node.kind, "white"),
         "tooltip": "\n".join(tooltip_lines(node, facts)),
     }
@@ -182,7 +196,7 @@ def node_attrs(node: Node, facts: Facts, *, inline_saved: bool) -> dict[str, str
     return attrs
 
 
-def _label_parts(node: Node, flagged: bool, inline_saved: bool) -> list[str]:
+def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     parts = []
     if node.name:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
@@ -191,10 +205,9 @@ def _label_parts(node: Node, flagged: bool, inline_saved: bool) -> list[str]:
         parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
     if node.kind == "leaf":
         parts.append(f"leaf {shape_text(node.shape)}")
-    if node.grad_norm is not None:
-        parts.append(f"grad ‖·‖={node.grad_norm:.3g}")
-    if node.saved and inline_saved:
-        parts.append("saved: " + _clip(", ".join(node.saved), 40))
+    grad = node_gradient(node, dict(facts.gradients))
+    if grad:
+        parts.append(grad)
     return parts
 
 
@@ -210,22 +223,8 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
     elif node.grad_norm is not None:
         bits.append(f"grad norm {node.grad_norm:.4g}")
     if node.saved:
-        bits.append("saved for backward: " + ", ".join(node.saved))
+        bits.append(saved_sentence(node.saved))
     return bits
-
-
-def _saved_boxes(node: Node) -> list[str]:
-    """torchviz draws each saved tensor as an orange box joined to its grad_fn without an arrow."""
-    out = []
-    for index, saved in enumerate(node.saved[:MAX_SAVED_DRAWN]):
-        name, _, shape = saved.partition(": ")
-        shape = "scalar" if shape == "()" else shape
-        box = f"s{node.id}_{index}"
-        attrs = {"id": box, "label": f"{_clip(name, 24)}\n{_clip(shape, 24)}".strip(), "fillcolor": "orange",
-                 "style": "filled", "fontsize": "9", "tooltip": f"saved for {node.label}: {saved}"}
-        out.append(f"  {box} [{_attrs(attrs)}];")
-        out.append(f'  {box} -> n{node.id} [id="e{box}", dir="none", color="darkorange"];')
-    return out
 
 
 def _cut_lines(cuts: Iterable[Cut], ids: set[int]) -> list[str]:
@@ -238,7 +237,7 @@ def _cut_lines(cuts: Iterable[Cut], ids: set[int]) -> list[str]:
             continue
         seen.add(key)
         where = f"line {cut.line}" if cut.line is not None else "this cell"
-        box = {"id": f"cut{index}", "label": f"{_clip(cut.target, 40)}\n({where})", "shape": "note",
+        box = {"id": f"cut{index}", "class": "agm-cut", "label": f"{_clip(cut.target, 40)}\n({where})", "shape": "note",
                "style": "dashed", "fillcolor": "white", "tooltip": f"{cut.how} at {where}: {cut.code}"}
         edge = {"id": f"cutedge{index}", "style": "dashed", "color": "red3", "fontcolor": "red3", "arrowhead": "tee",
                 "label": f"✂ {cut.how} ({where})", "tooltip": f"graph cut: {cut.how} at {where}: {cut.code}"}

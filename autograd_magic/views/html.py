@@ -2,17 +2,21 @@
 
 Every user string goes through `html.escape`; SVG comes from Graphviz, which
 escapes label text itself. Colours use JupyterLab's CSS variables with
-fallbacks, so the view reads in light and dark themes and outside Jupyter;
-the graph sits on a light card because Graphviz draws black lines and text.
+fallbacks, so the view reads in light and dark themes and outside Jupyter; the
+graph's lines, borders and op boxes are recoloured with the theme (the light
+leaf and output boxes keep dark text). Line numbers are the cell body's (see
+`numbering`); `code` spans in messages become <code>.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from ..report.model import Graph, Report
 from .graph import LegendItem, Rendered, legend_for, render_graph, render_torchviz
+from .numbering import for_display
 from .text import format_values, graph_title, shape_text, summary_line
 
 STYLE = """
@@ -24,15 +28,24 @@ STYLE = """
 .agm td,.agm th{border:1px solid var(--jp-border-color2,#ccc);padding:2px 6px;text-align:left;vertical-align:top}
 .agm th{background:var(--jp-layout-color2,#f2f2f2)}
 .agm code,.agm pre{font-family:var(--jp-code-font-family,monospace);font-size:12px}
-.agm pre{white-space:pre-wrap;margin:2px 0}
-.agm .sev-error{color:var(--jp-error-color1,#b00020);font-weight:bold}
-.agm .sev-warning{color:var(--jp-warn-color1,#a15c00);font-weight:bold}
-.agm .sev-note{color:var(--jp-info-color1,#00609b)}
+.agm pre,.agm .msg{white-space:pre-wrap;margin:2px 0}
+.agm .msg code{background:var(--jp-layout-color2,#f0f0f0);border-radius:3px;padding:0 2px}
+.agm{--agm-error:#b00020;--agm-warn:#8a4b00;--agm-info:#00609b}
+[data-jp-theme-light=false] .agm{--agm-error:#ff8a80;--agm-warn:#ffb74d;--agm-info:#81d4fa}
+.agm .sev-error{color:var(--agm-error);font-weight:bold}
+.agm .sev-warning{color:var(--agm-warn);font-weight:bold}
+.agm .sev-note{color:var(--agm-info)}
 .agm .graph{overflow:auto;max-height:640px;border:1px solid var(--jp-border-color2,#ddd);padding:4px;resize:vertical;
- background:#fcfcfc;color-scheme:light}
+ background:var(--jp-layout-color1,#fcfcfc)}
 .agm .graph svg{max-width:none;height:auto}
+.agm .graph g.edge [stroke="black"],.agm .graph g.node [stroke="black"]{stroke:var(--jp-ui-font-color1,black)}
+.agm .graph g.edge [fill="black"]{fill:var(--jp-ui-font-color1,black)}
+.agm .graph g.agm-op [fill="white"],.agm .graph g.agm-cut [fill="white"]{fill:var(--jp-layout-color1,white)}
+.agm .graph g.agm-op text,.agm .graph g.agm-cut text{fill:var(--jp-ui-font-color1,black)}
+.agm .graph g.edge text[fill="#cd0000"]{fill:var(--agm-error)}
+.agm .graph g.edge [stroke="#cd0000"]{stroke:var(--agm-error)}
 .agm .hint{color:var(--jp-ui-font-color2,#666);font-style:italic}
-.agm .raised{color:var(--jp-error-color1,#b00020)}
+.agm .raised{color:var(--agm-error)}
 .agm .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin:4px 0;padding:0;list-style:none;font-size:12px}
 .agm .legend li{display:flex;align-items:center;gap:5px}
 .agm .sw{display:inline-block;width:18px;height:11px;border-radius:3px;box-sizing:border-box}
@@ -42,6 +55,7 @@ STYLE = """
 
 
 def render_html(report: Report) -> str:
+    report = for_display(report)
     parts = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
     parts += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]
     parts.append(error_html(report))
@@ -74,10 +88,15 @@ def diagnostics_html(report: Report) -> str:
         return ""
     rows = "".join(
         f'<tr><td class="sev-{_e(d.severity)}">{_e(d.severity)}</td><td>{_e(d.kind)}</td><td>{_e(_line(d.line))}</td>'
-        f"<td><code>{_e(d.code)}</code></td><td><pre>{_e(d.message)}</pre></td></tr>"
+        f'<td><code>{_e(d.code)}</code></td><td><div class="msg">{message_html(d.message)}</div></td></tr>'
         for d in report.diagnostics
     )
     return f"<h4>Diagnostics</h4><table>{_head('severity', 'kind', 'line', 'code', 'message')}{rows}</table>"
+
+
+def message_html(message: str) -> str:
+    """Escaped text with each `code` span as <code> (messages are written with Markdown code spans)."""
+    return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", _e(message))
 
 
 def graphs_html(report: Report) -> str:
@@ -145,6 +164,9 @@ def gradients_html(report: Report) -> str:
 
 def _head(*titles: str) -> str:
     return "<tr>" + "".join(f"<th>{title}</th>" for title in titles) + "</tr>"
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
 
 
 def _e(value: Any) -> str:

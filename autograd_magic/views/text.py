@@ -1,16 +1,23 @@
-"""The plain-text view: terminal IPython, logs, and every output's text/plain."""
+"""The plain-text view: terminal IPython, logs, and every output's text/plain.
+
+Line numbers are the cell body's (see `numbering`); diagnostic messages keep their
+`backtick` code spans, which read as code in plain text.
+"""
 
 from __future__ import annotations
 
 from itertools import groupby
 from typing import Any
 
-from ..report.model import Graph, Report
+from ..report.model import GradRow, Graph, Node, Report
+from .numbering import for_display
 
 MAX_LISTED = 12  # values shown per gradient before "..."
+MAX_INLINE_GRAD = 4  # a gradient with at most this many values is shown as values, not as a norm
 
 
 def render_text(report: Report) -> str:
+    report = for_display(report)
     parts = [summary_line(report)]
     parts += [f"  hint: {hint}" for hint in report.hints]
     for section in (_diagnostics, _variables, _gradients, _graphs, _error):
@@ -24,8 +31,13 @@ def render_text(report: Report) -> str:
 def summary_line(report: Report) -> str:
     counts = {sev: sum(d.severity == sev for d in report.diagnostics) for sev in ("error", "warning", "note")}
     found = ", ".join(f"{n} {sev}{'s' if n != 1 else ''}" for sev, n in counts.items() if n) or "no diagnostics"
-    ops = f"{report.ops_total} torch call{'s' if report.ops_total != 1 else ''}"
-    return f"autograd: {ops}, {len(report.tensors)} tensors, {len(report.graphs)} graph(s), {found}"
+    counted = ", ".join(plural(n, what) for n, what in (
+        (report.ops_total, "torch call"), (len(report.tensors), "tensor"), (len(report.graphs), "graph")))
+    return f"autograd: {counted}, {found}"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _diagnostics(report: Report) -> list[str]:
@@ -65,12 +77,15 @@ def _graphs(report: Report) -> list[str]:
     out: list[str] = []
     for index, graph in enumerate(report.graphs, 1):
         out.append(graph_title(graph, index))
-        out.extend(_graph_lines(graph))
+        out.extend(_graph_lines(graph, report.gradients))
     return out
 
 
 def graph_title(graph: Graph, index: int) -> str:
-    what = f"backward at line {graph.line}" if graph.backward else "not backwarded"
+    what = f"backward at line {graph.line}" if graph.backward else "no backward() from it in this cell"
+    root = next((n for n in graph.nodes if n.kind == "root"), None)
+    if root is not None and root.cell is not None:  # e.g. its graph was used (and freed) by an earlier cell
+        what = f"built in In [{root.cell}], {what}"
     calls = f", {graph.calls} calls" if graph.calls > 1 else ""
     extra = []
     if graph.folded:
@@ -81,14 +96,14 @@ def graph_title(graph: Graph, index: int) -> str:
     return f"Graph {index}: root {graph.root or '(unnamed)'} ({what}{calls}), {len(graph.nodes)} nodes{more}"
 
 
-def _graph_lines(graph: Graph) -> list[str]:
+def _graph_lines(graph: Graph, grads: dict[str, GradRow]) -> list[str]:
     inputs: dict[int, list[int]] = {}
     for src, dst in graph.edges:
         inputs.setdefault(dst, []).append(src)
     by_id = {n.id: n for n in graph.nodes}
     out = []
     for node in graph.nodes:
-        label = node_text(node)
+        label = node_text(node, grad=node_gradient(node, grads))
         feeds = ", ".join(node_text(by_id[i], short=True) for i in inputs.get(node.id, []) if i in by_id)
         out.append(f"  {label}" + (f"  <- {feeds}" if feeds else ""))
     for cut in graph.cuts:
@@ -106,15 +121,30 @@ def _collapse_runs(lines: list[str]) -> list[str]:
     return out
 
 
-def node_text(node: Any, short: bool = False) -> str:
+def node_text(node: Any, short: bool = False, grad: str = "") -> str:
     name = f"{node.name} " if node.name else ""
     if short:
         return f"{name}{node.label}".strip()
     cell = f"In [{node.cell}] " if getattr(node, "cell", None) is not None else ""
     where = f" ({cell}line {node.line}: {node.expr or node.code})" if node.line is not None else ""
     repeat = f" ×{node.repeat}" if node.repeat > 1 else ""
-    grad = f" grad norm={node.grad_norm:.4g}" if node.grad_norm is not None else ""
+    grad = f" {grad}" if grad else ""
     return f"{name}{node.label}{repeat} {shape_text(node.shape)}{where}{grad}".strip()
+
+
+def node_gradient(node: Node, grads: dict[str, GradRow]) -> str:
+    """`grad = -1`, `grad = [1, 2, 3]` for a few values (as micrograd draws them), else the norm."""
+    row = grads.get((node.name or "").split(", ")[0])
+    if row is not None and row.values is not None and len(list(_flatten(row.values))) <= MAX_INLINE_GRAD:
+        flat = list(_flatten(row.values))
+        shown = _number(flat[0]) if len(flat) == 1 else "[" + ", ".join(map(_number, flat)) + "]"
+        return f"grad = {shown}"
+    norm = row.norm if row is not None else node.grad_norm
+    return "" if norm is None else f"grad norm = {norm:.4g}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _error(report: Report) -> list[str]:

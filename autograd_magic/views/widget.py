@@ -9,8 +9,10 @@ torchviz's drawing when the capture made one). Clicking a graph node writes
     view = AutogradView(report)
     view.observe(lambda change: print(view.selected_node), "selected")
 
-The output's mimebundle also carries the full static HTML and text views, so
-a saved notebook, nbconvert and a terminal still show everything.
+The view opens on what matters (`opening`): the diagnostics, with the first
+of the most severe expanded, when the cell has no graph or something is wrong;
+else the graph. The output's mimebundle also carries the full static HTML and
+text views, so a saved notebook, nbconvert and a terminal still show everything.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..report.model import Node, Report
+from ..report.model import SEVERITIES, Node, Report
 from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
-from .text import graph_title, render_text, summary_line
+from .numbering import for_display
+from .saved import saved_items
+from .text import graph_title, node_gradient, render_text, summary_line
 
 STATIC = Path(__file__).parent / "static"
 TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz")
@@ -47,6 +51,9 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
     def __init__(self, report: Report, **kwargs: Any) -> None:
         self.source_report = report  # plain data, no tensors: safe to keep
         kwargs.setdefault("step", report.ops[-1].seq if report.ops else 0)
+        tab, diagnostic = opening(report)
+        kwargs.setdefault("tab", tab)
+        kwargs.setdefault("diagnostic", diagnostic)
         super().__init__(report=payload(report), **kwargs)
 
     @property
@@ -66,9 +73,26 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         return data, metadata
 
 
+def opening(report: Report) -> tuple[str, int | None]:
+    """The tab to open on and the diagnostic to expand: the findings when there is no graph or a
+    warning/error, the first of the most severe expanded; otherwise the graph."""
+    if not report.diagnostics:
+        return "graph", None
+    rank = {severity: i for i, severity in enumerate(SEVERITIES)}
+    first = min(range(len(report.diagnostics)), key=lambda i: (rank.get(report.diagnostics[i].severity, 9), i))
+    wrong = report.diagnostics[first].severity in ("error", "warning")
+    return ("diagnostics", first) if wrong or not report.graphs else ("graph", None)
+
+
 def payload(report: Report) -> dict[str, Any]:
-    """What the frontend draws: the report's JSON, each graph's SVG (or DOT and a hint), the legend."""
+    """What the frontend draws: the report's JSON in display numbering, each graph's SVG (or DOT and
+    a hint), the legend, and per node its gradient and saved tensors in words."""
+    report = for_display(report)
     data = report.to_dict()
+    for graph, graph_data in zip(report.graphs, data["graphs"], strict=True):
+        for node, node_data in zip(graph.nodes, graph_data["nodes"], strict=True):
+            node_data["grad_text"] = node_gradient(node, report.gradients)
+            node_data["saved_text"] = saved_items(node.saved)
     data["summary"] = summary_line(report)
     data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
                         for i, g in enumerate(report.graphs, 1)]

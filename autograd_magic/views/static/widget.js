@@ -61,6 +61,11 @@ function valuesText(values, shape) {
   return shape && shape.length ? `[${shown.join(", ")}${more}]` : shown.join(", ");
 }
 
+// messages are written with Markdown `code` spans: show them as <code>, built from text nodes
+function withCode(text) {
+  return String(text || "").split(/`([^`\n]+)`/).map((part, i) => (i % 2 ? h("code", {}, part) : part));
+}
+
 function table(headers, rows) {
   return h("table", {},
     h("thead", {}, h("tr", {}, headers.map((t) => h("th", { scope: "col" }, t)))),
@@ -119,14 +124,17 @@ function render({ model, el }) {
   const toolbar = h("div", { class: "agm-toolbar" }, picker,
     h("button", { type: "button", "aria-label": "zoom out", title: "zoom out (or Ctrl + wheel)", onclick: () => zoomBy(-1) }, "−"),
     h("button", { type: "button", "aria-label": "zoom in", title: "zoom in (or Ctrl + wheel)", onclick: () => zoomBy(1) }, "+"),
-    h("button", { type: "button", onclick: () => setZoom(fitZoom(), true) }, "fit"),
-    h("button", { type: "button", onclick: () => setZoom(1, true) }, "100%"), zoomLabel);
+    h("button", { type: "button", title: "fit the drawing to the width", onclick: () => setZoom(fitZoom(), true) }, "fit"),
+    h("button", { type: "button", title: "draw at 100%", onclick: () => setZoom(1, true) }, "actual size"), zoomLabel);
   const title = h("div", { class: "agm-graph-title" });
   const scroller = h("div", { class: "agm-scroll", tabindex: "0", "aria-label": "graph drawing (scroll; Ctrl + wheel zooms)" });
   const details = h("aside", { class: "agm-details", "aria-live": "polite" });
   const legend = h("ul", { class: "agm-legend", "aria-label": "legend" }, (report.legend || []).map((item) =>
     h("li", {}, h("span", { class: "agm-sw", style: `background:${item.fill || "transparent"};border:${item.border}` }), item.text)));
   const stage = h("div", { class: "agm-stage" }, toolbar, title, h("div", { class: "agm-split" }, scroller, details), legend);
+  // with no graph the Graph tab says so in one line: no toolbar, empty box or legend
+  const noGraph = h("p", { class: "agm-hint agm-nograph" },
+    "No autograd graph in this cell: nothing that requires grad was computed (or --no-graph).");
   scroller.addEventListener("wheel", (e) => {
     if (!e.ctrlKey) return;
     e.preventDefault();
@@ -201,7 +209,7 @@ function render({ model, el }) {
   function setZoom(value, manual = false) {
     zoom = value;
     zoomed = zoomed || manual;
-    zoomLabel.textContent = `${Math.round(value * 100)}%`;
+    zoomLabel.textContent = `zoom ${Math.round(value * 100)}%`;
     if (!svg || !base) return;
     svg.setAttribute("width", `${base.w * value}px`);
     svg.setAttribute("height", `${base.h * value}px`);
@@ -237,9 +245,8 @@ function render({ model, el }) {
     const later = new Set(currentGraph().nodes.filter((n) => stepOf(n) > step).map((n) => n.id));
     for (const g of svg.querySelectorAll("g.node, g.edge")) {
       const node = /^n(\d+)$/.exec(g.id);
-      const saved = /^s(\d+)_\d+$/.exec(g.id);
-      const edge = /^e(\d+)_(\d+)$/.exec(g.id) || /^es(\d+)_\d+$/.exec(g.id);
-      const id = node ? Number(node[1]) : saved ? Number(saved[1]) : null;
+      const edge = /^e(\d+)_(\d+)$/.exec(g.id);
+      const id = node ? Number(node[1]) : null;
       const info = node ? findNode(id) : null;
       g.classList.toggle("agm-selected", node !== null && id === selected);
       g.classList.toggle("agm-flag", !!info && nodeNames(info).some((n) => flagged.has(n)));
@@ -274,9 +281,11 @@ function render({ model, el }) {
       ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
       ["line", node.cell != null ? `In [${node.cell}] line ${lineText(node.line)}` : lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
       ["expression", node.expr ? h("code", {}, node.expr) : "—"],
-      ["gradient", grad ? `${valuesText(grad.values, grad.shape)} (norm ${num(grad.norm)})`
-        : node.grad_norm !== null && node.grad_norm !== undefined ? `norm ${num(node.grad_norm)}` : "—"],
-      ["saved", node.saved && node.saved.length ? node.saved.join(", ") : "—"],
+      ["gradient", node.grad_text ? node.grad_text.replace(/^grad (= )?/, "")
+        : grad ? valuesText(grad.values, grad.shape) : "—"],
+      ["saved", node.saved_text && node.saved_text.length
+        ? [...node.saved_text.map((s) => h("div", {}, withCode(s))),
+          h("div", { class: "agm-hint" }, "kept for backward: its gradient formula needs these values")] : "—"],
       ["inputs", graph.edges.filter((e) => e[1] === node.id && e[0] !== node.id).map((e) => link(e[0]))],
       ["used by", graph.edges.filter((e) => e[0] === node.id && e[1] !== node.id).map((e) => link(e[1]))],
     ];
@@ -319,8 +328,8 @@ function render({ model, el }) {
     const d = list[chosen];
     diagArea.replaceChildren();
     if (d) {
-      diagArea.append(h("pre", { class: "agm-message" }, d.message), sourceView(report, d.line),
-        h("p", { class: "agm-hint" }, d.names.length ? `Highlighted in the graph: ${d.names.join(", ")}` : ""));
+      diagArea.append(h("div", { class: "agm-message" }, withCode(d.message)), sourceView(report, d.line));
+      if (d.names.length && drawings.length) diagArea.append(h("p", { class: "agm-hint" }, `Highlighted in the graph: ${d.names.join(", ")}`));
     }
     diagList.replaceChildren(...items);
   }
@@ -407,8 +416,8 @@ function render({ model, el }) {
     }
     if (tab !== "timeline" && timer !== null) stopPlay();
     if (tab === "graph" || tab === "diagnostics" || tab === "timeline") panels[tab].append(stage);
-    // with no graph, only the Graph tab says so: elsewhere an empty stage would just take room
-    stage.hidden = !drawings.length && tab !== "graph";
+    stage.hidden = !drawings.length;
+    if (!drawings.length) panels.graph.replaceChildren(noGraph, stage);
     if (!zoomed && svg) setZoom(fitZoom());
     paint();
   }
