@@ -40,7 +40,8 @@ CELLS = {
     "mlp": ("for step in range(100):\n    opt.zero_grad()\n    loss = ((model(data) - target) ** 2).mean()\n"
             "    loss.backward()\n    opt.step()"),
     "mlp-ce": ("for step in range(100):\n    opt.zero_grad()\n"
-               "    loss = torch.nn.functional.cross_entropy(model(data), labels)\n    loss.backward()\n    opt.step()"),
+               "    loss = torch.nn.functional.cross_entropy(model(data), labels)\n"
+               "    loss.backward()\n    opt.step()"),
     "matmul": "c = a @ b\nd = c @ b",
 }
 TARGETS = {"loop": 1.7, "mlp": 1.30, "mlp-ce": 1.30, "matmul": 1.03}
