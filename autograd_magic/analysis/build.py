@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from ..report.model import ErrorRow, GradRow, Graph, OpRow, Report, TensorRow
 from ..trace.events import GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
@@ -34,7 +36,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     return report
 
 
-def _shown(name: str, used: set[str]) -> bool:
+def _shown(name: str, used: AbstractSet[str]) -> bool:
     """Show a name the cell used: 'x', or 'model.0.weight' when the cell mentions model."""
     return base_name(name) in used
 
@@ -48,7 +50,7 @@ def _backwarded_names(trace: Trace, names: Names) -> set[str]:
     return found
 
 
-def _tensor_rows(trace: Trace, names: Names, used: set[str]) -> dict[str, TensorRow]:
+def _tensor_rows(trace: Trace, names: Names, used: AbstractSet[str]) -> dict[str, TensorRow]:
     rows = {}
     for name, info in trace.final.items():
         if not _shown(name, used):

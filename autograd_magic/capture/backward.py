@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -213,7 +214,8 @@ class BackwardRecorder:
                 grads[name] = self._hook_grads[info.tid]
         return grads
 
-    def result_graphs(self, final: dict[str, TensorInfo], used: set[str], limit: int = 12) -> tuple[GraphSnapshot, ...]:
+    def result_graphs(self, final: dict[str, TensorInfo], used: AbstractSet[str],
+                      limit: int = 12) -> tuple[GraphSnapshot, ...]:
         """Graphs of named results that have a grad_fn: taken at the end of the cell."""
         live = self._rec.ids.live()
         out = []

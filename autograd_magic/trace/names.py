@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -13,8 +14,13 @@ def base_name(display: str) -> str:
     return display.split(" (")[0].split(".")[0]
 
 
-def identifiers(source: str) -> set[str]:
+@functools.lru_cache(maxsize=8)  # capture and analysis ask about the same cell: parse a long one once
+def identifiers(source: str) -> frozenset[str]:
     """The variable names a cell's code uses (comments and strings do not count)."""
+    return frozenset(_identifiers(source))
+
+
+def _identifiers(source: str) -> set[str]:
     try:
         tree = ast.parse(source)
     except SyntaxError:
