@@ -45,8 +45,20 @@ WRAPPER_WARNING_SITE = ("wrapper-warning-site: capture/mode.py:call_slowly runs 
                         "came through torch's dispatch wrappers from _call_directly, so its stacklevel=2 "
                         "warning names mode.py instead of the caller's line")
 XFAILS: dict[str, str] = {
+    # complex cases whose gradients reach no tensor the recorder reads a gradient of
+    "cholesky_inverse-complex*": "",
+    "cholesky_solve-complex*": "",
+    "sparse.sampled_addmm-complex*": "",
+    "meshgrid.list_of_tensors-complex*": "",
+    "nn.functional.unfold-complex*": "",
+    "svd-complex*": "",
+    "linalg.svd-complex*": "",
+    "fft.*fftshift-float*": "",
     "*-complex*-backward": COMPLEX_GRAD,
-    "chalf-*-backward": COMPLEX_GRAD,
+    # real inputs, complex outputs: the named output's gradient is complex
+    **{f"{op}-float*-backward": COMPLEX_GRAD for op in (
+        "chalf", "cfloat", "cdouble", "complex", "polar", "view_as_complex", "stft", "linalg.eigvals",
+        "fft.fft*", "fft.rfft*", "fft.ifft*", "fft.ihfft*")},
     "sgn-float*-backward": NON_DENSE_GRAD,
     "to_sparse-*-backward": NON_DENSE_GRAD,
     "sparse.mm.reduce-*-backward": NON_DENSE_GRAD,
@@ -122,9 +134,10 @@ def _compare_samples(db_name: str, op: Any, dtype: torch.dtype, grad: bool) -> l
 
         plain = run_sample(op, make, grad, recorded=False)
         recorded = run_sample(op, make, grad, recorded=True)
-        found = differences(plain, recorded)
+        values = not getattr(op, "has_nondeterministic_output", False)  # torch.empty and friends
+        found = differences(plain, recorded, values)
         if found:
-            found = _recheck(op, make, grad, plain, recorded)
+            found = _recheck(op, make, grad, plain, recorded, values)
         if found is None:
             continue
         _coverage["samples"][db_name] += 1
@@ -134,15 +147,15 @@ def _compare_samples(db_name: str, op: Any, dtype: torch.dtype, grad: bool) -> l
     return problems
 
 
-def _recheck(op: Any, make: Any, grad: bool, plain: Outcome, recorded: Outcome) -> list[str] | None:
+def _recheck(op: Any, make: Any, grad: bool, plain: Outcome, recorded: Outcome, values: bool) -> list[str] | None:
     """A second plain run: first-call effects pass, a plain run that differs from itself is skipped."""
     again = run_sample(op, make, grad, recorded=False)
-    if not differences(again, recorded):
+    if not differences(again, recorded, values):
         return []
-    if differences(plain, again):  # uninitialised memory (empty*), or nondeterministic even plain
+    if differences(plain, again, values):  # uninitialised memory (empty*), or nondeterministic even plain
         _coverage["skipped"]["sample: plain runs differ from each other (nondeterministic or uninitialised)"] += 1
         return None
-    return differences(plain, recorded)
+    return differences(plain, recorded, values)
 
 
 def test_coverage_is_reported(request: pytest.FixtureRequest) -> None:
