@@ -140,7 +140,7 @@ def _compare_samples(db_name: str, op: Any, dtype: torch.dtype, grad: bool) -> l
         plain = run_sample(op, make, grad, recorded=False)
         recorded = run_sample(op, make, grad, recorded=True)
         values = not getattr(op, "has_nondeterministic_output", False)  # torch.empty and friends
-        found = differences(plain, recorded, values)
+        found: list[str] | None = differences(plain, recorded, values)
         if found:
             found = _recheck(op, make, grad, plain, recorded, values)
         if found is None:
