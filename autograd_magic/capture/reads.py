@@ -26,6 +26,9 @@ FULL_VALUES_LIMIT = 1000  # elements: larger tensors are summarised, not listed
 FINGERPRINT_LIMIT = 32 * 1024  # bytes: values of larger tensors are not compared
 MAX_SPARSE_VALUES = 1_000_000  # stored values of a sparse gradient we still coalesce for its norm
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_NORM_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
+                          torch.complex128})
+_is_zero_tensor = getattr(torch._C, "_is_zerotensor", lambda t: False)  # an efficient zero: no storage to read
 _is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
 
 
@@ -49,7 +52,7 @@ def is_plain(t: torch.Tensor) -> bool:
     if type(t) not in _PLAIN:
         return False
     return attempt(lambda: t.layout == torch.strided and not t.is_nested and not t.is_meta
-                   and not _is_functorch_wrapped(t) and not _is_uninitialized(t), False)
+                   and not _is_functorch_wrapped(t) and not _is_uninitialized(t) and not _is_zero_tensor(t), False)
 
 
 def _is_uninitialized(t: torch.Tensor) -> bool:
@@ -105,10 +108,12 @@ def norm_of(t: torch.Tensor) -> float | None:
     if profiling():
         return None
     with quiet(), torch.no_grad():
-        if attempt(lambda: t.is_sparse, False):
+        if attempt(lambda: t.layout == torch.sparse_coo, False):
             return attempt(lambda: _sparse_norm(t), None)
-        if not is_plain(t):
-            return None
+        if attempt(lambda: _is_zero_tensor(t), False):
+            return 0.0
+        if not is_plain(t) or attempt(lambda: t.dtype not in _NORM_DTYPES, True):
+            return None  # complex32 would make torch warn "experimental" into the user's cell
         if attempt(lambda: t.numel() == 0, False):
             return 0.0
         return attempt(lambda: float(torch.linalg.vector_norm(t.detach())), None)
