@@ -21,6 +21,7 @@ from ..lineage import (
     show,
     user_names,
     value_text,
+    where,
 )
 from ..naming import Names
 from ..patterns import NO_GRAD_FN
@@ -125,7 +126,7 @@ def _earlier_path(trace: Trace, tid: int) -> list[OpEvent]:
 
 
 def _at(site: Site) -> str:
-    return f"line {site.line}" if site.cell is None else f"line {site.line} of cell In [{site.cell}]"
+    return where(site)
 
 
 def _source(trace: Trace, names: Names, op: OpEvent) -> str:
