@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import report_of
 
 from autograd_magic.analysis import CHECKS, analyze
 from autograd_magic.analysis.lineage import base_name, show, written
@@ -365,3 +366,26 @@ def test_source_helpers() -> None:
     plain = OpEvent(1, "add_", Site(2), (t(1), t(2)))
     out = OpEvent(2, "add", Site(2), (t(1), t(2), t(3)), inplace=True)
     assert written(plain) == t(1) and written(out) == t(3)
+
+
+# -- graphs: one per backward call site ----------------------------------------------------------
+@pytest.mark.parametrize("body, lines", [
+    ("w = torch.ones(3, requires_grad=True)\nfor t in range(10):\n    loss = (w * 2).sum()\n    loss.backward()\n",
+     [5]),
+    ("w = torch.ones(3, requires_grad=True)\nfor t in range(4):\n    (w * 2).sum().backward()\n    w.grad = None\n",
+     [4]),
+    ("w = torch.ones(3, requires_grad=True)\nfor t in range(3):\n    a = (w * 2).sum()\n    a.backward()\n"
+     "    b = (w * 3).sum()\n    b.backward()\n", [5, 7]),
+])
+def test_a_loop_of_backward_calls_draws_one_graph_per_call_site(ip: Any, body: str, lines: list[int]) -> None:
+    report, cell = report_of(ip, body)
+    assert cell.error is None
+    assert [(g.line, g.backward, g.calls) for g in report.graphs] == [(line, True, report.graphs[0].calls)
+                                                                      for line in lines]
+    assert report.graphs[0].calls >= 3
+
+
+def test_a_result_not_backwarded_keeps_its_own_graph(ip: Any) -> None:
+    body = "w = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\nother = (w * w).mean()\n"
+    report, _ = report_of(ip, body)
+    assert [(g.root, g.backward) for g in report.graphs] == [("loss", True), ("other", False)]
