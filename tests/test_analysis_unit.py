@@ -88,6 +88,7 @@ def test_every_kind_of_the_issue_is_registered() -> None:
         "alias-write", "shared-memory", "graph-break", "no-gradient", "backward-no-grad-fn", "backward-twice",
         "backward-non-scalar", "inplace-saved-tensor", "saved-tensor-mutated", "leaf-inplace", "nonleaf-grad",
         "grad-accumulated", "requires-grad-int", "numpy-requires-grad", "requires-grad-nonleaf", "history-growing",
+        "eval-keeps-grad",
         "exception"}
 
 
