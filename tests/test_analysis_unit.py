@@ -390,3 +390,10 @@ def test_a_result_not_backwarded_keeps_its_own_graph(ip: Any) -> None:
     body = "w = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\nother = (w * w).mean()\n"
     report, _ = report_of(ip, body)
     assert [(g.root, g.backward) for g in report.graphs] == [("loss", True), ("other", False)]
+
+
+def test_a_result_built_like_the_loss_on_another_line_keeps_its_graph(ip: Any) -> None:
+    body = ("w = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\n"
+            "val = (w * 2).sum()\n")
+    report, _ = report_of(ip, body)
+    assert [(g.root, g.backward) for g in report.graphs] == [("loss", True), ("val", False)]

@@ -72,8 +72,8 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
         root = names.label(event.root.tid) if event.root else None
         out.append(build_graph(graph, names, grads, root_name=root, site=event.site, backward=True,
                                calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps))
-    drawn = {shape_of(e.graph) for e in shown if e.graph is not None}
-    extra = [s for s in _unbackwarded(trace.graphs, covered) if shape_of(s) not in drawn]
+    drawn = {(shape_of(e.graph), _root_line(e.graph)) for e in shown if e.graph is not None}
+    extra = [s for s in _unbackwarded(trace.graphs, covered) if not _repeats(s, drawn)]
     for snap in extra[:MAX_EXTRA_GRAPHS]:
         out.append(build_graph(snap, names, grads, root_name=names.label(snap.root), site=None, backward=False,
                                calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps))
@@ -97,6 +97,17 @@ def shape_of(snap: GraphSnapshot) -> Shape:
     index = {n.nid: i for i, n in enumerate(snap.nodes)}
     nodes = tuple((n.label, n.shape) for n in snap.nodes)
     return nodes, frozenset((index[a], index[b]) for a, b in snap.edges if a in index and b in index)
+
+
+def _root_line(snap: GraphSnapshot) -> int | None:
+    root = snap.nodes[0] if snap.nodes else None
+    return root.site.line if root is not None and root.site is not None else None
+
+
+def _repeats(snap: GraphSnapshot, drawn: set[tuple[Shape, int | None]]) -> bool:
+    """Built like a backwarded graph at the same line (or past the recording cap, where lines are unknown)."""
+    shape, line = shape_of(snap), _root_line(snap)
+    return any(shape == other and line in (None, other_line) for other, other_line in drawn)
 
 
 def _unbackwarded(snaps: tuple[GraphSnapshot, ...], covered: set[int]) -> list[GraphSnapshot]:
