@@ -2,7 +2,7 @@
 
 Each cell runs plainly first and then under ``%%autograd`` through the real shell: the error
 must be the same, and the report must name the line, the variables and the fix for that road.
-``.cuda()`` (a road to nonleaf-grad) cannot run on these CPU-only machines and is not tested.
+``.cuda()`` (a road to nonleaf-grad) runs only where a GPU is present; it is skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import warnings
 from typing import Any
 
 import pytest
+import torch
 from conftest import report_of, run
 from test_diagnostics import diagnose, line_of, one, serious
 
@@ -91,6 +92,15 @@ def test_nonleaf_grad_after_a_conversion_names_the_conversion(ip: Any, road: str
     d = one(report, "nonleaf-grad", "warning")
     assert (d.line, d.names) == (line_of(body, "print"), ("w",))
     assert "Line 2" in d.message and how in d.message and "requires_grad=True)" in d.message
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: .cuda() cannot run on CPU-only machines")
+def test_nonleaf_grad_after_cuda_names_the_conversion(ip: Any) -> None:
+    body = "w = torch.randn(3, requires_grad=True).cuda()\nloss = (w * 2).sum()\nloss.backward()\nprint(w.grad)\n"
+    report = diagnose(ip, body)
+    d = one(report, "nonleaf-grad", "warning")
+    assert (d.line, d.names) == (line_of(body, "print"), ("w",))
+    assert "Line 2" in d.message and ".cuda(...)" in d.message and "device=device" in d.message
 
 
 def test_nonleaf_grad_after_an_arithmetic_update_says_update_in_place(ip: Any) -> None:
