@@ -11,9 +11,10 @@ import pytest
 from conftest import report_of
 
 from autograd_magic.analysis import CHECKS, analyze
+from autograd_magic.analysis.build import per_site
 from autograd_magic.analysis.lineage import base_name, show, written
 from autograd_magic.analysis.naming import name_tensors
-from autograd_magic.analysis.source import assigned_name, assigned_value, loop_names, tainted_names
+from autograd_magic.analysis.source import assigned_name, assigned_value, grad_context, loop_names, tainted_names
 from autograd_magic.report.model import Diagnostic
 from autograd_magic.trace.events import (
     BackwardEvent,
@@ -397,3 +398,25 @@ def test_a_result_built_like_the_loss_on_another_line_keeps_its_graph(ip: Any) -
             "val = (w * 2).sum()\n")
     report, _ = report_of(ip, body)
     assert [(g.root, g.backward) for g in report.graphs] == [("loss", True), ("val", False)]
+
+
+
+# -- pure helpers: the block that turned recording off, one backward per site --------------------------
+GRAD_BLOCKS = ("x = 1\nwith torch.inference_mode():\n    y = x\n    with torch.enable_grad():\n        z = y\n"
+               "@torch.no_grad()\ndef f(a):\n    return a\nw = 2\n")
+
+
+@pytest.mark.parametrize("line, block", [
+    (4, "torch.inference_mode()"), (6, "torch.enable_grad()"), (9, "torch.no_grad()"), (2, "torch.no_grad()"),
+])
+def test_grad_context_names_the_innermost_block_at_a_line(line: int, block: str) -> None:
+    assert grad_context(GRAD_BLOCKS, 2, line) == block  # line 2 is outside every block: the default
+
+
+def test_per_site_keeps_the_last_snapshot_of_each_site_in_first_call_order() -> None:
+    def event(seq: int, line: int) -> BackwardEvent:
+        snap = GraphSnapshot(seq, (GraphNode(seq, "N"),), ())
+        return BackwardEvent(seq, "backward", Site(line, f"l{line}"), None, snap)
+
+    events = (event(1, 5), event(2, 7), event(3, 5), event(4, 7), event(5, 5))
+    assert [(e.site.line, e.seq) for e in per_site(events)] == [(5, 5), (7, 4)]
