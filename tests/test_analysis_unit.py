@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import report_of
 
 from autograd_magic.analysis import CHECKS, analyze
+from autograd_magic.analysis.build import per_site
 from autograd_magic.analysis.lineage import base_name, show, written
 from autograd_magic.analysis.naming import name_tensors
-from autograd_magic.analysis.source import assigned_name, assigned_value, loop_names, tainted_names
+from autograd_magic.analysis.source import assigned_name, assigned_value, grad_context, loop_names, tainted_names
 from autograd_magic.report.model import Diagnostic
 from autograd_magic.trace.events import (
     BackwardEvent,
@@ -87,6 +89,7 @@ def test_every_kind_of_the_issue_is_registered() -> None:
         "alias-write", "shared-memory", "graph-break", "no-gradient", "backward-no-grad-fn", "backward-twice",
         "backward-non-scalar", "inplace-saved-tensor", "saved-tensor-mutated", "leaf-inplace", "nonleaf-grad",
         "grad-accumulated", "requires-grad-int", "numpy-requires-grad", "requires-grad-nonleaf", "history-growing",
+        "eval-keeps-grad",
         "exception"}
 
 
@@ -365,3 +368,55 @@ def test_source_helpers() -> None:
     plain = OpEvent(1, "add_", Site(2), (t(1), t(2)))
     out = OpEvent(2, "add", Site(2), (t(1), t(2), t(3)), inplace=True)
     assert written(plain) == t(1) and written(out) == t(3)
+
+
+# -- graphs: one per backward call site ----------------------------------------------------------
+@pytest.mark.parametrize("body, lines", [
+    ("w = torch.ones(3, requires_grad=True)\nfor t in range(10):\n    loss = (w * 2).sum()\n    loss.backward()\n",
+     [5]),
+    ("w = torch.ones(3, requires_grad=True)\nfor t in range(4):\n    (w * 2).sum().backward()\n    w.grad = None\n",
+     [4]),
+    ("w = torch.ones(3, requires_grad=True)\nfor t in range(3):\n    a = (w * 2).sum()\n    a.backward()\n"
+     "    b = (w * 3).sum()\n    b.backward()\n", [5, 7]),
+])
+def test_a_loop_of_backward_calls_draws_one_graph_per_call_site(ip: Any, body: str, lines: list[int]) -> None:
+    report, cell = report_of(ip, body)
+    assert cell.error is None
+    assert [(g.line, g.backward, g.calls) for g in report.graphs] == [(line, True, report.graphs[0].calls)
+                                                                      for line in lines]
+    assert report.graphs[0].calls >= 3
+
+
+def test_a_result_not_backwarded_keeps_its_own_graph(ip: Any) -> None:
+    body = "w = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\nother = (w * w).mean()\n"
+    report, _ = report_of(ip, body)
+    assert [(g.root, g.backward) for g in report.graphs] == [("loss", True), ("other", False)]
+
+
+def test_a_result_built_like_the_loss_on_another_line_keeps_its_graph(ip: Any) -> None:
+    body = ("w = torch.ones(3, requires_grad=True)\nloss = (w * 2).sum()\nloss.backward()\n"
+            "val = (w * 2).sum()\n")
+    report, _ = report_of(ip, body)
+    assert [(g.root, g.backward) for g in report.graphs] == [("loss", True), ("val", False)]
+
+
+
+# -- pure helpers: the block that turned recording off, one backward per site --------------------------
+GRAD_BLOCKS = ("x = 1\nwith torch.inference_mode():\n    y = x\n    with torch.enable_grad():\n        z = y\n"
+               "@torch.no_grad()\ndef f(a):\n    return a\nw = 2\n")
+
+
+@pytest.mark.parametrize("line, block", [
+    (4, "torch.inference_mode()"), (6, "torch.enable_grad()"), (9, "torch.no_grad()"), (2, "torch.no_grad()"),
+])
+def test_grad_context_names_the_innermost_block_at_a_line(line: int, block: str) -> None:
+    assert grad_context(GRAD_BLOCKS, 2, line) == block  # line 2 is outside every block: the default
+
+
+def test_per_site_keeps_the_last_snapshot_of_each_site_in_first_call_order() -> None:
+    def event(seq: int, line: int) -> BackwardEvent:
+        snap = GraphSnapshot(seq, (GraphNode(seq, "N"),), ())
+        return BackwardEvent(seq, "backward", Site(line, f"l{line}"), None, snap)
+
+    events = (event(1, 5), event(2, 7), event(3, 5), event(4, 7), event(5, 5))
+    assert [(e.site.line, e.seq) for e in per_site(events)] == [(5, 5), (7, 4)]

@@ -1,7 +1,8 @@
 """Precision: correct PyTorch code gets no warning and no error (notes are fine).
 
-Each cell is a pattern people write every day. A diagnostic here would teach
-users to ignore the report, so every one of them must stay quiet.
+Each cell is a pattern people write every day: the minimal cells below, and the cells of
+`corpus_tutorials.py`, written the way official tutorials and popular notebooks write them.
+A diagnostic here would teach users to ignore the report, so every one of them must stay quiet.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import report_of
+from corpus_tutorials import TUTORIAL_CELLS
 
 SETUP = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\ntorch.manual_seed(0)\n"
 
@@ -441,9 +443,30 @@ def clean_shell(ip: Any) -> Any:
     return ip
 
 
-@pytest.mark.parametrize("name", list(CLEAN))
+CORPUS: dict[str, str] = {**CLEAN, **TUTORIAL_CELLS}
+
+SAVED_TENSOR_FALSE_ALARM = "saved-tensor-mutated false alarm, fixed in capture"
+CAPTURE_FAILURES = {  # cells that fail only because of capture (the lead's layer): remove the mark once fixed there
+    "gradcheck and gradgradcheck on a composite": SAVED_TENSOR_FALSE_ALARM,
+    "gradcheck on F.linear": SAVED_TENSOR_FALSE_ALARM,
+    "weight init with nn.init and a manual fill under no_grad": (
+        "capture internal error: describe_tensor reads .grad_fn of a view made under no_grad after an in-place "
+        "write to it (w[0].fill_(0.5) under no_grad), which raises"),
+}
+
+
+def corpus_ids() -> list[Any]:
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=CAPTURE_FAILURES[name]))
+            if name in CAPTURE_FAILURES else name for name in CORPUS]
+
+
+def test_the_corpus_has_at_least_a_hundred_cells() -> None:
+    assert len(CORPUS) >= 100 and set(CAPTURE_FAILURES) <= set(CORPUS)
+
+
+@pytest.mark.parametrize("name", corpus_ids())
 def test_correct_code_gets_no_warning_or_error(clean_shell: Any, name: str) -> None:
-    report, cell = report_of(clean_shell, CLEAN[name].strip("\n") + "\n")
+    report, cell = report_of(clean_shell, CORPUS[name].strip("\n") + "\n")
     assert cell.error is None, cell.error
     loud = [(d.kind, d.severity, d.line, d.code, d.message) for d in report.diagnostics if d.severity != "note"]
     assert loud == []

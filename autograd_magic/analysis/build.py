@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 
 from ..report.model import ErrorRow, GradRow, Graph, OpRow, Report, TensorRow
-from ..trace.events import GraphSnapshot, Trace
+from ..trace.events import BackwardEvent, GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
 from .naming import Names, name_tensors
@@ -67,16 +67,49 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
     out = []
     covered: set[int] = set()
     for event in trace.backwards:
-        if event.graph is None or not event.graph.nodes:
-            continue
-        covered.update(n.nid for n in event.graph.nodes)
+        if event.graph is not None:
+            covered.update(n.nid for n in event.graph.nodes)
+    shown = per_site(trace.backwards)
+    for event, graph in ((e, e.graph) for e in shown if e.graph is not None):
         root = names.label(event.root.tid) if event.root else None
-        out.append(build_graph(event.graph, names, grads, root_name=root, site=event.site, backward=True,
+        out.append(build_graph(graph, names, grads, root_name=root, site=event.site, backward=True,
                                calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps))
-    for snap in _unbackwarded(trace.graphs, covered)[:MAX_EXTRA_GRAPHS]:
+    drawn = {(shape_of(e.graph), _root_line(e.graph)) for e in shown if e.graph is not None}
+    extra = [s for s in _unbackwarded(trace.graphs, covered) if not _repeats(s, drawn)]
+    for snap in extra[:MAX_EXTRA_GRAPHS]:
         out.append(build_graph(snap, names, grads, root_name=names.label(snap.root), site=None, backward=False,
                                calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps))
     return out
+
+
+def per_site(events: tuple[BackwardEvent, ...]) -> list[BackwardEvent]:
+    """One backward per call site, in order of first call, with the last snapshot capture took there."""
+    last: dict[tuple[int | None, int | None, str], BackwardEvent] = {}
+    for event in events:
+        if event.graph is not None and event.graph.nodes:
+            last[(event.site.cell, event.site.line, event.site.code)] = event  # a dict keeps the first position
+    return list(last.values())
+
+
+Shape = tuple[tuple[tuple[str, tuple[int, ...]], ...], frozenset[tuple[int, int]]]
+
+
+def shape_of(snap: GraphSnapshot) -> Shape:
+    """A graph's structure without ids or sites (a loop's late iterations are past the recording cap, unsited)."""
+    index = {n.nid: i for i, n in enumerate(snap.nodes)}
+    nodes = tuple((n.label, n.shape) for n in snap.nodes)
+    return nodes, frozenset((index[a], index[b]) for a, b in snap.edges if a in index and b in index)
+
+
+def _root_line(snap: GraphSnapshot) -> int | None:
+    root = snap.nodes[0] if snap.nodes else None
+    return root.site.line if root is not None and root.site is not None else None
+
+
+def _repeats(snap: GraphSnapshot, drawn: set[tuple[Shape, int | None]]) -> bool:
+    """Built like a backwarded graph at the same line (or past the recording cap, where lines are unknown)."""
+    shape, line = shape_of(snap), _root_line(snap)
+    return any(shape == other and line in (None, other_line) for other, other_line in drawn)
 
 
 def _unbackwarded(snaps: tuple[GraphSnapshot, ...], covered: set[int]) -> list[GraphSnapshot]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..trace.events import BackwardEvent, OpEvent, TensorInfo, Trace
+from ..trace.events import BackwardEvent, OpEvent, Site, TensorInfo, Trace
 from .naming import Names
 
 BACKWARD_FUNCS = frozenset({"backward", "grad"})
@@ -227,6 +227,11 @@ def written(op: OpEvent) -> TensorInfo | None:
     if op.func.endswith("_") or op.func.startswith("__i") or op.func == "__setitem__":
         return op.inputs[0]
     return op.inputs[-1]
+
+
+def where(site: Site) -> str:
+    """``line 3``, or ``line 3 of cell In [7]`` for a site recorded in an earlier cell."""
+    return f"line {site.line}" if site.cell is None else f"line {site.line} of cell In [{site.cell}]"
 
 
 def overlaps(a: tuple[int, int] | None, b: tuple[int, int] | None) -> bool:

@@ -21,7 +21,7 @@ from .checks.errors import (
     check_requires_grad_int,
     check_requires_grad_nonleaf,
 )
-from .checks.flow import check_history_growing, check_nonleaf_grad
+from .checks.flow import check_eval_keeps_grad, check_history_growing, check_nonleaf_grad
 from .checks.grads import check_grad_accumulated, check_saved_tensor_mutated
 from .checks.inplace import check_inplace_saved_tensor
 from .checks.memory import check_alias_write, check_shared_memory
@@ -47,6 +47,7 @@ CHECKS: dict[str, Check] = {
     "numpy-requires-grad": check_numpy_requires_grad,
     "requires-grad-nonleaf": check_requires_grad_nonleaf,
     "history-growing": check_history_growing,
+    "eval-keeps-grad": check_eval_keeps_grad,
     "exception": check_exception,
 }
 

@@ -99,3 +99,35 @@ def user_called(op: OpEvent, *words: str) -> bool:
     """The call was written in the cell (``x.detach()``), not made inside a library function."""
     text = op.site.expr or op.site.code
     return any(word in text for word in words)
+
+
+_GRAD_OFF = re.compile(r"no_grad|inference_mode|set_grad_enabled|enable_grad")
+
+
+def grad_context(source: str, first_line: int, line: int | None) -> str:
+    """The block that turned recording off at ``line``: ``torch.inference_mode()``, ``torch.no_grad()``, ...
+
+    Capture sees only that grad mode was off; the cell's text says which spelling did it.
+    """
+    return _grad_blocks(source, first_line).get(line or 0, "torch.no_grad()")
+
+
+@lru_cache(maxsize=32)
+def _grad_blocks(source: str, first_line: int) -> dict[int, str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found: dict[int, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            managers = [item.context_expr for item in node.items]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            managers = list(node.decorator_list)
+        else:
+            continue
+        text = next((t for m in managers if _GRAD_OFF.search(t := ast.unparse(m))), None)
+        if text is not None:
+            for inner in range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1):
+                found[inner + first_line - 1] = text  # ast.walk is outer-first: the innermost block wins
+    return found

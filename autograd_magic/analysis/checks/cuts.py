@@ -28,7 +28,7 @@ from ..lineage import (
     value_text,
 )
 from ..naming import Names
-from ..source import assigned_name, tainted_names, user_called
+from ..source import assigned_name, grad_context, tainted_names, user_called
 
 # op func -> words in the source that show the user wrote the call (its name is events.CUT_FUNCS)
 _WRITTEN_AS = {
@@ -48,6 +48,13 @@ _HOW = {
     "torch.as_tensor": "`torch.as_tensor(...)` makes a tensor with no history",
     "no_grad": "it was computed under `torch.no_grad()`, so nothing was recorded",
 }
+
+
+def _how(trace: Trace, cut: Cut) -> str:
+    if cut.how == "no_grad":  # name the block the user wrote: inference_mode, set_grad_enabled(False), ...
+        return f"it was computed under `{grad_context(trace.source, trace.first_line, cut.op.site.line)}`, " \
+               f"so nothing was recorded"
+    return _HOW[cut.how]
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def check_graph_break(trace: Trace, names: Names) -> list[Diagnostic]:
         results = _cut_result(trace, names, op)
         message = (f"`{op.site.expr or op.site.code}` at line {op.site.line} took "
                    f"{value_text(trace, names, op.inputs[0], 'a tensor that requires grad')} out of the graph: "
-                   f"{_HOW[cut.how]}.")
+                   f"{_how(trace, cut)}.")
         if results:
             message += f" No gradient flows back through {show(results[0])}."
         message += _consequence(trace, names, cut) if warn else _note_tail(trace, names, cut)
@@ -201,7 +208,7 @@ def _no_gradient(trace: Trace, cut: Cut, leaves: list[str]) -> Diagnostic:
         "no-gradient", "warning", op.site.line, op.site.code, user_names(leaves),
         f"After `{backward.site.expr or backward.site.code}` at line {backward.site.line}, {describe_grads(leaves)} "
         f"{'are' if several else 'is'} still None: the value computed from {describe_names(leaves)} left autograd "
-        f"at line {op.site.line} (`{op.site.expr or op.site.code}`: {_HOW[cut.how]}), and what was backwarded was "
+        f"at line {op.site.line} (`{op.site.expr or op.site.code}`: {_how(trace, cut)}), and what was backwarded was "
         f"rebuilt from plain numbers, with no link back.\n"
         f"Fix: keep the loss a torch computation (torch ops on `{op.site.expr.rsplit('.', 1)[0] or 'the tensor'}`, "
         f"no `.item()`/`.numpy()`/`torch.tensor(...)` on the way); convert only to log or plot.")

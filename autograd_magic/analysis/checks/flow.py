@@ -1,6 +1,8 @@
-"""Checks on how values flow through a cell: history-growing and nonleaf-grad."""
+"""Checks on how values flow through a cell: history-growing, nonleaf-grad and eval-keeps-grad."""
 
 from __future__ import annotations
+
+import re
 
 from ...report.model import Diagnostic
 from ...trace.events import OpEvent, Trace
@@ -82,6 +84,12 @@ def _state_after(run: list[OpEvent]) -> tuple[int | None, set[int]]:
     return (grown[-1].outputs[0].tid if grown else None), targets
 
 
+def _rebinds_leaf(names: Names, made: OpEvent, name: str) -> bool:
+    """``w = w - lr * w.grad``: the name of a leaf bound to a value computed from that leaf."""
+    return assigned_name(made.site.code) == name and any(
+        i.is_leaf and i.requires_grad and name in {base_name(n) for n in names.all(i.tid)} for i in made.inputs)
+
+
 # -- nonleaf-grad --------------------------------------------------------------------------
 def check_nonleaf_grad(trace: Trace, names: Names) -> list[Diagnostic]:
     """`.grad` read on a tensor that is not a leaf: it is None."""
@@ -95,11 +103,11 @@ def check_nonleaf_grad(trace: Trace, names: Names) -> list[Diagnostic]:
             continue
         name = first_name(names, tensor, trace) or "this tensor"
         found.append(Diagnostic("nonleaf-grad", "warning", op.site.line, op.site.code, user_names([name]),
-                                _nonleaf_message(trace, name, tensor.grad_fn, producer(trace, tensor.tid))))
+                                _nonleaf_message(trace, names, name, tensor.grad_fn, producer(trace, tensor.tid))))
     return found
 
 
-def _nonleaf_message(trace: Trace, name: str, grad_fn: str | None, made: OpEvent | None) -> str:
+def _nonleaf_message(trace: Trace, names: Names, name: str, grad_fn: str | None, made: OpEvent | None) -> str:
     base = base_name(name)
     message = (f"{show_attr(name, 'grad')} is None: {show(name)} is not a leaf (it has grad_fn={grad_fn}), and "
                f"PyTorch stores .grad only on leaves, the tensors you create with `requires_grad=True`.\n")
@@ -111,5 +119,53 @@ def _nonleaf_message(trace: Trace, name: str, grad_fn: str | None, made: OpEvent
             f"gradient has no name.\nFix: create it in its final form, e.g. "
             f"`{base} = torch.randn(..., dtype=torch.float64, device=device, requires_grad=True)`, or convert "
             f"first and then call `.requires_grad_()`: `{base} = torch.randn(...).{trap.func}(...).requires_grad_()`.")
+    if made is not None and _rebinds_leaf(names, made, base):
+        return message + (
+            f"Line {made.site.line} (`{made.site.code}`) rebound {show(base)} to a new tensor computed from the "
+            f"leaf, so from then on {show(base)} is not the leaf and its `.grad` stays None (the next step of a "
+            f"loop reads None).\nFix: update the leaf in place without recording it:\n"
+            f"    with torch.no_grad():\n        {base} -= ...  # e.g. lr * {base}.grad\n"
+            f"    {base}.grad = None\nor let an optimizer do it (`opt.step()`; `opt.zero_grad()`).")
     return message + (f"Fix: read the gradient of the leaf it was computed from, or call `{base}.retain_grad()` "
                       f"before backward to keep this one.")
+
+
+# -- eval-keeps-grad ---------------------------------------------------------------------------
+_EVAL = re.compile(r"\b([A-Za-z_][\w.]*)\.eval\(\)")
+
+
+def check_eval_keeps_grad(trace: Trace, names: Names) -> list[Diagnostic]:
+    """`model.eval()` taken for `no_grad`: evaluation mode changes layers, not autograd; the graph is still built."""
+    called = _eval_call(trace)
+    if called is None or any(b > called[0] for b in _backward_lines(trace)):
+        return []  # a backward after eval() means the graph is wanted
+    line, model = called
+    recorded = next((op for op in trace.ops if (op.site.line or 0) > line and _records_graph(op)), None)
+    if recorded is None:
+        return []
+    out = recorded.outputs[0]
+    name = recorded.target or assigned_name(recorded.site.code) or first_name(names, out, trace)
+    what = show(name) if name else f"`{recorded.site.expr or recorded.site.code}`"
+    return [Diagnostic(
+        "eval-keeps-grad", "note", recorded.site.line, recorded.site.code, user_names([name, model]),
+        f"`{model}.eval()` at line {line} switches layers such as dropout and batch norm to evaluation behaviour, "
+        f"but it does not stop autograd: {what} at line {recorded.site.line} still records a graph "
+        f"(grad_fn={out.grad_fn}), which keeps activations in memory.\n"
+        f"If this is inference, also wrap it in `with torch.no_grad():` (or `with torch.inference_mode():`).")]
+
+
+def _eval_call(trace: Trace) -> tuple[int, str] | None:
+    for offset, text in enumerate(trace.source.splitlines()):
+        match = _EVAL.search(text.split("#")[0])
+        if match:
+            return trace.first_line + offset, match.group(1)
+    return None
+
+
+def _backward_lines(trace: Trace) -> list[int]:
+    return [b.site.line for b in trace.backwards if b.site.line is not None]
+
+
+def _records_graph(op: OpEvent) -> bool:
+    return (op.grad_enabled and not op.error and bool(op.outputs) and op.outputs[0].kind == "tensor"
+            and op.outputs[0].requires_grad and not op.outputs[0].is_leaf)

@@ -32,10 +32,18 @@ def check_grad_accumulated(trace: Trace, names: Names) -> list[Diagnostic]:
         if event.func != "backward":
             continue
         earlier = _earlier_at_site(trace, event)
-        stale = [g for g in event.leaf_grads if g.had_grad and _accumulated(trace, event, earlier, g)]
+        stale = [g for g in event.leaf_grads if g.had_grad and _accumulated(trace, event, earlier, g)
+                 and not _name_moved_off(trace, names, g.tid, event.seq)]
         if stale:
             found.append(_accumulated_diagnostic(trace, names, event, earlier, stale))
     return found
+
+
+def _name_moved_off(trace: Trace, names: Names, tid: int, before: int) -> bool:
+    """``w = w - lr * w.grad``: the leaf's name now holds a computed tensor; nonleaf-grad explains that road."""
+    own = {base_name(n) for n in names.all(tid)}
+    return any(op.seq < before and not op.inplace and op.target in own and any(i.tid == tid for i in op.inputs)
+               and op.outputs and not op.outputs[0].is_leaf for op in trace.ops)
 
 
 def _earlier_at_site(trace: Trace, event: BackwardEvent) -> BackwardEvent | None:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ...report.model import Diagnostic
-from ...trace.events import OpEvent, TensorInfo, Trace
-from ..lineage import describe_names, first_seen, overlaps, producer, show, user_names, written
+from ...trace.events import OpEvent, Site, TensorInfo, Trace
+from ..lineage import (
+    base_name,
+    describe_names,
+    first_seen,
+    overlaps,
+    producer,
+    show,
+    user_names,
+    where,
+    written,
+)
 from ..naming import Names
 from ..source import assigned_name, assigned_value, loop_names, source_line, written_name
 
 SHARING_FUNCS = {"numpy": "`.numpy()`", "data.__get__": "`.data`", "as_tensor": "`torch.as_tensor`",
                  "asarray": "`torch.asarray`", "__array__": "`np.asarray`"}
+BRIDGE_FUNCS = frozenset({"numpy", "as_tensor", "asarray", "__array__"})  # sharing the user asks for by name
+_OUT_ARG = re.compile(r"\bout\s*=(?!=)")
 _VIEW_HOW = {"detach": "with `.detach()`: a tensor over the same memory as {src}",
              "data.__get__": "with `.data`: a tensor over the same memory as {src}",
              "numpy": "with `.numpy()`: a NumPy array over the same memory as {src}"}
@@ -69,43 +82,86 @@ def _existed_at(trace: Trace, tid: int, seq: int, target_alive: bool) -> bool:
 def _alias_diagnostic(trace: Trace, op: OpEvent, seers: list[_Seer]) -> Diagnostic:
     via, others = seers[0], seers[1:]
     write = op.site.expr or op.site.code
+    relations = [_relation(trace, via, other) for other in others]
+    deliberate = all(r.deliberate for r in relations)
+    expected = ", as expected" if deliberate else ""
     lines = [f"The in-place write `{write}` at line {op.site.line} through {show(via.name)} also changed "
-             f"{describe_names(s.name for s in others)}: they share memory."]
-    fixes = []
-    for other in others:
-        how, fix = _relation(trace, via, other)
-        lines.append(how)
-        if fix and fix not in fixes:
-            fixes.append(fix)
-    fixes.append(f"or write out of place (`{via.name} = {via.name} + ...` makes a new tensor).")
-    lines.append("Fix: " + "; ".join(fixes))
-    return Diagnostic("alias-write", "warning", op.site.line, op.site.code,
+             f"{describe_names(s.name for s in others)}{expected}: they share memory."]
+    lines.extend(r.text for r in relations)
+    fixes = list(dict.fromkeys(r.fix for r in relations if r.fix))
+    out_of_place = f"write out of place (`{via.name} = {via.name} + ...` makes a new tensor)."
+    fixes.append(("or " if fixes else "") + out_of_place)
+    lines.append(("If you want them independent: " if deliberate else "Fix: ") + "; ".join(fixes))
+    # sharing the user asked for (`.numpy()`, `from_numpy`, `out=`) is the lesson, not a bug
+    return Diagnostic("alias-write", "note" if deliberate else "warning", op.site.line, op.site.code,
                       user_names(s.name for s in seers), "\n".join(lines))
 
 
-def _relation(trace: Trace, via: _Seer, other: _Seer) -> tuple[str, str | None]:
-    """How ``other`` came to share ``via``'s memory, and the copy that would have prevented it."""
-    if other.same_object:
+@dataclass(frozen=True)
+class _Relation:
+    """How two names came to share memory, the copy that would have kept them apart, and whether it was asked for."""
+
+    text: str
+    fix: str | None
+    deliberate: bool
+
+
+def _relation(trace: Trace, via: _Seer, other: _Seer) -> _Relation:
+    """How ``other`` came to share ``via``'s memory (the write may go through a temporary such as ``a[0]``)."""
+    if via.info.tid == other.info.tid:
         return _same_object(trace, via.name, other.name)
     later, earlier = _later_of(trace, via, other)
-    made = producer(trace, later.info.tid)
+    made = _made_from(trace, later, earlier)
+    if made is None and _made_from(trace, earlier, later) is not None:  # an array first met as an op's input
+        later, earlier = earlier, later
+        made = _made_from(trace, later, earlier)
     if made is not None:
         how = _VIEW_HOW.get(made.func, "a view of {src}").format(src=show(earlier.name))
-        text = f"`{made.site.code}` at line {made.site.line} made {show(later.name)} {how}, not a copy."
-        return text, _copy_fix(made.site.code, made.site.line, later.info)
+        text = f"`{made.site.code}` at {where(made.site)} made {show(later.name)} {how}, not a copy."
+        return _Relation(text, _copy_fix(made.site, later.info), made.func in BRIDGE_FUNCS)
     kind = "NumPy array" if later.info.kind == "ndarray" else "tensor"
-    return (f"{show(later.name)} is a {kind} over the same memory as {show(earlier.name)} "
-            f"(`torch.from_numpy`, `.numpy()`, `.data` and views copy nothing)."), None
+    bridged = "ndarray" in (later.info.kind, earlier.info.kind)  # only the NumPy bridge shares with an array
+    return _Relation(f"{show(later.name)} is a {kind} over the same memory as {show(earlier.name)} "
+                     f"(`torch.from_numpy`, `.numpy()`, `.data` and views copy nothing).",
+                     _unknown_copy_fix(later, earlier), bridged)
 
 
-def _same_object(trace: Trace, via: str, other: str) -> tuple[str, str | None]:
+def _made_from(trace: Trace, made: _Seer, source: _Seer) -> OpEvent | None:
+    """The op that made ``made``, when it did so from ``source`` (or from something over its memory)."""
+    op = producer(trace, made.info.tid)
+    if op is not None and any(i.tid == source.info.tid or overlaps(i.memory, source.info.memory) for i in op.inputs):
+        return op
+    chain = trace.provenance.get(made.info.tid, ())  # made in an earlier cell: its ids there are not ours
+    mentions = re.compile(rf"\b{re.escape(base_name(source.name))}\b")
+    if chain and chain[0].inputs and mentions.search(chain[0].site.code):
+        return chain[0]
+    return None
+
+
+def _same_object(trace: Trace, via: str, other: str) -> _Relation:
+    made = _bound_by_out(trace, via, other)
+    if made is not None:
+        return _Relation(f"`{made.site.code}` at line {made.site.line} wrote its result into the tensor given as "
+                         f"`out=` and bound {show(made.target or other)} to that same tensor: `out=` copies nothing.",
+                         None, True)
     line, code = _assignment_of(trace, via, other)
     if code is None:
-        return f"{show(other)} and {show(via)} are two names for one tensor: `=` never copies a tensor.", None
+        return _Relation(f"{show(other)} and {show(via)} are two names for one tensor: `=` never copies a tensor.",
+                         f"`{other} = {via}.clone()` where `{other}` was bound makes an independent copy", False)
     value = assigned_value(code) or other
     target = code.split("=")[0].strip()
-    return (f"`{code}` at line {line} made {show(target)} a second name for the same tensor: `=` never copies a "
-            f"tensor."), f"`{target} = {value}.clone()` at line {line} makes an independent copy"
+    return _Relation(f"`{code}` at line {line} made {show(target)} a second name for the same tensor: `=` never "
+                     f"copies a tensor.", f"`{target} = {value}.clone()` at line {line} makes an independent copy",
+                     False)
+
+
+def _bound_by_out(trace: Trace, via: str, other: str) -> OpEvent | None:
+    """The op ``d = torch.matmul(a, b, out=c)`` that bound one of the two names to the other's tensor."""
+    for op in trace.ops:
+        target = written(op) if op.inplace and not op.error else None
+        if target is not None and op.target in (via, other) and _OUT_ARG.search(op.site.expr or op.site.code):
+            return op
+    return None
 
 
 def _assignment_of(trace: Trace, via: str, other: str) -> tuple[int | None, str | None]:
@@ -125,13 +181,24 @@ def _later_of(trace: Trace, a: _Seer, b: _Seer) -> tuple[_Seer, _Seer]:
     return b, a
 
 
-def _copy_fix(code: str, line: int | None, made: TensorInfo) -> str | None:
-    value = assigned_value(code)
+def _unknown_copy_fix(later: _Seer, earlier: _Seer) -> str:
+    """The copy to make where the sharing began, when this cell does not show where that was."""
+    if "ndarray" in (later.info.kind, earlier.info.kind):
+        array, tensor = (later, earlier) if later.info.kind == "ndarray" else (earlier, later)
+        arr, ten = base_name(array.name), base_name(tensor.name)
+        return (f"copy where they were made (`{ten} = torch.tensor({arr})` instead of `torch.from_numpy`, or "
+                f"`{arr} = {ten}.numpy().copy()`)")
+    pair = sorted((base_name(later.name), base_name(earlier.name)))  # which was made from which is not recorded
+    return f"`.clone()` where `{pair[0]}` or `{pair[1]}` was made from the other gives an independent copy"
+
+
+def _copy_fix(site: Site, made: TensorInfo) -> str | None:
+    value = assigned_value(site.code)
     if value is None:
         return None
-    target = code.split("=")[0].strip()
+    target = site.code.split("=")[0].strip()
     copy = ".copy()" if made.kind == "ndarray" else ".clone()"
-    return f"`{target} = {value}{copy}` at line {line} makes an independent copy"
+    return f"`{target} = {value}{copy}` at {where(site)} makes an independent copy"
 
 
 # -- shared-memory -----------------------------------------------------------------------

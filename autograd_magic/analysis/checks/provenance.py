@@ -21,10 +21,11 @@ from ..lineage import (
     show,
     user_names,
     value_text,
+    where,
 )
 from ..naming import Names
 from ..patterns import NO_GRAD_FN
-from ..source import assigned_name, tainted_names
+from ..source import assigned_name, grad_context, tainted_names
 
 _STEPS = {
     "detach": "{expr} took {src} out of the graph (same values, no history)",
@@ -125,7 +126,7 @@ def _earlier_path(trace: Trace, tid: int) -> list[OpEvent]:
 
 
 def _at(site: Site) -> str:
-    return f"line {site.line}" if site.cell is None else f"line {site.line} of cell In [{site.cell}]"
+    return where(site)
 
 
 def _source(trace: Trace, names: Names, op: OpEvent) -> str:
@@ -168,7 +169,8 @@ def _step(trace: Trace, names: Names, op: OpEvent) -> str:
     template = _STEPS.get(op.func)
     if template is not None:
         return template.format(expr=expr, src=src)
-    where = " under `torch.no_grad()`, so nothing was recorded" if not op.grad_enabled else ""
+    block = grad_context(trace.source, trace.first_line, op.site.line) if op.site.cell is None else "torch.no_grad()"
+    where = f" under `{block}`, so nothing was recorded" if not op.grad_enabled else ""
     return f"{expr} computed a new value from {src}{where}"
 
 
@@ -191,6 +193,10 @@ def _fix(trace: Trace, names: Names, root: str, cut: OpEvent) -> str:
         return (f"Fix: keep the tensor and its converted copy under different names, e.g. "
                 f"`{base}_np = {base}.detach().numpy()`, and call backward on `{base}` itself{reduce}. Convert to "
                 f"NumPy or Python numbers only to log or plot.")
+    if not cut.grad_enabled and cut.site.cell is None and cut.func not in _STEPS:
+        block = grad_context(trace.source, trace.first_line, cut.site.line)
+        return (f"Fix: compute `{cut.site.expr or cut.func}` outside the `with {block}:` block (that block is for "
+                f"values that must not be trained), then call backward.")
     return (f"Fix: call backward on a value computed with torch operations only, not through "
             f"`{cut.site.expr or cut.func}`; convert to NumPy or Python numbers only after backward, to log or plot.")
 
