@@ -445,14 +445,7 @@ def clean_shell(ip: Any) -> Any:
 
 CORPUS: dict[str, str] = {**CLEAN, **TUTORIAL_CELLS}
 
-SAVED_TENSOR_FALSE_ALARM = "saved-tensor-mutated false alarm, fixed in capture"
-CAPTURE_FAILURES = {  # cells that fail only because of capture (the lead's layer): remove the mark once fixed there
-    "gradcheck and gradgradcheck on a composite": SAVED_TENSOR_FALSE_ALARM,
-    "gradcheck on F.linear": SAVED_TENSOR_FALSE_ALARM,
-    "weight init with nn.init and a manual fill under no_grad": (
-        "capture internal error: describe_tensor reads .grad_fn of a view made under no_grad after an in-place "
-        "write to it (w[0].fill_(0.5) under no_grad), which raises"),
-}
+CAPTURE_FAILURES: dict[str, str] = {}  # cells that fail only because of capture: none today
 
 
 def corpus_ids() -> list[Any]:

@@ -131,10 +131,7 @@ INPLACE_ROADS = {
 }
 
 
-CAPTURE_BUGS = {  # roads that fail only because of capture (the lead's layer): remove the mark once fixed there
-    "leaf moved into the graph interior": "capture reads `.grad` of the now non-leaf `w` at backward, so torch "
-                                          "warns (UserWarning, an error under the test filter) before the real error",
-}
+CAPTURE_BUGS: dict[str, str] = {}  # roads that fail only because of capture: none today
 
 
 def roads(table: dict[str, Any]) -> list[Any]:

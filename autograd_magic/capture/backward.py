@@ -17,7 +17,7 @@ import torch
 from .. import internal
 from ..trace.events import BackwardEvent, Binding, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
 from ..trace.names import base_name
-from .reads import grad_fn_of, norm_of, quiet, small_values
+from .reads import grad_fn_of, grad_of, norm_of, quiet, small_values
 from .session import GradHistory
 from .snapshot import GraphWalker, Walk
 from .tensors import Identity, describe_tensor, grad_value
@@ -166,7 +166,7 @@ class BackwardRecorder:
             return f"# torchviz could not draw this graph: {type(error).__name__}: {error}"
 
     def _leaf_state(self, leaf: torch.Tensor, site: Site, prepared: _Prepared) -> GradEvent:
-        grad = leaf.grad
+        grad = grad_of(leaf)  # an AccumulateGrad's tensor may since have been moved into the graph
         norm = None if grad is None else norm_of(grad)  # a reduction: no copy of a big gradient
         had = grad is not None and norm != 0
         tid = self._rec.ids.tid(leaf)
@@ -208,8 +208,9 @@ class BackwardRecorder:
         grads: dict[str, GradValue] = {}
         for name, info in final.items():
             tensor = live.get(info.tid)
-            if isinstance(tensor, torch.Tensor) and tensor.is_leaf and tensor.grad is not None:
-                grads[name] = grad_value(tensor.grad, self._before_grads.get(info.tid))
+            grad = grad_of(tensor) if isinstance(tensor, torch.Tensor) else None
+            if grad is not None:
+                grads[name] = grad_value(grad, self._before_grads.get(info.tid))
             elif info.tid in self._hook_grads:
                 grads[name] = self._hook_grads[info.tid]
         return grads

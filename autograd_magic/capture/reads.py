@@ -125,6 +125,11 @@ def _sparse_norm(t: torch.Tensor) -> float | None:
     return float(torch.linalg.vector_norm(t.detach().coalesce().values()))
 
 
+def grad_of(t: torch.Tensor) -> torch.Tensor | None:
+    """A leaf's ``.grad``; None for a non-leaf, whose ``.grad`` torch would warn about in the user's cell."""
+    return attempt(lambda: t.grad if t.is_leaf else None, None)
+
+
 def grad_fn_of(t: torch.Tensor) -> Any:
     return attempt(lambda: t.grad_fn, None)
 
