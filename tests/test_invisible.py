@@ -398,3 +398,16 @@ def test_saved_tensor_mutated_is_silent_when_nothing_changed(ip: Any, body: str)
 def test_saved_tensor_mutated_still_sees_a_write_through_numpy(ip: Any, body: str) -> None:
     run(ip, "%%autograd -q -o rep\n" + body)
     assert "saved-tensor-mutated" in [d.kind for d in ip.user_ns["rep"].diagnostics]
+
+
+def test_warnings_raised_during_backward_name_the_cell_line(ip: Any) -> None:
+    code = ("import warnings\nmodel = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())\n"
+            "model[0].register_full_backward_hook(lambda m, gi, go: None)\n"
+            "with warnings.catch_warnings(record=True) as caught:\n    warnings.simplefilter('always')\n"
+            "    model(torch.ones(1, 2)).sum().backward()\nwhere = [(w.lineno, str(w.message)) for w in caught]\n"
+            "files = [w.filename for w in caught]")
+    run(ip, code)
+    plain = ip.user_ns["where"]
+    run(ip, "%%autograd -q\n" + code)
+    assert plain and ip.user_ns["where"] == plain
+    assert not any("autograd_magic" in f for f in ip.user_ns["files"])

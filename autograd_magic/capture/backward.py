@@ -67,13 +67,14 @@ class BackwardRecorder:
         return tuple(self._cut_graphs)
 
     # -- one backward call -------------------------------------------------------
-    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call the user's backward exactly once; what we record around it can only cost detail."""
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+            located: Callable[..., Any]) -> Any:
+        """Call the user's backward exactly once (through ``located``, which looks like the user's line)."""
         __tracebackhide__ = True  # noqa: F841
         call = self._before(func, args, kwargs)
         error: BaseException | None = None
         try:
-            return func(*args, **kwargs)
+            return located(func, args, kwargs)
         except BaseException as caught:
             error = caught
             raise

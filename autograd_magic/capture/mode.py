@@ -147,7 +147,9 @@ class RecordingMode(TorchFunctionMode):
         if rec is None:
             return func(*args, **kwargs)
         if func in BACKWARD_FUNCS:  # backward is Python code: its call sites never reach `sites`
-            return rec.backward.run(func, args, kwargs)
+            # called from the user's line, so warnings raised in backward with a stacklevel land there
+            user = _dispatching_function(here).f_back if _is_wrapper(here.f_code) else here
+            return rec.backward.run(func, args, kwargs, self.located_call(user) if user else _call_directly)
         if _is_descriptor(func) and not rec.is_user_code(here.f_code):
             # torch's C++ sets and reads attributes through Python while it may hold a lock on the
             # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock
