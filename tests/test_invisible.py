@@ -411,3 +411,12 @@ def test_warnings_raised_during_backward_name_the_cell_line(ip: Any) -> None:
     run(ip, "%%autograd -q\n" + code)
     assert plain and ip.user_ns["where"] == plain
     assert not any("autograd_magic" in f for f in ip.user_ns["files"])
+
+
+def test_out_sharing_from_an_earlier_cell_is_a_note(ip: Any) -> None:
+    run(ip, "%%autograd -q\na = torch.ones(2, 2)\nb = torch.ones(2, 2)\nc = torch.zeros(2, 2)\n"
+            "d = torch.matmul(a, b, out=c)")
+    run(ip, "%%autograd -q -o rep\ntorch.rand(2, 2, out=c)\nprint(d)")
+    found = [d for d in ip.user_ns["rep"].diagnostics if d.kind == "alias-write"]
+    assert found and all(d.severity == "note" for d in found)
+    assert "out=" in found[0].message and "In [" in found[0].message

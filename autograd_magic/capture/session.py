@@ -62,10 +62,11 @@ class Session:
 
 
 def producers(ops: tuple[OpEvent, ...] | list[OpEvent]) -> dict[int, OpEvent]:
-    """tid -> the last out-of-place op that produced it."""
+    """tid -> the last op that produced it: out of place, or in place when its result was bound to a name
+    (``d = torch.matmul(a, b, out=c)`` is how ``d`` came to be ``c``)."""
     made_by: dict[int, OpEvent] = {}
     for op in ops:
-        if not op.inplace and not op.error:
+        if (not op.inplace or op.target is not None) and not op.error:
             for out in op.outputs:
                 made_by[out.tid] = op
     return made_by

@@ -141,7 +141,7 @@ def _made_from(trace: Trace, made: _Seer, source: _Seer) -> OpEvent | None:
 def _same_object(trace: Trace, via: str, other: str) -> _Relation:
     made = _bound_by_out(trace, via, other)
     if made is not None:
-        return _Relation(f"`{made.site.code}` at line {made.site.line} wrote its result into the tensor given as "
+        return _Relation(f"`{made.site.code}` at {where(made.site)} wrote its result into the tensor given as "
                          f"`out=` and bound {show(made.target or other)} to that same tensor: `out=` copies nothing.",
                          None, True)
     line, code = _assignment_of(trace, via, other)
@@ -156,8 +156,10 @@ def _same_object(trace: Trace, via: str, other: str) -> _Relation:
 
 
 def _bound_by_out(trace: Trace, via: str, other: str) -> OpEvent | None:
-    """The op ``d = torch.matmul(a, b, out=c)`` that bound one of the two names to the other's tensor."""
-    for op in trace.ops:
+    """The op ``d = torch.matmul(a, b, out=c)`` that bound one of the two names to the other's tensor
+    (in this cell, or in the earlier cell that made one of them)."""
+    earlier = [op for chain in trace.provenance.values() for op in chain[:1]]
+    for op in [*trace.ops, *earlier]:
         target = written(op) if op.inplace and not op.error else None
         if target is not None and op.target in (via, other) and _OUT_ARG.search(op.site.expr or op.site.code):
             return op
