@@ -159,6 +159,8 @@ class Recorder:
         made = outputs[0].node if outputs else (inputs[0].node if event.inplace and inputs else None)
         if error is None and made is not None:
             self.backward.walker.remember_values(made, args, result)
+        if error is None and outputs and isinstance(result, torch.Tensor):
+            self.backward.walker.note_value(inputs[0] if event.inplace and inputs else outputs[0], result)
         if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
             self.backward.snapshot_cut(args[0])
         changed = inputs[:1] if event.inplace else ()  # an in-place op gives its target a new grad_fn
