@@ -9,6 +9,7 @@ from typing import Any
 
 from conftest import report_of, run
 
+from autograd_magic.views.html import render_html
 from autograd_magic.views.text import render_text
 
 SEED = """x = torch.tensor([5.], requires_grad=True)
@@ -154,7 +155,9 @@ def test_a_long_chain_is_capped_and_says_so(ip: Any) -> None:
     replay = report.backward_steps[0]
     assert len(replay.steps) == 500 and replay.dropped == 201
     assert any("201 later steps were counted" in note for note in replay.notes)
-    assert "(+201 not recorded)" in render_text(report)
+    text = render_text(report)
+    assert "(+201 not recorded)" in text and "  ... 488 more steps (all in report.backward_steps)" in text
+    assert "  500. AccumulateGrad" not in text and "  498. AddBackward0" in text
 
 
 def test_big_gradients_are_summarised_in_steps(ip: Any) -> None:
@@ -269,3 +272,26 @@ def test_no_value_is_read_while_a_profiler_records(ip: Any) -> None:
     assert cell.error is None
     assert all(n.value is None for g in report.graphs for n in g.nodes if n.label != "AccumulateGrad")
     assert all(v is None for s in steps(report) for v in s.arrived)
+
+
+def test_values_of_nodes_made_in_an_earlier_recorded_cell_are_shown(ip: Any) -> None:
+    run(ip, "%%autograd -q\nx = torch.tensor([5.], requires_grad=True)\nvar1 = 2*x\nz = var1 + 1")
+    report, _ = report_of(ip, "z.backward()")
+    values = {name: node.value.values for name, node in nodes_by_name(report).items() if node.value}
+    assert values == {"z": [11.0], "var1": [10.0], "x": [5.0]}
+
+
+def test_an_earlier_value_is_not_shown_once_the_tensor_was_written(ip: Any) -> None:
+    run(ip, "%%autograd -q\nx = torch.tensor([5.], requires_grad=True)\nz = x * 2")
+    run(ip, "z.detach().add_(1)")  # shares the version counter: the value we read is stale
+    report, _ = report_of(ip, "z.backward()")
+    assert nodes_by_name(report)["z"].value is None
+
+
+def test_the_static_html_lists_the_numbered_steps(ip: Any) -> None:
+    report, _ = report_of(ip, SEED)
+    page = render_html(report)
+    assert "Backward replay 1: z.backward() at line 6, 5 steps" in page
+    assert '<li value="4"><b>MulBackward0</b> (var1 = 2*x): gradient arrived <code>-1</code>' in page
+    assert "<code>grad_x = grad_out · other = -1 · 2 = -2</code>" in page
+    assert "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in page

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..report.model import ErrorRow, GradRow, Graph, OpRow, Replay, Report, TensorRow
+from ..report.model import ErrorRow, GradRow, Graph, OpRow, Replay, Report, Step, TensorRow
 from ..trace.events import GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
@@ -101,7 +101,12 @@ def _replays(trace: Trace, names: Names, built: list[Graph], numbered: list[Grap
         graph = built[index] if has_graph and index < len(built) else None
         if event.steps:
             replay = build_replay(event, index if graph else None, graph, names)
-            out.append(replace(replay, steps=tuple(replace(s, node=ids.get(s.node) if s.node else None)
-                                                   for s in replay.steps)))
+            out.append(replace(replay, steps=tuple(_renumbered(s, ids) for s in replay.steps)))
         index += has_graph
     return out
+
+
+def _renumbered(step: Step, ids: dict[int, int]) -> Step:
+    """A step in the graphs' display numbering; a node that is not drawn has none."""
+    sent = tuple(replace(f, node=ids.get(f.node) if f.node is not None else None) for f in step.sent)
+    return replace(step, node=ids.get(step.node) if step.node is not None else None, sent=sent)

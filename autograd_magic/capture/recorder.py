@@ -99,6 +99,7 @@ class Recorder:
             with quiet():
                 self._previous = self._scan(seq=0)
                 self._provenance = self._earlier_chains()
+                self.backward.walker.recall_values([t for _, t in remembered(self.namespace)], self.session.values)
             self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
         except Exception:  # the cell runs whatever its namespace holds
             internal.report_failure("reading the namespace before the cell")
@@ -275,6 +276,7 @@ class Recorder:
         live = self.ids.live()
         tensors = {i.tid: live[i.tid] for i in final.values() if isinstance(live.get(i.tid), torch.Tensor)}
         self.session.origins.remember(tensors, tuple(self._ops), self.cell)
+        self.backward.walker.keep_values(tensors, self.session.values)
 
     def _torchviz_of_results(self, final: dict[str, TensorInfo]) -> str | None:
         """No backward ran: draw the first named result that has a graph."""

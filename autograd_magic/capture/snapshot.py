@@ -53,6 +53,24 @@ class GraphWalker:
         self._made: dict[int, TensorValue] = {}  # node id -> the value its op produced
         self._leaf_made: dict[int, tuple[int, TensorValue]] = {}  # leaf tid -> (version, value) when made
 
+    def keep_values(self, tensors: dict[int, torch.Tensor], store: Any) -> None:
+        """Leave the values of the cell's named results to later cells (weakly, with their grad_fn's id)."""
+        for tensor in tensors.values():
+            grad_fn = grad_fn_of(tensor)
+            value = self._made.get(self.ids.node(grad_fn)) if grad_fn is not None else None
+            if value is not None:
+                store[tensor] = (id(grad_fn), _version_of(tensor), value)
+
+    def recall_values(self, tensors: list[torch.Tensor], store: Any) -> None:
+        """Values an earlier cell read for these tensors, while their node and version are unchanged."""
+        for tensor in tensors:
+            kept = store.get(tensor)
+            grad_fn = grad_fn_of(tensor)
+            if kept is None or grad_fn is None or kept[0] != id(grad_fn):
+                continue
+            if kept[1] == _version_of(tensor):
+                self._made.setdefault(self.ids.node(grad_fn), kept[2])
+
     def note_value(self, info: TensorInfo, result: Any) -> None:
         """Remember the value an op produced, for its node (or, for a new leaf, its tensor)."""
         value = value_of(result)
@@ -156,7 +174,7 @@ class GraphWalker:
     def _leaf_value(self, tid: int, leaf: torch.Tensor) -> TensorValue | None:
         """The value the cell made the leaf with; read now if it was made earlier or written since."""
         made = self._leaf_made.get(tid)
-        if made is not None and made[0] == attempt(lambda: int(leaf._version), -1):
+        if made is not None and made[0] == _version_of(leaf):
             return made[1]
         return value_of(leaf)
 
@@ -204,6 +222,10 @@ class GraphWalker:
                 found[id(grad_fn)] = self.ids.tid(value)
         return found
 
+
+
+def _version_of(t: torch.Tensor) -> int:
+    return attempt(lambda: int(t._version), -1)
 
 
 def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:

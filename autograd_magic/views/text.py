@@ -13,6 +13,7 @@ from ..report.model import GradRow, Graph, Node, Replay, Report, Value
 from .numbering import for_display
 
 MAX_LISTED = 12  # values shown per gradient before "..."
+MAX_TEXT_STEPS = 12  # replay steps listed per backward; a long replay shows its first and last ones
 MAX_INLINE_GRAD = 4  # a gradient with at most this many values is shown as values, not as a norm
 
 
@@ -170,9 +171,18 @@ def _replays(report: Report) -> list[str]:
     for index, replay in enumerate(report.backward_steps, 1):
         out.append(replay_title(replay, index))
         out.extend(f"  note: {note}" for note in replay.notes)
-        for step in replay.steps:
-            out.extend(step_lines(step))
+        for step in shown_steps(replay.steps, MAX_TEXT_STEPS):
+            out.extend(step_lines(step) if step is not None else
+                       [f"  ... {len(replay.steps) - MAX_TEXT_STEPS} more steps (all in report.backward_steps)"])
     return out
+
+
+def shown_steps(steps: tuple[Any, ...], limit: int) -> list[Any]:
+    """The first and last steps of a long replay, None where the rest are left out."""
+    if len(steps) <= limit:
+        return list(steps)
+    tail = limit // 4
+    return [*steps[:limit - tail], None, *steps[len(steps) - tail:]]
 
 
 def replay_title(replay: Replay, index: int) -> str:
