@@ -11,6 +11,7 @@ from .graphs import build_graph, cuts_of, renumber
 from .naming import Names, name_tensors
 from .registry import analyze
 from .replay import build_replay
+from .why import why_answers
 
 DEFAULT_MAX_NODES = 150
 MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts them all
@@ -28,6 +29,8 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
         built = _graphs(trace, names, report.gradients, max_nodes)
         report.graphs = renumber(built)
         report.backward_steps = _replays(trace, names, built, report.graphs)
+    report.answers = why_answers(trace, names, report.gradients, report.backward_steps, cuts_of(trace, names),
+                                 list(report.tensors))
     report.ops = [OpRow(op.seq, op.func, op.site.line, op.site.code, op.inplace, op.site.expr)
                   for op in trace.ops[:MAX_OP_ROWS]]
     report.ops_total = trace.total_ops

@@ -180,6 +180,18 @@ class Report:
     hints: list[str] = field(default_factory=list)  # one-line notes about the view itself
     torchviz_dot: str | None = None
     backward_steps: list[Replay] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)  # name -> why its .grad is what it is (see `why`)
+
+    def why(self, name: str) -> str:
+        """Why ``name``'s gradient is what it is (None, zero, a sum of backward calls...), in plain words.
+
+        >>> report.why("x")
+        'x.grad is None because x is not a leaf: it was made by `x.double()` at line 1 ...'
+        """
+        if name in self.answers:
+            return self.answers[name]
+        known = ", ".join(sorted(self.answers)) or "none"
+        return f"{name!r} is not a tensor this cell left in a variable (known: {known})."
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serialisable form (see the README for the schema)."""
