@@ -305,6 +305,7 @@ def test_browser_replay_steps_highlight_each_node_and_say_its_gradient(
     assert page.evaluate("window.agmData.replay_step") == mul.number == 4
     lit, side = current()
     assert lit == [f"n{mul.node}"] and "grad_x = grad_out · other = -1 · 2 = -2" in side
+    assert "MulBackward0 (var1 = 2*x): gradient arrived -1" in side
     page.fill('input[aria-label="replay step"]', "5")
     lit, side = current()
     assert "Step 5: AccumulateGrad" in side

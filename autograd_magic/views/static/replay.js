@@ -50,7 +50,8 @@ function replayPanel({ report, model, panel, details, setTrait }) {
     const s = current();
     details.replaceChildren(h("h5", {}, s ? `Step ${s.number}: ${s.label}` : "Backward replay"));
     if (!s) return;
-    details.append(...s.lines.slice(1).map((text) => h("div", { class: "agm-replay-line" }, text.trim())));
+    details.append(h("div", { class: "agm-replay-what" }, s.lines[0].replace(/^\s*\d+\.\s*/, "")),
+      ...s.lines.slice(1).map((text) => h("div", { class: "agm-replay-line" }, text.trim())));
     if (s.node === null) details.append(h("p", { class: "agm-hint" }, "This node is not drawn (graph size cap)."));
   }
 
