@@ -36,5 +36,7 @@ def value_of(t: Any) -> TensorValue | None:
 
 def _extremes(t: torch.Tensor) -> tuple[float | None, float | None]:
     with quiet(), torch.no_grad():
-        data = t.detach()
-        return attempt(lambda: float(data.min()), None), attempt(lambda: float(data.max()), None)
+        both = attempt(lambda: torch.aminmax(t.detach()), None)  # one pass for both
+        if both is None:
+            return None, None
+        return attempt(lambda: float(both[0]), None), attempt(lambda: float(both[1]), None)
