@@ -295,3 +295,21 @@ def test_the_static_html_lists_the_numbered_steps(ip: Any) -> None:
     assert '<li value="4"><b>MulBackward0</b> (var1 = 2*x): gradient arrived <code>-1</code>' in page
     assert "<code>grad_x = grad_out · other = -1 · 2 = -2</code>" in page
     assert "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in page
+
+
+def test_a_failure_while_attaching_leaves_no_hook_behind(ip: Any, monkeypatch: Any) -> None:
+    import autograd_magic.capture.replay as replay
+    import autograd_magic.internal as internal
+
+    calls = count_steps(monkeypatch)
+    real = replay._LeafWatch.__init__
+
+    def failing(self: Any, leaf: Any) -> None:
+        real(self, leaf)
+        raise RuntimeError("our bug")
+    monkeypatch.setattr(replay._LeafWatch, "__init__", failing)
+    monkeypatch.setattr(internal, "RAISE", False)
+    report, cell = report_of(ip, "x = torch.ones(2, requires_grad=True)\nout = (x * 3).sum()\n"
+                                 "out.backward(retain_graph=True)\ng = x.grad.tolist()")
+    assert cell.error is None and ip.user_ns["g"] == [3.0, 3.0]
+    assert run(ip, "out.backward()").error is None and calls == []

@@ -36,7 +36,14 @@ class Replay:
         self._handles: list[Any] = []
 
     def attach(self, roots: list[torch.Tensor]) -> None:
-        """Hook every node reachable from ``roots`` (breadth-first, up to the cap)."""
+        """Hook every node reachable from ``roots`` (breadth-first, up to the cap); all or none."""
+        try:
+            self._attach(roots)
+        except BaseException:
+            self.detach_hooks()  # our caller cannot remove what it never got back
+            raise
+
+    def _attach(self, roots: list[torch.Tensor]) -> None:
         with quiet():
             for node in _reachable(roots, MAX_HOOKED):
                 targets = tuple(self._ids.node(child) if child is not None else None
