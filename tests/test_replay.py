@@ -313,3 +313,18 @@ def test_a_failure_while_attaching_leaves_no_hook_behind(ip: Any, monkeypatch: A
                                  "out.backward(retain_graph=True)\ng = x.grad.tolist()")
     assert cell.error is None and ip.user_ns["g"] == [3.0, 3.0]
     assert run(ip, "out.backward()").error is None and calls == []
+
+
+def test_values_are_read_only_for_tensors_autograd_tracks(ip: Any, monkeypatch: Any) -> None:
+    import autograd_magic.capture.snapshot as snapshot
+
+    read: list[tuple[int, ...]] = []
+    real = snapshot.value_of
+
+    def counted(t: Any) -> Any:
+        read.append(tuple(t.shape))
+        return real(t)
+    monkeypatch.setattr(snapshot, "value_of", counted)
+    report_of(ip, "data = torch.randn(300, 300)\nscaled = data * 2\nw = torch.ones(3, requires_grad=True)\n"
+                  "loss = (w * 2).sum()")
+    assert sorted(read) == [(), (3,), (3,)]  # w when made, w * 2 and the sum: never the data

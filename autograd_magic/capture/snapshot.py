@@ -73,13 +73,14 @@ class GraphWalker:
 
     def note_value(self, info: TensorInfo, result: Any) -> None:
         """Remember the value an op produced, for its node (or, for a new leaf, its tensor)."""
-        value = value_of(result)
-        if value is None:
-            return
-        if info.node is not None:
-            self._made.setdefault(info.node, value)
-        elif info.requires_grad and info.is_leaf:
-            self._leaf_made[info.tid] = (info.version, value)
+        if info.node is not None and info.node not in self._made:
+            value = value_of(result)
+            if value is not None:
+                self._made[info.node] = value
+        elif info.node is None and info.requires_grad and info.is_leaf:  # a tensor without autograd: never read
+            value = value_of(result)
+            if value is not None:
+                self._leaf_made[info.tid] = (info.version, value)
 
     def note_output(self, info: TensorInfo, site: Site) -> None:
         """Remember which line made a graph node (the first op that produced it)."""
