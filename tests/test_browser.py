@@ -76,7 +76,7 @@ _agm_n = _agm_v.selected_node
 print(_agm_v.tab, _agm_v.selected, _agm_n.name if _agm_n else None, _agm_n.label if _agm_n else None)
 """
 
-TABS = ["Graph", "Variables", "Gradients", "Diagnostics", "Timeline"]
+TABS = ["Graph", "Backward replay", "Variables", "Gradients", "Diagnostics", "Timeline"]
 BACKWARD_CELL = "# Auto-differentiate"
 ALIAS_CELL = "# Assign x to z"
 NUMPY_CELL = "# Convert x to numpy"
@@ -313,6 +313,38 @@ def test_clicking_a_graph_node_selects_it_in_python(lab: Lab) -> None:
     lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path("node-selected.png")))
 
 
+def test_backward_replay_steps_through_the_seed_graph_as_the_tutorial_teaches(lab: Lab) -> None:
+    view = lab.view(BACKWARD_CELL)
+    view.get_by_role("tab", name="Backward replay").click()
+    panel = view.get_by_role("tabpanel", name="Backward replay")
+    panel.wait_for(state="visible")
+
+    def lit() -> tuple[str, str]:
+        node = view.locator("svg g.node.agm-current")
+        assert node.count() == 1
+        return " ".join(node.locator("text").all_text_contents()), view.locator(".agm-details").inner_text()
+
+    node, side = lit()
+    assert "SubBackward0" in node and "z" in node and "grad_var1 = −grad_out = −(1) = -1" in side
+    for _ in range(3):
+        view.get_by_role("button", name="next backward step").click()
+    node, side = lit()
+    assert "MulBackward0" in node and "Step 4: MulBackward0" in side
+    assert "grad_x = grad_out · other = -1 · 2 = -2" in side  # -2 goes to x through var1
+    lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path("replay-step4.png")))
+    view.get_by_role("button", name="next backward step").focus()
+    lab.page.keyboard.press("ArrowRight")
+    node, side = lit()
+    assert "AccumulateGrad" in node and "x" in node.split()
+    assert "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in side  # summed at x
+    lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path("replay-step5.png")))
+    view.get_by_role("slider", name="replay step").fill("2")
+    node, side = lit()
+    assert "AddBackward0" in node and "grad_x = grad_out = 1" in side  # 1 goes to x through var2
+    view.get_by_role("tab", name="Graph").click()
+    assert view.locator("svg g.node.agm-current").count() == 0
+
+
 def test_alias_cell_opens_on_its_diagnostic_expanded(lab: Lab) -> None:
     view = lab.view(ALIAS_CELL)
     assert "1 warning" in view.locator(".agm-summary").inner_text()
@@ -412,9 +444,11 @@ def test_every_panel_reads_in_light_and_dark_theme(lab: Lab, theme: str, light: 
     for key, mark in SHOWN_CELLS.items():  # the closing cell's traceback is taller than the window: its view only
         shown = lab.view(mark) if mark == CLOSING_CELL else lab.cell(mark)
         shown.screenshot(path=str(artifact_path(f"{name}-{key}.png")))
-    for tab in ("Variables", "Gradients", "Timeline", "Diagnostics", "Graph"):  # every panel of the graph cell
+    for tab in ("Variables", "Gradients", "Timeline", "Diagnostics", "Backward replay", "Graph"):  # every panel
         lab.view(BACKWARD_CELL).get_by_role("tab", name=tab).click()
         assert lab.page.evaluate(LOW_CONTRAST) == [], (theme, tab)
+        if tab == "Backward replay":
+            lab.cell(BACKWARD_CELL).screenshot(path=str(artifact_path(f"{name}-replay.png")))
     if not light:
         set_theme(lab, "JupyterLab Light", True)
 

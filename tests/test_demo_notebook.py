@@ -134,7 +134,9 @@ def test_backward_cell_draws_the_graph_with_leaves_x_and_y_and_their_gradients(e
     cell = find_cell(executed, "# Auto-differentiate")
     text = report_text(cell)
     assert re.search(r"^Graph 1: root z \(built in In \[\d+\], backward at line 2\)", text, re.M)  # body line 2
-    assert re.search(r"^\s+x AccumulateGrad \(1\) grad = -1$", text, re.M)  # dz/dx = -1, as the tutorial says
+    assert re.search(r"^\s+x AccumulateGrad \(1\) value = 5  grad = -1$", text, re.M)  # dz/dx = -1, as taught
+    assert re.search(r"^\s+var1 MulBackward0 .* value = 10  <-", text, re.M)  # read when In [15] ran 2*x
+    assert "summed over paths: 1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in text
     for label in ("SubBackward0", "AddBackward0", "MulBackward0"):
         assert label in text
     assert re.search(r"^\s+x AccumulateGrad", text, re.M) and re.search(r"^\s+y AccumulateGrad", text, re.M)

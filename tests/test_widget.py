@@ -140,8 +140,9 @@ window.agmReady = true;
 
 def widget_page(view: AutogradView) -> str:
     """The ESM with a minimal stand-in for anywidget's model, as a standalone page."""
-    js = (STATIC / "widget.js").read_text(encoding="utf-8").replace("export default { render };", "")
-    traits = {name: getattr(view, name) for name in ("report", "selected", "graph", "diagnostic", "step", "tab")}
+    js = AutogradView._esm.replace("export default { render };", "")
+    traits = {name: getattr(view, name) for name in ("report", "selected", "graph", "diagnostic", "step", "tab",
+                                                     "replay_call", "replay_step")}
     return HARNESS.format(css=(STATIC / "widget.css").read_text(encoding="utf-8"), js=js,
                           traits=json.dumps(traits).replace("</", "<\\/"))
 
@@ -186,7 +187,7 @@ def test_browser_click_selects_node_and_timeline_dims_later_nodes(
     dimmed = page.eval_on_selector_all("g.node.agm-dim", "els => els.map(e => e.id)")
     assert f"n{var2.id}" in dimmed
     z_step = next(n.step for n in graph.nodes if n.name == "z")
-    page.fill('input[type="range"]', str(z_step))
+    page.fill('input[aria-label="timeline step"]', str(z_step))
     assert page.eval_on_selector_all("g.node.agm-dim", "els => els.map(e => e.id)") == []
     assert "line 6" in page.inner_text(".agm-op")  # z = var2 - var1: the body's 6th line
     page.focus('button[role="tab"][aria-selected="true"]')
@@ -277,4 +278,40 @@ def test_browser_no_graph_cell_shows_the_finding_not_empty_graph_furniture(
     panel = page.locator('[role="tabpanel"][aria-label="Graph"]')
     assert "No autograd graph in this cell" in panel.inner_text()
     assert panel.locator(".agm-toolbar, .agm-scroll, .agm-legend").filter(visible=True).count() == 0
+    assert page.agm_errors == []
+
+
+@pytest.mark.browser
+def test_browser_replay_steps_highlight_each_node_and_say_its_gradient(
+        seed_view: AutogradView, browser_page: Any, tmp_path: Path) -> None:
+    page = browser_page
+    open_view(page, seed_view, tmp_path)
+    replay = seed_view.source_report.backward_steps[0]
+    page.click('button[role="tab"]:has-text("Backward replay")')
+    assert page.evaluate("window.agmData.tab") == "replay"
+
+    def current() -> tuple[list[str], str]:
+        return (page.eval_on_selector_all("g.node.agm-current", "els => els.map(e => e.id)"),
+                page.inner_text("aside.agm-details"))
+
+    lit, side = current()
+    assert lit == [f"n{replay.steps[0].node}"] and "SubBackward0" in side
+    assert "grad_var1 = −grad_out = −(1) = -1" in side
+    assert page.eval_on_selector_all("g.edge.agm-flow", "els => els.length") == 2  # var2 and var1 got gradients
+    page.click('button[aria-label="next backward step"]')
+    page.keyboard.press("ArrowRight")  # arrow keys step too (focus is in the panel)
+    page.keyboard.press("ArrowRight")
+    mul = next(s for s in replay.steps if s.label == "MulBackward0")
+    assert page.evaluate("window.agmData.replay_step") == mul.number == 4
+    lit, side = current()
+    assert lit == [f"n{mul.node}"] and "grad_x = grad_out · other = -1 · 2 = -2" in side
+    assert "MulBackward0 (var1 = 2*x): gradient arrived -1" in side
+    page.fill('input[aria-label="replay step"]', "5")
+    lit, side = current()
+    assert "Step 5: AccumulateGrad" in side
+    assert "summed over paths: 1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in side
+    page.click('button[aria-label="previous backward step"]')
+    assert page.evaluate("window.agmData.replay_step") == 4
+    page.click('button[role="tab"]:has-text("Graph")')
+    assert page.eval_on_selector_all("g.node.agm-current", "els => els.length") == 0
     assert page.agm_errors == []

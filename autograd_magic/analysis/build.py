@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
+from dataclasses import replace
 
-from ..report.model import ErrorRow, GradRow, Graph, OpRow, Report, TensorRow
+from ..report.model import ErrorRow, GradRow, Graph, OpRow, Replay, Report, Step, TensorRow
 from ..trace.events import BackwardEvent, GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
 from .naming import Names, name_tensors
 from .registry import analyze
+from .replay import build_replay
+from .why import why_answers
 
 DEFAULT_MAX_NODES = 150
 MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts them all
@@ -24,7 +27,11 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
                         for n, g in trace.gradients.items() if _shown(n, used)}
     if graphs:
-        report.graphs = renumber(_graphs(trace, names, report.gradients, max_nodes))
+        built = _graphs(trace, names, report.gradients, max_nodes)
+        report.graphs = renumber(built)
+        report.backward_steps = _replays(trace, names, built, report.graphs)
+    report.answers = why_answers(trace, names, report.gradients, report.backward_steps, cuts_of(trace, names),
+                                 list(report.tensors))
     report.ops = [OpRow(op.seq, op.func, op.site.line, op.site.code, op.inplace, op.site.expr)
                   for op in trace.ops[:MAX_OP_ROWS]]
     report.ops_total = trace.total_ops
@@ -118,3 +125,25 @@ def _unbackwarded(snaps: tuple[GraphSnapshot, ...], covered: set[int]) -> list[G
     for snap in snaps:
         inside.update(n.nid for n in snap.nodes[1:])
     return [s for s in snaps if s.nodes and s.nodes[0].nid not in inside]
+
+
+def _replays(trace: Trace, names: Names, built: list[Graph], numbered: list[Graph]) -> list[Replay]:
+    """Each detailed backward's steps, pointing at its graph (the order `_graphs` drew them in)."""
+    ids = {a.id: b.id for old, new in zip(built, numbered, strict=True)
+           for a, b in zip(old.nodes, new.nodes, strict=True)}
+    out = []
+    index = 0
+    for event in trace.backwards:
+        has_graph = event.graph is not None and bool(event.graph.nodes)
+        graph = built[index] if has_graph and index < len(built) else None
+        if event.steps:
+            replay = build_replay(event, index if graph else None, graph, names)
+            out.append(replace(replay, steps=tuple(_renumbered(s, ids) for s in replay.steps)))
+        index += has_graph
+    return out
+
+
+def _renumbered(step: Step, ids: dict[int, int]) -> Step:
+    """A step in the graphs' display numbering; a node that is not drawn has none."""
+    sent = tuple(replace(f, node=ids.get(f.node) if f.node is not None else None) for f in step.sent)
+    return replace(step, node=ids.get(step.node) if step.node is not None else None, sent=sent)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from ..report.model import Cut, GradRow, Graph, Node
 from ..trace.events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
 from .naming import Names
+from .replay import value_row
 
 FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, marked ×N
 
@@ -35,6 +36,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             step=steps.get(raw.nid, 0),
             dtype=raw.dtype,
             cell=raw.site.cell if raw.site else None,
+            value=value_row(raw.value),
         ))
     ids = {n.id for n in nodes}
     leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}

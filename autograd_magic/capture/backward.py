@@ -18,6 +18,7 @@ from .. import internal
 from ..trace.events import BackwardEvent, Binding, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
 from ..trace.names import base_name
 from .reads import grad_fn_of, grad_of, norm_of, quiet, small_values
+from .replay import Replay
 from .session import GradHistory
 from .snapshot import GraphWalker, Walk
 from .tensors import Identity, describe_tensor, grad_value
@@ -135,6 +136,8 @@ class BackwardRecorder:
             leaf_grads=() if prepared is None else prepared.leaf_grads,
             stale_saved=() if prepared is None else tuple(prepared.walk.stale),
             torchviz=None if prepared is None else prepared.torchviz,
+            steps=() if prepared is None or prepared.replay is None else tuple(prepared.replay.steps),
+            steps_dropped=0 if prepared is None or prepared.replay is None else prepared.replay.dropped,
             error=None if error is None else f"{type(error).__name__}: {error}",
         ))
 
@@ -143,6 +146,8 @@ class BackwardRecorder:
         prepared.graph = self.walker.take(roots, prepared.walk)
         prepared.leaf_grads = tuple(self._leaf_state(leaf, site, prepared) for leaf in prepared.walk.leaves)
         self._hook_named(prepared)
+        prepared.replay = Replay(self._rec.ids)
+        prepared.replay.attach(roots)
         if self._rec.torchviz and self.torchviz_source is None:
             prepared.torchviz = self.torchviz_source = self.torchviz_of(roots)
         return prepared
@@ -258,8 +263,11 @@ class _Prepared:
         self.handles: list[Any] = []
         self.before: dict[int, Any] = {}
         self.torchviz: str | None = None
+        self.replay: Replay | None = None
 
     def remove_hooks(self) -> None:
+        if self.replay is not None:
+            self.replay.detach_hooks()
         for handle in self.handles:
             handle.remove()
         self.handles.clear()

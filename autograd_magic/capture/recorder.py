@@ -99,6 +99,7 @@ class Recorder:
             with quiet():
                 self._previous = self._scan(seq=0)
                 self._provenance = self._earlier_chains()
+                self.backward.walker.recall_values([t for _, t in remembered(self.namespace)], self.session.values)
             self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
         except Exception:  # the cell runs whatever its namespace holds
             internal.report_failure("reading the namespace before the cell")
@@ -159,6 +160,8 @@ class Recorder:
         made = outputs[0].node if outputs else (inputs[0].node if event.inplace and inputs else None)
         if error is None and made is not None:
             self.backward.walker.remember_values(made, args, result)
+        if error is None and outputs and isinstance(result, torch.Tensor):
+            self.backward.walker.note_value(inputs[0] if event.inplace and inputs else outputs[0], result)
         if error is None and name in _CUTS and inputs and inputs[0].grad_fn is not None:
             self.backward.snapshot_cut(args[0])
         changed = inputs[:1] if event.inplace else ()  # an in-place op gives its target a new grad_fn
@@ -273,6 +276,7 @@ class Recorder:
         live = self.ids.live()
         tensors = {i.tid: live[i.tid] for i in final.values() if isinstance(live.get(i.tid), torch.Tensor)}
         self.session.origins.remember(tensors, tuple(self._ops), self.cell)
+        self.backward.walker.keep_values(tensors, self.session.values)
 
     def _torchviz_of_results(self, final: dict[str, TensorInfo]) -> str | None:
         """No backward ran: draw the first named result that has a graph."""

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from ..trace.events import GraphNode, GraphSnapshot, Site, TensorInfo
-from .reads import base_of, fingerprint, grad_fn_of, next_functions, quiet, saved_slots, saved_tensor, shape_of
+from ..trace.events import GraphNode, GraphSnapshot, Site, TensorInfo, TensorValue
+from .reads import attempt, base_of, fingerprint, grad_fn_of, next_functions, quiet, saved_slots, saved_tensor, shape_of
 from .tensors import Identity
+from .values import value_of
 
 MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
 MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
@@ -49,6 +50,37 @@ class GraphWalker:
         self._values: dict[int, list[tuple[Fingerprint, int]]] = {}  # node id -> what its op read and made, tids
         self._values_of: dict[int, int] = {}  # inner node id -> the recorded node whose op made it
         self.earlier_sites: dict[int, Site] = {}  # tid -> where an earlier cell made it (see Trace.provenance)
+        self._made: dict[int, TensorValue] = {}  # node id -> the value its op produced
+        self._leaf_made: dict[int, tuple[int, TensorValue]] = {}  # leaf tid -> (version, value) when made
+
+    def keep_values(self, tensors: dict[int, torch.Tensor], store: Any) -> None:
+        """Leave the values of the cell's named results to later cells (weakly, with their grad_fn's id)."""
+        for tensor in tensors.values():
+            grad_fn = grad_fn_of(tensor)
+            value = self._made.get(self.ids.node(grad_fn)) if grad_fn is not None else None
+            if value is not None:
+                store[tensor] = (id(grad_fn), _version_of(tensor), value)
+
+    def recall_values(self, tensors: list[torch.Tensor], store: Any) -> None:
+        """Values an earlier cell read for these tensors, while their node and version are unchanged."""
+        for tensor in tensors:
+            kept = store.get(tensor)
+            grad_fn = grad_fn_of(tensor)
+            if kept is None or grad_fn is None or kept[0] != id(grad_fn):
+                continue
+            if kept[1] == _version_of(tensor):
+                self._made.setdefault(self.ids.node(grad_fn), kept[2])
+
+    def note_value(self, info: TensorInfo, result: Any) -> None:
+        """Remember the value an op produced, for its node (or, for a new leaf, its tensor)."""
+        if info.node is not None and info.node not in self._made:
+            value = value_of(result)
+            if value is not None:
+                self._made[info.node] = value
+        elif info.node is None and info.requires_grad and info.is_leaf:  # a tensor without autograd: never read
+            value = value_of(result)
+            if value is not None:
+                self._leaf_made[info.tid] = (info.version, value)
 
     def note_output(self, info: TensorInfo, site: Site) -> None:
         """Remember which line made a graph node (the first op that produced it)."""
@@ -124,8 +156,10 @@ class GraphWalker:
         variable = getattr(node, "variable", None)
         if isinstance(variable, torch.Tensor):  # AccumulateGrad: the leaf itself
             walk.leaves.append(variable)
-            return GraphNode(nid, type(node).__name__, self.ids.tid(variable), None, shape_of(variable),
-                             dtype=str(variable.dtype).removeprefix("torch."))
+            leaf_tid = self.ids.tid(variable)
+            return GraphNode(nid, type(node).__name__, leaf_tid, None, shape_of(variable),
+                             dtype=str(variable.dtype).removeprefix("torch."),
+                             value=self._leaf_value(leaf_tid, variable))
         tid = self._node_tid.get(nid)
         if tid is not None and _grad_fn_now(self.ids.get(tid), node) is not node:
             tid = None  # the tensor was since changed in place: this node is its earlier version
@@ -136,7 +170,14 @@ class GraphWalker:
             return GraphNode(nid, type(node).__name__, tid, site)
         shape, dtype = _node_meta(node)
         return GraphNode(nid, type(node).__name__, tid, site, shape,
-                         self._saved(node, nid, walk), dtype)
+                         self._saved(node, nid, walk), dtype, self._made.get(nid))
+
+    def _leaf_value(self, tid: int, leaf: torch.Tensor) -> TensorValue | None:
+        """The value the cell made the leaf with; read now if it was made earlier or written since."""
+        made = self._leaf_made.get(tid)
+        if made is not None and made[0] == _version_of(leaf):
+            return made[1]
+        return value_of(leaf)
 
     def _saved(self, node: Any, nid: int, walk: Walk) -> tuple[str, ...]:
         """Describe what a node saved for backward; note saved values changed behind autograd's back."""
@@ -182,6 +223,10 @@ class GraphWalker:
                 found[id(grad_fn)] = self.ids.tid(value)
         return found
 
+
+
+def _version_of(t: torch.Tensor) -> int:
+    return attempt(lambda: int(t._version), -1)
 
 
 def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:

@@ -51,6 +51,17 @@ class GradRow:
 
 
 @dataclass(frozen=True)
+class Value:
+    """A tensor's value or a gradient: ``values`` for a handful of elements, else norm, min and max."""
+
+    shape: tuple[int, ...]
+    values: Any = None
+    norm: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass(frozen=True)
 class Node:
     id: int
     label: str  # the autograd node class: MulBackward0, AccumulateGrad, ...
@@ -66,6 +77,7 @@ class Node:
     repeat: int = 1  # >1 when this node stands for a folded run of identical nodes
     dtype: str = ""
     cell: int | None = None  # execution count of the earlier cell that made it; None: this cell
+    value: Value | None = None  # what the cell computed here, read when the op ran
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,47 @@ class Graph:
     calls: int = 1
     folded: int = 0  # nodes folded into repeat groups
     dropped: int = 0  # nodes left out by the --max-nodes cap
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A gradient on one edge: sent by a step to ``node`` (its graph id when drawn), named ``to``."""
+
+    to: str
+    node: int | None
+    value: Value | None
+    formula: str = ""  # "grad_x = grad_out · other = 1 · 2 = 2", when the function is a common one
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node the engine ran, in order: what arrived, what it did, what it sent."""
+
+    number: int
+    node: int | None  # graph node id to highlight (a folded group's id for its members)
+    label: str  # the autograd node class
+    name: str | None
+    line: int | None
+    code: str
+    arrived: tuple[Value | None, ...]
+    sent: tuple[Flow, ...]
+    words: str  # what the function does to gradients, in plain words
+    summed: str = ""  # "1 (from var2) + -2 (from var1) = -1" when several gradients met here
+    before: Value | None = None  # a leaf's .grad before this step (AccumulateGrad)
+    after: Value | None = None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The steps of one backward call, for ``graph`` (an index into ``Report.graphs``)."""
+
+    graph: int | None
+    func: str
+    line: int | None
+    root: str | None
+    steps: tuple[Step, ...]
+    dropped: int = 0  # steps past the cap, not recorded
+    notes: tuple[str, ...] = ()  # what was folded or capped
 
 
 @dataclass(frozen=True)
@@ -126,6 +179,19 @@ class Report:
     error: ErrorRow | None = None
     hints: list[str] = field(default_factory=list)  # one-line notes about the view itself
     torchviz_dot: str | None = None
+    backward_steps: list[Replay] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)  # name -> why its .grad is what it is (see `why`)
+
+    def why(self, name: str) -> str:
+        """Why ``name``'s gradient is what it is (None, zero, a sum of backward calls...), in plain words.
+
+        >>> report.why("x")
+        'x.grad is None because x is not a leaf: it was made by `x.double()` at line 1 ...'
+        """
+        if name in self.answers:
+            return self.answers[name]
+        known = ", ".join(sorted(self.answers)) or "none"
+        return f"{name!r} is not a tensor this cell left in a variable (known: {known})."
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serialisable form (see the README for the schema)."""

@@ -75,6 +75,7 @@ class GraphNode:
     shape: tuple[int, ...] = ()
     saved: tuple[str, ...] = ()  # "self: (3, 2)" style descriptions
     dtype: str = ""
+    value: TensorValue | None = None  # what the op produced (a leaf: its value), read when it ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,8 @@ class BackwardEvent:
     calls: int = 1  # calls at this site folded into this event
     stale_saved: tuple[tuple[int, str, int], ...] = ()  # (node id, saved name, tid) changed behind autograd
     torchviz: str | None = None  # torchviz's DOT source of the graph, when asked for (--torchviz)
+    steps: tuple[ReplayStep, ...] = ()  # the nodes the engine ran, in order (see capture.replay)
+    steps_dropped: int = 0  # steps past the cap: counted, not recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +166,31 @@ class Trace:
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell
     provenance: dict[int, tuple[OpEvent, ...]] = field(default_factory=dict)  # tid -> chain made in earlier cells
     torchviz: str | None = None  # torchviz's DOT source for the first graph (--torchviz), or a one-line reason
+
+
+@dataclass(frozen=True, slots=True)
+class TensorValue:
+    """A tensor's value (or a gradient) made plain: a few values listed, else a summary."""
+
+    shape: tuple[int, ...]
+    values: object = None  # nested lists, for a tensor of at most a handful of elements
+    norm: float | None = None
+    low: float | None = None  # min and max, for a tensor too big to list
+    high: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayStep:
+    """One node autograd's engine ran in a backward call, in the order it ran.
+
+    ``arrived`` holds the gradients that reached the node (one per output of its op);
+    ``sent`` holds, per input edge, the node the gradient went to and the gradient.
+    For an ``AccumulateGrad`` node, ``before``/``after`` are the leaf's ``.grad``.
+    """
+
+    nid: int
+    label: str
+    arrived: tuple[TensorValue | None, ...] = ()
+    sent: tuple[tuple[int, TensorValue | None], ...] = ()
+    before: TensorValue | None = None
+    after: TensorValue | None = None

@@ -34,7 +34,7 @@ from ..report.model import Cut, GradRow, Graph, Node, Report
 from .fit import fit_labels
 from .numbering import for_display
 from .saved import saved_sentence
-from .text import format_values, node_gradient, shape_text
+from .text import format_values, node_gradient, node_value, shape_text
 
 RENDER_TIMEOUT_S = 20
 BIG_GRAPH = 60  # nodes past which layout effort is capped
@@ -205,6 +205,9 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
         parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
     if node.kind == "leaf":
         parts.append(f"leaf {shape_text(node.shape)}")
+    value = node_value(node) if node.repeat == 1 else ""  # a folded box stands for many values
+    if value:
+        parts.append(_clip(value, 40))
     grad = node_gradient(node, dict(facts.gradients))
     if grad:
         parts.append(grad)
@@ -218,6 +221,8 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
             f"shape {shape_text(node.shape)}" + (f", {facts.dtypes[first]}" if first in facts.dtypes else "")]
     if node.line is not None:
         bits.append(f"{where(node)}: {node.code}")
+    if node.value is not None and node.repeat == 1:
+        bits.append(node_value(node))
     if first in facts.grads:
         bits.append(f"grad {facts.grads[first]}")
     elif node.grad_norm is not None:

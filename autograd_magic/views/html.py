@@ -17,6 +17,7 @@ from typing import Any
 from ..report.model import Graph, Report
 from .graph import LegendItem, Rendered, legend_for, render_graph, render_torchviz
 from .numbering import for_display
+from .replay import replays_html
 from .text import format_values, graph_title, shape_text, summary_line
 
 STYLE = """
@@ -61,6 +62,7 @@ def render_html(report: Report) -> str:
     parts.append(error_html(report))
     parts.append(diagnostics_html(report))
     parts.append(graphs_html(report))
+    parts.append(replays_html(report))
     parts.append(variables_html(report))
     parts.append(gradients_html(report))
     parts.append(torchviz_html(report))

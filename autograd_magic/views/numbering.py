@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from ..report.model import Diagnostic, Graph, Report
+from ..report.model import Diagnostic, Graph, Replay, Report
 
 _LINE = re.compile(r"\b(lines? )(\d+)((?:(?:, | and | or |-)\d+)*)")
 _NUMBER = re.compile(r"\d+")
@@ -34,7 +34,14 @@ def for_display(report: Report) -> Report:
         graphs=[_graph(g, shift) for g in report.graphs],
         ops=[replace(op, line=_line(op.line, shift)) for op in report.ops],
         error=replace(report.error, line=_line(report.error.line, shift)) if report.error else None,
+        backward_steps=[_replay(r, shift) for r in report.backward_steps],
     )
+
+
+def _replay(r: Replay, shift: int) -> Replay:
+    return replace(r, line=_line(r.line, shift), root=_text(r.root, shift) if r.root else r.root,
+                   steps=tuple(replace(s, line=_line(s.line, shift), name=_text(s.name, shift) if s.name else s.name)
+                               for s in r.steps))
 
 
 def _diagnostic(d: Diagnostic, shift: int) -> Diagnostic:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from itertools import groupby
 from typing import Any
 
-from ..report.model import GradRow, Graph, Node, Report
+from ..report.model import GradRow, Graph, Node, Replay, Report, Value
 from .numbering import for_display
 
 MAX_LISTED = 12  # values shown per gradient before "..."
+MAX_TEXT_STEPS = 12  # replay steps listed per backward; a long replay shows its first and last ones
 MAX_INLINE_GRAD = 4  # a gradient with at most this many values is shown as values, not as a norm
 
 
@@ -20,7 +21,7 @@ def render_text(report: Report) -> str:
     report = for_display(report)
     parts = [summary_line(report)]
     parts += [f"  hint: {hint}" for hint in report.hints]
-    for section in (_diagnostics, _variables, _gradients, _graphs, _error):
+    for section in (_diagnostics, _variables, _gradients, _graphs, _replays, _error):
         lines = section(report)
         if lines:
             parts.append("")
@@ -103,7 +104,8 @@ def _graph_lines(graph: Graph, grads: dict[str, GradRow]) -> list[str]:
     by_id = {n.id: n for n in graph.nodes}
     out = []
     for node in graph.nodes:
-        label = node_text(node, grad=node_gradient(node, grads))
+        facts = "  ".join(f for f in (node_value(node), node_gradient(node, grads)) if f)
+        label = node_text(node, grad=facts)
         feeds = ", ".join(node_text(by_id[i], short=True) for i in inputs.get(node.id, []) if i in by_id)
         out.append(f"  {label}" + (f"  <- {feeds}" if feeds else ""))
     for cut in graph.cuts:
@@ -143,8 +145,67 @@ def node_gradient(node: Node, grads: dict[str, GradRow]) -> str:
     return "" if norm is None else f"grad norm = {norm:.4g}"
 
 
+def node_value(node: Node) -> str:
+    """`value = 12`, `value = [1, 2]`, or `value (100, 10) norm 3.2 in [-1, 1]`: what the cell computed there."""
+    if node.value is None:
+        return ""
+    text = value_text(node.value)
+    return f"value {text}" if text.startswith("(") else f"value = {text}"
+
+
+def value_text(value: Value | None) -> str:
+    """``-1``, ``[1, 2, 3]``, or ``(100, 10) norm 3.2 in [-0.5, 0.9]``."""
+    if value is None:
+        return "?"
+    if value.values is not None:
+        flat = list(_flatten(value.values))
+        return _number(flat[0]) if len(flat) == 1 else "[" + ", ".join(map(_number, flat)) + "]"
+    if value.norm is None:
+        return f"{shape_text(value.shape)} (values not read)"
+    span = f" in [{_number(value.low)}, {_number(value.high)}]" if value.low is not None else ""
+    return f"{shape_text(value.shape)} norm {_number(value.norm)}{span}"
+
+
+def _replays(report: Report) -> list[str]:
+    out: list[str] = []
+    for index, replay in enumerate(report.backward_steps, 1):
+        out.append(replay_title(replay, index))
+        out.extend(f"  note: {note}" for note in replay.notes)
+        for step in shown_steps(replay.steps, MAX_TEXT_STEPS):
+            out.extend(step_lines(step) if step is not None else
+                       [f"  ... {len(replay.steps) - MAX_TEXT_STEPS} more steps (all in report.backward_steps)"])
+    return out
+
+
+def shown_steps(steps: tuple[Any, ...], limit: int) -> list[Any]:
+    """The first and last steps of a long replay, None where the rest are left out."""
+    if len(steps) <= limit:
+        return list(steps)
+    tail = limit // 4
+    return [*steps[:limit - tail], None, *steps[len(steps) - tail:]]
+
+
+def replay_title(replay: Replay, index: int) -> str:
+    root = f"{replay.root}." if replay.root and replay.func == "backward" else ""
+    call = f"{root}{replay.func}()" + (f" at line {replay.line}" if replay.line is not None else "")
+    capped = f" (+{replay.dropped} not recorded)" if replay.dropped else ""
+    return f"Backward replay {index}: {call}, {plural(len(replay.steps), 'step')}{capped}"
+
+
+def step_lines(step: Any) -> list[str]:
+    """One replay step: the node, what arrived (and how several paths summed), what it did, what it sent."""
+    what = f" ({step.name} = {step.code})" if step.name and step.code else (f" ({step.name})" if step.name else "")
+    arrived = ", ".join(value_text(v) for v in step.arrived) or "-"
+    out = [f"  {step.number}. {step.label}{what}: gradient arrived {arrived}"]
+    if step.summed:
+        out.append(f"       summed over paths: {step.summed}")
+    out.append(f"       {step.words}")
+    out.extend(f"       {flow.formula or f'grad_{flow.to} = {value_text(flow.value)}'}" for flow in step.sent)
+    return out
+
+
 def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) and not isinstance(value, bool) else str(value)
 
 
 def _error(report: Report) -> list[str]:

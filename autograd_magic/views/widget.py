@@ -29,16 +29,16 @@ from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
 from .numbering import for_display
 from .saved import saved_items
-from .text import graph_title, node_gradient, render_text, summary_line
+from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
-TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz")
+TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay")
 
 
 class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
     """The widget for one report; the traits below are synced with the browser."""
 
-    _esm = STATIC / "widget.js"
+    _esm = (STATIC / "widget.js").read_text(encoding="utf-8") + (STATIC / "replay.js").read_text(encoding="utf-8")
     _css = STATIC / "widget.css"
 
     report = traitlets.Dict(help="The report as JSON (Report.to_dict) plus SVG drawings and the legend.").tag(sync=True)
@@ -47,6 +47,8 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
     diagnostic = traitlets.Int(None, allow_none=True, help="Index of the selected diagnostic.").tag(sync=True)
     step = traitlets.Int(0, help="Timeline position: ops with a larger sequence number are dimmed.").tag(sync=True)
     tab = traitlets.Enum(TABS, "graph", help="The panel on show.").tag(sync=True)
+    replay_call = traitlets.Int(0, help="Backward replay: which recorded backward call.").tag(sync=True)
+    replay_step = traitlets.Int(1, help="Backward replay: the step on show (from 1).").tag(sync=True)
 
     def __init__(self, report: Report, **kwargs: Any) -> None:
         self.source_report = report  # plain data, no tensors: safe to keep
@@ -92,7 +94,12 @@ def payload(report: Report) -> dict[str, Any]:
     for graph, graph_data in zip(report.graphs, data["graphs"], strict=True):
         for node, node_data in zip(graph.nodes, graph_data["nodes"], strict=True):
             node_data["grad_text"] = node_gradient(node, report.gradients)
+            node_data["value_text"] = node_value(node).removeprefix("value ").removeprefix("= ")
             node_data["saved_text"] = saved_items(node.saved)
+    for index, (replay, replay_data) in enumerate(zip(report.backward_steps, data["backward_steps"], strict=True), 1):
+        replay_data["title"] = replay_title(replay, index)
+        for step, step_data in zip(replay.steps, replay_data["steps"], strict=True):
+            step_data["lines"] = step_lines(step)
     data["summary"] = summary_line(report)
     data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
                         for i, g in enumerate(report.graphs, 1)]

@@ -7,7 +7,7 @@
 
 const TAB_TITLES = {
   graph: "Graph", variables: "Variables", gradients: "Gradients",
-  diagnostics: "Diagnostics", timeline: "Timeline", torchviz: "torchviz",
+  diagnostics: "Diagnostics", timeline: "Timeline", torchviz: "torchviz", replay: "Backward replay",
 };
 const ZOOMS = [0.25, 0.4, 0.55, 0.7, 0.85, 1, 1.25, 1.5, 2, 3];
 const MAX_VALUES = 12;
@@ -91,6 +91,7 @@ function render({ model, el }) {
   const lastStep = ops.length ? ops[ops.length - 1].seq : 0;
   const tabs = ["graph", "variables", "gradients", "diagnostics", "timeline"];
   if (report.torchviz) tabs.push("torchviz");
+  if ((report.backward_steps || []).length) tabs.splice(1, 0, "replay");
   let timer = null;
   let zoom = 1;
   let zoomed = false; // until the user zooms, each drawing is fitted to the width
@@ -242,6 +243,7 @@ function render({ model, el }) {
     const selected = model.get("selected");
     const flagged = flaggedNames();
     const step = model.get("tab") === "timeline" ? model.get("step") : Infinity;
+    const lit = replay && model.get("tab") === "replay" ? replay.highlight() : { node: null, edges: new Set() };
     const later = new Set(currentGraph().nodes.filter((n) => stepOf(n) > step).map((n) => n.id));
     for (const g of svg.querySelectorAll("g.node, g.edge")) {
       const node = /^n(\d+)$/.exec(g.id);
@@ -252,6 +254,8 @@ function render({ model, el }) {
       g.classList.toggle("agm-flag", !!info && nodeNames(info).some((n) => flagged.has(n)));
       const dim = (id !== null && later.has(id)) || (!!edge && edge.slice(1).some((x) => later.has(Number(x))));
       g.classList.toggle("agm-dim", dim);
+      g.classList.toggle("agm-current", node !== null && id === lit.node);
+      g.classList.toggle("agm-flow", !!edge && lit.edges.has(g.id));
     }
   }
 
@@ -281,6 +285,7 @@ function render({ model, el }) {
       ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
       ["line", node.cell != null ? `In [${node.cell}] line ${lineText(node.line)}` : lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
       ["expression", node.expr ? h("code", {}, node.expr) : "—"],
+      ["value", node.value_text || "—"],
       ["gradient", node.grad_text ? node.grad_text.replace(/^grad (= )?/, "")
         : grad ? valuesText(grad.values, grad.shape) : "—"],
       ["saved", node.saved_text && node.saved_text.length
@@ -289,7 +294,7 @@ function render({ model, el }) {
       ["inputs", graph.edges.filter((e) => e[1] === node.id && e[0] !== node.id).map((e) => link(e[0]))],
       ["used by", graph.edges.filter((e) => e[0] === node.id && e[1] !== node.id).map((e) => link(e[1]))],
     ];
-    if (grad && grad.before !== null && grad.before !== undefined) rows.splice(9, 0, ["grad before", valuesText(grad.before, grad.shape)]);
+    if (grad && grad.before !== null && grad.before !== undefined) rows.splice(10, 0, ["grad before", valuesText(grad.before, grad.shape)]);
     details.append(h("h5", {}, "Selected node"), h("dl", {}, rows.flatMap(([k, v]) =>
       [h("dt", {}, k), h("dd", {}, Array.isArray(v) ? (v.length ? v : "—") : v)])));
   }
@@ -415,7 +420,9 @@ function render({ model, el }) {
       panels[name].hidden = !on;
     }
     if (tab !== "timeline" && timer !== null) stopPlay();
-    if (tab === "graph" || tab === "diagnostics" || tab === "timeline") panels[tab].append(stage);
+    if (["graph", "diagnostics", "timeline", "replay"].includes(tab)) panels[tab].append(stage);
+    if (replay && tab === "replay") showReplay();
+    else if (replay) showDetails();
     stage.hidden = !drawings.length;
     if (!drawings.length) panels.graph.replaceChildren(noGraph, stage);
     if (!zoomed && svg) setZoom(fitZoom());
@@ -427,6 +434,13 @@ function render({ model, el }) {
   fillDiagnostics();
   fillTimeline();
   fillTorchviz();
+  const replay = tabs.includes("replay") ? replayPanel({ report, model, panel: panels.replay, details, setTrait }) : null;
+  function showReplay() {
+    const index = replay.graph();
+    if (index !== null && index !== model.get("graph")) model.set("graph", index);
+    replay.fill();
+    paint();
+  }
   drawGraph();
   showDetails();
   showTab();
@@ -435,9 +449,11 @@ function render({ model, el }) {
   const on = (name, fn) => model.on(`change:${name}`, fn);
   on("tab", showTab);
   on("graph", () => { if (picker) picker.value = String(model.get("graph")); drawGraph(); showDetails(); });
-  on("selected", () => { showDetails(); paint(); });
+  on("selected", () => { if (model.get("tab") !== "replay") showDetails(); paint(); });
   on("diagnostic", () => { fillDiagnostics(); paint(); });
   on("step", () => { fillTimelineControls(); paint(); });
+  on("replay_step", () => { if (model.get("tab") === "replay") showReplay(); });
+  on("replay_call", () => { if (model.get("tab") === "replay") showReplay(); });
   if (picker) picker.value = String(model.get("graph"));
 
   return () => { if (timer !== null) clearInterval(timer); };

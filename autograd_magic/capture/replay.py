@@ -1,0 +1,110 @@
+"""Watch autograd's engine run one backward call: which node ran when, what it got and sent.
+
+For the duration of one detailed backward, every node of the graph gets a post
+hook (``node.register_hook``): the engine calls it right after the node ran, with
+the gradients that arrived (``grad_outputs``) and those it sends along each input
+edge (``grad_inputs``). Each gradient is summarised at once, quietly, into plain
+data (`values.value_of`); no gradient and no node is kept. The hooks are removed
+when the backward returns or raises (see backward.BackwardRecorder).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import internal
+from ..trace.events import ReplayStep, TensorValue
+from .reads import grad_fn_of, grad_of, next_functions, quiet
+from .tensors import Identity
+from .values import value_of
+
+MAX_HOOKED = 2000  # nodes per backward that get a hook: a bigger graph is replayed near its root only
+MAX_STEPS = 500  # steps recorded per backward; later ones are counted
+
+
+class Replay:
+    """The steps of one backward call, recorded by hooks that live only while it runs."""
+
+    def __init__(self, ids: Identity) -> None:
+        self._ids = ids
+        self.steps: list[ReplayStep] = []
+        self.dropped = 0
+        self._handles: list[Any] = []
+
+    def attach(self, roots: list[torch.Tensor]) -> None:
+        """Hook every node reachable from ``roots`` (breadth-first, up to the cap); all or none."""
+        try:
+            self._attach(roots)
+        except BaseException:
+            self.detach_hooks()  # our caller cannot remove what it never got back
+            raise
+
+    def _attach(self, roots: list[torch.Tensor]) -> None:
+        with quiet():
+            for node in _reachable(roots, MAX_HOOKED):
+                targets = tuple(self._ids.node(child) if child is not None else None
+                                for child, _ in next_functions(node))
+                variable = getattr(node, "variable", None)
+                watch = _LeafWatch(variable) if isinstance(variable, torch.Tensor) else None
+                self._handles.append(node.register_hook(self._hook(self._ids.node(node), type(node).__name__,
+                                                                   targets, watch)))
+
+    def detach_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, nid: int, label: str, targets: tuple[int | None, ...],
+              watch: _LeafWatch | None) -> Callable[[tuple[Any, ...], tuple[Any, ...]], None]:
+        def ran(grad_inputs: tuple[Any, ...], grad_outputs: tuple[Any, ...]) -> None:
+            if len(self.steps) >= MAX_STEPS:
+                self.dropped += 1
+                return
+            try:
+                with quiet():
+                    self.steps.append(_step(nid, label, targets, grad_inputs, grad_outputs, watch))
+            except Exception:
+                internal.report_failure("replaying a backward step")
+        return ran
+
+
+class _LeafWatch:
+    """A leaf's ``.grad`` before this backward, and a weak way back to read it after its step."""
+
+    def __init__(self, leaf: torch.Tensor) -> None:
+        self.leaf = weakref.ref(leaf)
+        grad = grad_of(leaf)
+        self.before = value_of(grad) if isinstance(grad, torch.Tensor) else None
+
+    def after(self) -> TensorValue | None:
+        leaf = self.leaf()
+        grad = grad_of(leaf) if leaf is not None else None
+        return value_of(grad) if isinstance(grad, torch.Tensor) else None
+
+
+def _step(nid: int, label: str, targets: tuple[int | None, ...], grad_inputs: tuple[Any, ...],
+          grad_outputs: tuple[Any, ...], watch: _LeafWatch | None) -> ReplayStep:
+    arrived = tuple(value_of(g) for g in grad_outputs)
+    sent = tuple((target, value_of(g)) for target, g in zip(targets, grad_inputs, strict=False)
+                 if target is not None and isinstance(g, torch.Tensor))
+    if watch is None:
+        return ReplayStep(nid, label, arrived, sent)
+    return ReplayStep(nid, label, arrived, sent, watch.before, watch.after())
+
+
+def _reachable(roots: list[torch.Tensor], limit: int) -> list[Any]:
+    start = [fn for fn in map(grad_fn_of, roots) if fn is not None]
+    seen = {id(n) for n in start}
+    order = list(start)
+    index = 0
+    while index < len(order) and len(order) < limit:
+        for child, _ in next_functions(order[index]):
+            if child is not None and id(child) not in seen and len(order) < limit:
+                seen.add(id(child))
+                order.append(child)
+        index += 1
+    return order
