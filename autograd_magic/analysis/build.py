@@ -7,7 +7,8 @@ from ..trace.events import GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
 from .naming import Names, name_tensors
-from .registry import analyze
+from .registry import TRAINING_KINDS, analyze
+from .training import build_training
 
 DEFAULT_MAX_NODES = 150
 MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts them all
@@ -30,6 +31,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     if trace.error is not None:
         report.error = ErrorRow(trace.error.type, trace.error.message, trace.error.site.line, trace.error.site.code)
     report.diagnostics = analyze(trace, names)
+    report.training = build_training(trace.training, report.diagnostics, TRAINING_KINDS)
     report.torchviz_dot = trace.torchviz
     return report
 

@@ -258,6 +258,7 @@ class Recorder:
             previous=self._previous,
             provenance=self._provenance,
             torchviz=self.backward.torchviz_source or self._torchviz_of_results(final),
+            training=self.backward.training.result(),
         )
 
     def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:

@@ -110,6 +110,25 @@ class ErrorRow:
     code: str
 
 
+@dataclass(frozen=True)
+class TrainingStepRow:
+    step: int
+    loss: float | None
+    grad_norms: dict[str, float]  # parameter -> norm of its .grad after this backward (absent: .grad was None)
+
+
+@dataclass(frozen=True)
+class Training:
+    """Gradient flow across a cell's backward calls: one row per step, and the findings about it."""
+
+    parameters: tuple[str, ...]
+    steps: tuple[TrainingStepRow, ...]
+    diagnostics: tuple[Diagnostic, ...] = ()
+    line: int | None = None
+    untracked: int = 0  # parameters past the cap, not followed
+    unread: int = 0  # steps run under a profiler: not read
+
+
 @dataclass
 class Report:
     """Everything autograd_magic learned about one cell run."""
@@ -126,6 +145,7 @@ class Report:
     error: ErrorRow | None = None
     hints: list[str] = field(default_factory=list)  # one-line notes about the view itself
     torchviz_dot: str | None = None
+    training: Training | None = None  # None: the cell did not call backward more than once
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serialisable form (see the README for the schema)."""

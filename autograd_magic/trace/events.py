@@ -146,6 +146,28 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingStep:
+    """One backward of a loop: the loss (a scalar root) and each tracked parameter's gradient norm after it."""
+
+    step: int  # 1 for the cell's first backward
+    loss: float | None
+    grad_norms: tuple[float | None, ...]  # aligned with TrainingTrace.parameters; None: .grad is None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingTrace:
+    """Gradient flow across the backward calls of one cell (recorded when a cell calls backward repeatedly)."""
+
+    parameters: tuple[str, ...]  # qualified names, in the order the model lists them
+    reached: tuple[bool, ...]  # the first recorded backward's graph reached this parameter
+    got_grad: tuple[bool, ...]  # its .grad was set after at least one step
+    steps: tuple[TrainingStep, ...]
+    line: int | None = None  # the first backward call
+    untracked: int = 0  # named parameters past the cap (MAX_TRACKED)
+    unread: int = 0  # backward calls run while a profiler recorded: nothing was read
+
+
+@dataclass(frozen=True, slots=True)
 class Trace:
     """Everything capture learned about one cell run."""
 
@@ -163,3 +185,4 @@ class Trace:
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell
     provenance: dict[int, tuple[OpEvent, ...]] = field(default_factory=dict)  # tid -> chain made in earlier cells
     torchviz: str | None = None  # torchviz's DOT source for the first graph (--torchviz), or a one-line reason
+    training: TrainingTrace | None = None  # per-step loss and gradient norms when backward ran more than once

@@ -18,6 +18,7 @@ from ..report.model import Graph, Report
 from .graph import LegendItem, Rendered, legend_for, render_graph, render_torchviz
 from .numbering import for_display
 from .text import format_values, graph_title, shape_text, summary_line
+from .training import training_html
 
 STYLE = """
 <style>
@@ -63,6 +64,7 @@ def render_html(report: Report) -> str:
     parts.append(graphs_html(report))
     parts.append(variables_html(report))
     parts.append(gradients_html(report))
+    parts.append(training_html(report.training))
     parts.append(torchviz_html(report))
     parts.append("</div>")
     return "\n".join(p for p in parts if p)

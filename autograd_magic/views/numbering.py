@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from ..report.model import Diagnostic, Graph, Report
+from ..report.model import Diagnostic, Graph, Report, Training
 
 _LINE = re.compile(r"\b(lines? )(\d+)((?:(?:, | and | or |-)\d+)*)")
 _NUMBER = re.compile(r"\d+")
@@ -34,7 +34,14 @@ def for_display(report: Report) -> Report:
         graphs=[_graph(g, shift) for g in report.graphs],
         ops=[replace(op, line=_line(op.line, shift)) for op in report.ops],
         error=replace(report.error, line=_line(report.error.line, shift)) if report.error else None,
+        training=_training(report.training, shift),
     )
+
+
+def _training(t: Training | None, shift: int) -> Training | None:
+    if t is None:
+        return None
+    return replace(t, line=_line(t.line, shift), diagnostics=tuple(_diagnostic(d, shift) for d in t.diagnostics))
 
 
 def _diagnostic(d: Diagnostic, shift: int) -> Diagnostic:

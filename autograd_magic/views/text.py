@@ -11,6 +11,7 @@ from typing import Any
 
 from ..report.model import GradRow, Graph, Node, Report
 from .numbering import for_display
+from .training import training_text
 
 MAX_LISTED = 12  # values shown per gradient before "..."
 MAX_INLINE_GRAD = 4  # a gradient with at most this many values is shown as values, not as a norm
@@ -20,7 +21,7 @@ def render_text(report: Report) -> str:
     report = for_display(report)
     parts = [summary_line(report)]
     parts += [f"  hint: {hint}" for hint in report.hints]
-    for section in (_diagnostics, _variables, _gradients, _graphs, _error):
+    for section in (_diagnostics, _variables, _gradients, _training, _graphs, _error):
         lines = section(report)
         if lines:
             parts.append("")
@@ -49,6 +50,10 @@ def _diagnostics(report: Report) -> list[str]:
         out.append(f"  {d.severity.upper()} [{d.kind}] {where}: {d.code}".rstrip(": "))
         out.extend(f"    {line}" for line in d.message.splitlines())
     return out
+
+
+def _training(report: Report) -> list[str]:
+    return training_text(report.training)
 
 
 def _variables(report: Report) -> list[str]:
