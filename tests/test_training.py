@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gc
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import test_widget
 from conftest import kinds, report_of, run
+from test_widget import open_view
 
 from autograd_magic.analysis.checks.training import check_constant_loss, check_exploding_gradients
 from autograd_magic.analysis.naming import Names
@@ -16,8 +19,9 @@ from autograd_magic.capture.training import MAX_TRACKED
 from autograd_magic.trace.events import Trace, TrainingStep, TrainingTrace
 from autograd_magic.views.html import render_html
 from autograd_magic.views.text import render_text
-from autograd_magic.views.widget import payload
+from autograd_magic.views.widget import AutogradView, payload
 
+browser_page = test_widget.browser_page  # the chromium page fixture, shared
 SETUP = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\ntorch.manual_seed(0)\n"
 
 HEALTHY = """
@@ -271,3 +275,31 @@ def test_nothing_is_read_while_a_profiler_records(ip: Any) -> None:
     report, cell = report_of(ip, SETUP + body)
     assert cell.error is None
     assert report.training.unread == 30 and report.training.steps == ()
+
+
+# -- the plot, in a real browser (the widget's ESM in chromium: see test_widget.open_view) -------------------
+@pytest.mark.browser
+def test_browser_training_panel_plots_one_line_per_parameter(ip: Any, browser_page: Any, tmp_path: Path) -> None:
+    report, _ = report_of(ip, SETUP + HEALTHY)
+    page = browser_page
+    open_view(page, AutogradView(report), tmp_path)
+    page.click('button[role="tab"]:has-text("Training")')
+    assert page.evaluate("window.agmData.tab") == "training"
+    names = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.dataset.name)")
+    assert names == [*report.training.parameters, "loss"]
+    drawn = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.getAttribute('d'))")
+    assert all(d.count("L") == 29 for d in drawn)  # 30 steps, each a point of every line
+    box = page.query_selector("svg.agm-plot").bounding_box()
+    page.mouse.move(box["x"] + box["width"] - 20, box["y"] + box["height"] / 2)
+    assert "step 30: model.0.weight" in page.inner_text(".agm-plot-readout")
+    assert page.agm_errors == []
+
+
+@pytest.mark.browser
+def test_browser_many_parameters_are_plotted_one_line_per_layer(ip: Any, browser_page: Any, tmp_path: Path) -> None:
+    report, _ = report_of(ip, SETUP + PRODUCERS["vanishing-gradients"][0])
+    page = browser_page
+    open_view(page, AutogradView(report, tab="training"), tmp_path)
+    names = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.dataset.name)")
+    assert names == [f"model.{i}" for i in range(0, 25, 2)] + ["loss"]  # 13 Linear layers, weight and bias joined
+    assert page.agm_errors == []
