@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import test_widget
+import torch
 from conftest import kinds, report_of, run
 from test_widget import open_view
 
@@ -199,7 +200,13 @@ def test_never_gets_gradient_names_the_unused_layer_only(ip: Any) -> None:
 def _trace(losses: list[float | None], norms: list[float]) -> Trace:
     steps = tuple(TrainingStep(i, loss, (n,)) for i, (loss, n) in enumerate(zip(losses, norms, strict=True), 1))
     return Trace(source="loss.backward()", first_line=1,
-                 training=TrainingTrace(("w",), (True,), (True,), steps, line=1))
+                 training=TrainingTrace(("w",), (True,), (True,), steps, line=1, optimizer=True))
+
+
+def test_repeated_backward_without_an_optimizer_is_not_called_a_constant_loss(ip: Any) -> None:
+    body = "w = torch.ones(3, requires_grad=True)\nfor i in range(4):\n    loss = (w * 2).sum()\n    loss.backward()"
+    report, _ = report_of(ip, SETUP + body)
+    assert report.training is not None and "constant-loss" not in kinds(report)
 
 
 def test_a_loss_that_moves_a_little_is_not_constant() -> None:
@@ -258,6 +265,28 @@ def test_a_user_dispatch_mode_counts_the_same_ops_plain_and_recorded(ip: Any) ->
     body = "with counter:\n" + "".join("    " + line + "\n" for line in HEALTHY.strip().splitlines())
     plain, recorded = _run_both(ip, COUNTING_MODE, body, "(counter.n, losses[-1])")
     assert plain == recorded and plain[0] > 0
+
+
+FUNCTION_MODE = """
+from torch.overrides import TorchFunctionMode
+class Names(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.seen.append(getattr(func, "__name__", "?"))
+        return func(*args, **(kwargs or {}))
+counter = Names()
+"""
+
+
+def test_a_user_function_mode_opened_earlier_sees_the_same_calls_in_a_loop(ip: Any) -> None:
+    try:
+        plain, recorded = _run_both(ip, FUNCTION_MODE + "counter.__enter__()", HEALTHY, "list(counter.seen)")
+    finally:
+        while torch._C._len_torch_function_stack() > 0:
+            torch._C._pop_torch_function_stack()
+    assert plain == recorded and "backward" in plain
 
 
 def test_no_parameter_or_gradient_is_kept_alive_after_the_cell(ip: Any) -> None:

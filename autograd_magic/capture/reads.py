@@ -116,9 +116,11 @@ def norm_of(t: torch.Tensor) -> float | None:
 
 def scalar_of(t: torch.Tensor) -> float | None:
     """The value of a one-element real tensor (a loss), read in place; None for anything else."""
-    if profiling() or not is_plain(t) or attempt(lambda: t.numel() != 1 or t.is_complex(), True):
+    if profiling():
         return None
     with quiet(), torch.no_grad():
+        if not is_plain(t) or attempt(lambda: t.numel() != 1 or t.is_complex(), True):
+            return None
         return attempt(lambda: float(t.detach()), None)
 
 

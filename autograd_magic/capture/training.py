@@ -41,6 +41,7 @@ class TrainingRecorder:
         self._unread = 0
         self._untracked: set[int] = set()  # tids past the cap
         self._line: int | None = None
+        self._optimizer = False
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -50,6 +51,7 @@ class TrainingRecorder:
         try:
             with quiet():
                 self._track(leaves, _named(namespace, self._ids) + bindings)
+                self._optimizer = self._optimizer or _holds_optimizer(namespace)
         except Exception:
             internal.report_failure("choosing the parameters to follow")
 
@@ -108,7 +110,8 @@ class TrainingRecorder:
             return None
         return TrainingTrace(parameters=tuple(self._names), reached=tuple(self._reached),
                              got_grad=tuple(self._got_grad), steps=tuple(self._steps),
-                             line=self._line, untracked=len(self._untracked), unread=self._unread)
+                             line=self._line, untracked=len(self._untracked), unread=self._unread,
+                             optimizer=self._optimizer)
 
     def close(self) -> None:
         self._refs.clear()
@@ -129,6 +132,10 @@ def _module_bindings(name: str, module: torch.nn.Module, ids: Identity) -> list[
     except Exception:  # a half-built module, a proxy: costs only its own names
         return []
     return [Binding(qualified, ids.tid(tensor), 0, None, True) for qualified, tensor in pairs]
+
+
+def _holds_optimizer(namespace: dict[str, Any]) -> bool:
+    return any(isinstance(value, torch.optim.Optimizer) for value in list(namespace.values()))
 
 
 def _trainable(tensor: torch.Tensor) -> bool:

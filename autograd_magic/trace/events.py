@@ -165,6 +165,7 @@ class TrainingTrace:
     line: int | None = None  # the first backward call
     untracked: int = 0  # named parameters past the cap (MAX_TRACKED)
     unread: int = 0  # backward calls run while a profiler recorded: nothing was read
+    optimizer: bool = False  # the namespace held a torch.optim optimizer: the loop means to train
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,10 +88,15 @@ def check_never_gets_gradient(trace: Trace, names: Names) -> list[Diagnostic]:
 
 
 def check_constant_loss(trace: Trace, names: Names) -> list[Diagnostic]:
-    """The loss has the same value at every step: nothing the loop does changes the model."""
+    """An optimizer is at hand, yet the loss has the same value at every step: nothing changes the model.
+
+    Without an optimizer a repeated backward is often a demonstration (accumulating gradients), not training.
+    """
     training = trace.training
     losses = [] if training is None else [s.loss for s in training.steps if s.loss is not None]
-    if training is None or len(losses) < MIN_STEPS or not all(math.isfinite(v) for v in losses):
+    if training is None or not training.optimizer or len(losses) < MIN_STEPS:
+        return []
+    if not all(math.isfinite(v) for v in losses):
         return []
     if max(losses) - min(losses) > 1e-7 * max(1.0, abs(losses[0])):
         return []
