@@ -6,6 +6,7 @@ from ..report.model import ErrorRow, GradRow, Graph, OpRow, Report, TensorRow
 from ..trace.events import GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
+from .modules import node_modules, with_modules
 from .naming import Names, name_tensors
 from .registry import TRAINING_KINDS, analyze
 from .training import build_training
@@ -15,7 +16,9 @@ MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts t
 MAX_EXTRA_GRAPHS = 6  # graphs of named results that were never backwarded
 
 
-def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bool = True) -> Report:
+def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bool = True,
+                 depth: int | None = None) -> Report:
+    """``depth``: draw modules nested deeper than this many levels as one node each (None: every op)."""
     names = name_tensors(trace)
     used = identifiers(trace.source) | _backwarded_names(trace, names)
     report = Report(source=trace.source, first_line=trace.first_line)
@@ -23,7 +26,8 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
                         for n, g in trace.gradients.items() if _shown(n, used)}
     if graphs:
-        report.graphs = renumber(_graphs(trace, names, report.gradients, max_nodes))
+        drawn = renumber(_graphs(trace, names, report.gradients, max_nodes, depth))
+        report.graphs = [with_modules(g, trace.modules) for g in drawn]
     report.ops = [OpRow(op.seq, op.func, op.site.line, op.site.code, op.inplace, op.site.expr)
                   for op in trace.ops[:MAX_OP_ROWS]]
     report.ops_total = trace.total_ops
@@ -61,7 +65,8 @@ def _tensor_rows(trace: Trace, names: Names, used: set[str]) -> dict[str, Tensor
     return rows
 
 
-def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: int) -> list[Graph]:
+def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: int,
+            depth: int | None) -> list[Graph]:
     cuts = cuts_of(trace, names)
     steps = {out.node: op.seq for op in trace.ops for out in op.outputs if out.node is not None}
     out = []
@@ -72,10 +77,12 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
         covered.update(n.nid for n in event.graph.nodes)
         root = names.label(event.root.tid) if event.root else None
         out.append(build_graph(event.graph, names, grads, root_name=root, site=event.site, backward=True,
-                               calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps))
+                               calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps,
+                               modules=node_modules(trace, names, event.graph), depth=depth, classes=trace.modules))
     for snap in _unbackwarded(trace.graphs, covered)[:MAX_EXTRA_GRAPHS]:
         out.append(build_graph(snap, names, grads, root_name=names.label(snap.root), site=None, backward=False,
-                               calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps))
+                               calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps,
+                               modules=node_modules(trace, names, snap), depth=depth, classes=trace.modules))
     return out
 
 

@@ -66,6 +66,7 @@ class Node:
     repeat: int = 1  # >1 when this node stands for a folded run of identical nodes
     dtype: str = ""
     cell: int | None = None  # execution count of the earlier cell that made it; None: this cell
+    module: str | None = None  # qualified name of the nn.Module whose forward made it (a "module" node: that module)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,16 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class ModuleRow:
+    """An nn.Module a graph's nodes ran in: drawn as a cluster around them."""
+
+    name: str  # qualified: encoder.layers.3.self_attn
+    cls: str  # MultiheadAttention
+    parent: str | None
+    nodes: tuple[int, ...]  # ids of the nodes directly inside it
+
+
+@dataclass(frozen=True)
 class Graph:
     root: str | None
     nodes: tuple[Node, ...]
@@ -90,6 +101,7 @@ class Graph:
     calls: int = 1
     folded: int = 0  # nodes folded into repeat groups
     dropped: int = 0  # nodes left out by the --max-nodes cap
+    modules: tuple[ModuleRow, ...] = ()  # outermost first; empty when no node ran inside a named module
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ class OpEvent:
     scope: str = "<cell>"  # function whose code made the call
     error: str | None = None  # "Type: message" when the call raised
     args: tuple[str, ...] = ()  # reprs of plain scalar arguments (True in requires_grad_(True))
+    module: str | None = None  # qualified name of the nn.Module whose forward made the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,3 +188,4 @@ class Trace:
     provenance: dict[int, tuple[OpEvent, ...]] = field(default_factory=dict)  # tid -> chain made in earlier cells
     torchviz: str | None = None  # torchviz's DOT source for the first graph (--torchviz), or a one-line reason
     training: TrainingTrace | None = None  # per-step loss and gradient norms when backward ran more than once
+    modules: dict[str, str] = field(default_factory=dict)  # qualified module name -> class, for the namespace's modules
