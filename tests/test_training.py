@@ -16,6 +16,7 @@ from test_widget import open_view
 
 from autograd_magic.analysis.checks.training import check_constant_loss, check_exploding_gradients
 from autograd_magic.analysis.naming import Names
+from autograd_magic.capture import training as capture_training
 from autograd_magic.capture.training import MAX_TRACKED
 from autograd_magic.trace.events import Trace, TrainingStep, TrainingTrace
 from autograd_magic.views.html import render_html
@@ -169,6 +170,16 @@ def test_parameters_past_the_cap_are_counted_not_followed(ip: Any) -> None:
     assert len(report.training.parameters) == MAX_TRACKED
     assert report.training.untracked == 220 - MAX_TRACKED
     assert f"{220 - MAX_TRACKED} more parameters not followed" in render_text(report)
+
+
+def test_a_long_loop_keeps_its_whole_span_at_a_bounded_number_of_steps(ip: Any,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture_training, "MAX_STEPS", 8)
+    report, _ = report_of(ip, SETUP + HEALTHY)
+    steps = [s.step for s in report.training.steps]
+    assert len(steps) <= 8 and steps[0] == 1 and steps[-1] >= 26  # 30 steps, every 4th kept
+    assert report.training.stride == 4 and steps == list(range(1, 31, 4))
+    assert "Training: 30 steps" in render_text(report) and "every 4th step kept" in render_text(report)
 
 
 # -- diagnostics --------------------------------------------------------------------------------------

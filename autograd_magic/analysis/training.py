@@ -17,7 +17,8 @@ def build_training(training: TrainingTrace | None, diagnostics: list[Diagnostic]
     }) for s in training.steps)
     return Training(parameters=training.parameters, steps=steps,
                     diagnostics=tuple(d for d in diagnostics if d.kind in kinds),
-                    line=training.line, untracked=training.untracked, unread=training.unread)
+                    line=training.line, untracked=training.untracked, unread=training.unread,
+                    stride=training.stride, calls=training.calls)
 
 
 def _short(value: float | None) -> float | None:

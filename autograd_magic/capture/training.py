@@ -1,6 +1,7 @@
 """Gradient flow across the backward calls of a cell: the loss and each parameter's gradient norm, per step.
 
-Every ``backward`` is a step, not only the first few that get a graph: per step we read
+Every ``backward`` is a step, not only the first few that get a graph (a loop past `MAX_STEPS`
+keeps every 2nd, 4th, ... step, so memory stays bounded): per step we read
 the loss (when the root is one number) and the 2-norm of each tracked parameter's
 ``.grad`` — a handful of floats, bounded by `MAX_TRACKED` parameters. The parameters are
 the named leaves the recorded backward graphs reached, plus the other trainable
@@ -24,6 +25,7 @@ from .reads import attempt, norm_of, profiling, quiet, scalar_of
 from .tensors import Identity
 
 MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
+MAX_STEPS = 1000  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -42,6 +44,7 @@ class TrainingRecorder:
         self._untracked: set[int] = set()  # tids past the cap
         self._line: int | None = None
         self._optimizer = False
+        self._stride = 1
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -90,6 +93,8 @@ class TrainingRecorder:
         if getattr(func, "__name__", "") not in STEP_FUNCS or error is not None:
             return
         self._calls += 1
+        if (self._calls - 1) % self._stride:
+            return
         if profiling():
             self._unread += 1
             return
@@ -101,6 +106,9 @@ class TrainingRecorder:
                 self._got_grad[i] = self._got_grad[i] or grad is not None
             del grads
             self._steps.append(TrainingStep(self._calls, loss, norms))
+            if len(self._steps) > MAX_STEPS:  # a long loop: keep its whole span, at half the density
+                self._steps = self._steps[::2]
+                self._stride *= 2
         except Exception:
             internal.report_failure("reading gradient norms")
 
@@ -111,7 +119,8 @@ class TrainingRecorder:
         return TrainingTrace(parameters=tuple(self._names), reached=tuple(self._reached),
                              got_grad=tuple(self._got_grad), steps=tuple(self._steps),
                              line=self._line, untracked=len(self._untracked), unread=self._unread,
-                             optimizer=self._optimizer)
+                             optimizer=self._optimizer, stride=self._stride,
+                             calls=self._calls)
 
     def close(self) -> None:
         self._refs.clear()

@@ -139,6 +139,8 @@ class Training:
     line: int | None = None
     untracked: int = 0  # parameters past the cap, not followed
     unread: int = 0  # steps run under a profiler: not read
+    stride: int = 1  # a long loop keeps every stride-th step
+    calls: int = 0  # backward calls the cell made
 
 
 @dataclass

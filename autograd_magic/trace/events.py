@@ -167,6 +167,8 @@ class TrainingTrace:
     untracked: int = 0  # named parameters past the cap (MAX_TRACKED)
     unread: int = 0  # backward calls run while a profiler recorded: nothing was read
     optimizer: bool = False  # the namespace held a torch.optim optimizer: the loop means to train
+    stride: int = 1  # every stride-th step was kept (long loops: see capture.training.MAX_STEPS)
+    calls: int = 0  # backward calls the cell made
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,10 +53,12 @@ def heading(training: Training) -> str:
     extra = []
     if training.untracked:
         extra.append(f"{training.untracked} more parameters not followed (at most {len(training.parameters)})")
+    if training.stride > 1:
+        extra.append(f"every {training.stride}th step kept (a long loop)")
     if training.unread:
         extra.append(f"{training.unread} steps run under a profiler were not read")
     where = "" if training.line is None else f" (backward at line {training.line})"
-    return (f"Training: {len(training.steps)} steps{where}, gradient norm per parameter after each backward"
+    return (f"Training: {training.calls} steps{where}, gradient norm per parameter after each backward"
             + (f"; {'; '.join(extra)}" if extra else ""))
 
 
