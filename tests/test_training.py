@@ -14,7 +14,11 @@ import torch
 from conftest import kinds, report_of, run
 from test_widget import open_view
 
-from autograd_magic.analysis.checks.training import check_constant_loss, check_exploding_gradients
+from autograd_magic.analysis.checks.training import (
+    check_constant_loss,
+    check_exploding_gradients,
+    check_vanishing_gradients,
+)
 from autograd_magic.analysis.naming import Names
 from autograd_magic.capture import training as capture_training
 from autograd_magic.capture.training import MAX_TRACKED
@@ -228,6 +232,20 @@ def test_a_loss_that_moves_a_little_is_not_constant() -> None:
 def test_norms_that_grow_then_fall_are_not_exploding() -> None:
     assert check_exploding_gradients(_trace([1.0] * 4, [1.0, 10.0, 1e4, 1e5]), Names())
     assert not check_exploding_gradients(_trace([1.0] * 4, [1.0, 1e4, 1e5, 1.0]), Names())
+
+
+def _layers(first: float, last: float) -> Trace:
+    names = ("m.0.weight", "m.0.bias", "m.2.weight", "m.2.bias")
+    steps = tuple(TrainingStep(i, 1.0 / i, (first, first, last, last)) for i in range(1, 4))
+    return Trace(source="loss.backward()", first_line=1,
+                 training=TrainingTrace(names, (True,) * 4, (True,) * 4, steps, line=1))
+
+
+def test_vanishing_compares_the_first_layer_with_the_last() -> None:
+    found = check_vanishing_gradients(_layers(1e-8, 1.0), Names())
+    assert [d.names for d in found] == [("m.0", "m.2")]
+    assert not check_vanishing_gradients(_layers(1e-2, 1.0), Names())  # smaller, not vanished
+    assert not check_vanishing_gradients(_layers(1.0, 1e-8), Names())  # the last layer small: another story
 
 
 @pytest.mark.parametrize("name", list(CLEAN))
