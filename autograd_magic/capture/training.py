@@ -84,8 +84,8 @@ class TrainingRecorder:
 
     def before(self, func: Any, roots: list[torch.Tensor]) -> float | None:
         """The loss, read before the call (backward does not change it)."""
-        if getattr(func, "__name__", "") not in STEP_FUNCS or not roots:
-            return None
+        if getattr(func, "__name__", "") not in STEP_FUNCS or not roots or self._calls % self._stride:
+            return None  # not a step, or one a long loop's thinning skips
         return attempt(lambda: scalar_of(roots[0]), None)
 
     def after(self, func: Any, loss: float | None, error: BaseException | None) -> None:
