@@ -32,6 +32,8 @@ class AutogradMagic(Magics):
                 help="What to display: the widget (auto in Jupyter), static HTML, or text.").tag(config=True)
     graph = Bool(True, help="Draw graphs (turn off with --no-graph).").tag(config=True)
     quiet = Bool(False, help="Display nothing (the report is still stored with -o).").tag(config=True)
+    depth = Int(None, allow_none=True,
+                help="Draw nn.Modules nested deeper than this many levels as one node each.").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -43,6 +45,8 @@ class AutogradMagic(Magics):
     @argument("-q", "--quiet", action="store_true", default=None, help="Display nothing.")
     @argument("--no-graph", action="store_true", help="Skip the graph (faster for huge cells).")
     @argument("--max-nodes", type=int, metavar="N", help="Draw at most N nodes per graph (default 150).")
+    @argument("--depth", type=int, metavar="N",
+              help="Fold nn.Modules deeper than N levels into one node each (1: model's children).")
     @argument("--view", choices=["auto", "widget", "html", "text"], help="Force one view.")
     @argument("--text", action="store_true", help="Same as --view text.")
     @argument("--torchviz", action="store_true", help="Also show torchviz's own drawing of the graph.")
@@ -68,6 +72,9 @@ class AutogradMagic(Magics):
             %%autograd -o rep --max-nodes 50
             loss = model(batch).sum()
             loss.backward()
+
+            %%autograd --depth 1        # each nn.Module is a box; model.0, model.1, ... one node each
+            loss = model(batch).sum()
 
             %autograd y = x.detach()      # one statement
 
@@ -113,6 +120,8 @@ class AutogradMagic(Magics):
                              + _usage(self.autograd))
         if args.max_nodes is not None and args.max_nodes < 1:
             raise UsageError(f"--max-nodes must be a positive number.\n{_usage(self.autograd)}")
+        if args.depth is not None and args.depth < 0:
+            raise UsageError(f"--depth must be 0 or more.\n{_usage(self.autograd)}")
         return args, statement
 
     def _present(self, recorder: Recorder, args: Any) -> None:
@@ -121,7 +130,9 @@ class AutogradMagic(Magics):
             if recorder.trace is None or self.shell is None:
                 return
             graph = self.graph and not args.no_graph
-            report = build_report(recorder.trace, max_nodes=args.max_nodes or self.max_nodes, graphs=graph)
+            depth = args.depth if args.depth is not None else self.depth
+            report = build_report(recorder.trace, max_nodes=args.max_nodes or self.max_nodes, graphs=graph,
+                                  depth=depth)
             report.hints.extend(f"autograd_magic failed while {what}; the report may be incomplete."
                                 for what in dict.fromkeys(internal.take_failures()))
             if args.out:

@@ -9,9 +9,11 @@ from ..report.model import ErrorRow, GradRow, Graph, OpRow, Replay, Report, Step
 from ..trace.events import BackwardEvent, GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
+from .modules import node_modules, with_modules
 from .naming import Names, name_tensors
-from .registry import analyze
+from .registry import TRAINING_KINDS, analyze
 from .replay import build_replay
+from .training import build_training
 from .why import why_answers
 
 DEFAULT_MAX_NODES = 150
@@ -19,7 +21,9 @@ MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts t
 MAX_EXTRA_GRAPHS = 6  # graphs of named results that were never backwarded
 
 
-def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bool = True) -> Report:
+def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bool = True,
+                 depth: int | None = None) -> Report:
+    """``depth``: draw modules nested deeper than this many levels as one node each (None: every op)."""
     names = name_tensors(trace)
     used = identifiers(trace.source) | _backwarded_names(trace, names)
     report = Report(source=trace.source, first_line=trace.first_line)
@@ -27,8 +31,8 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
                         for n, g in trace.gradients.items() if _shown(n, used)}
     if graphs:
-        built = _graphs(trace, names, report.gradients, max_nodes)
-        report.graphs = renumber(built)
+        built = _graphs(trace, names, report.gradients, max_nodes, depth)
+        report.graphs = [with_modules(g, trace.modules) for g in renumber(built)]
         report.backward_steps = _replays(trace, names, built, report.graphs)
     report.answers = why_answers(trace, names, report.gradients, report.backward_steps, cuts_of(trace, names),
                                  list(report.tensors))
@@ -39,6 +43,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     if trace.error is not None:
         report.error = ErrorRow(trace.error.type, trace.error.message, trace.error.site.line, trace.error.site.code)
     report.diagnostics = analyze(trace, names)
+    report.training = build_training(trace.training, report.diagnostics, TRAINING_KINDS)
     report.torchviz_dot = trace.torchviz
     return report
 
@@ -68,7 +73,8 @@ def _tensor_rows(trace: Trace, names: Names, used: AbstractSet[str]) -> dict[str
     return rows
 
 
-def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: int) -> list[Graph]:
+def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: int,
+            depth: int | None) -> list[Graph]:
     cuts = cuts_of(trace, names)
     steps = {out.node: op.seq for op in trace.ops for out in op.outputs if out.node is not None}
     out = []
@@ -80,12 +86,14 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
     for event, graph in ((e, e.graph) for e in shown if e.graph is not None):
         root = names.label(event.root.tid) if event.root else None
         out.append(build_graph(graph, names, grads, root_name=root, site=event.site, backward=True,
-                               calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps))
+                               calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps,
+                               modules=node_modules(trace, names, graph), depth=depth, classes=trace.modules))
     drawn = {(shape_of(e.graph), _root_line(e.graph)) for e in shown if e.graph is not None}
     extra = [s for s in _unbackwarded(trace.graphs, covered) if not _repeats(s, drawn)]
     for snap in extra[:MAX_EXTRA_GRAPHS]:
         out.append(build_graph(snap, names, grads, root_name=names.label(snap.root), site=None, backward=False,
-                               calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps))
+                               calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps,
+                               modules=node_modules(trace, names, snap), depth=depth, classes=trace.modules))
     return out
 
 
@@ -131,15 +139,14 @@ def _replays(trace: Trace, names: Names, built: list[Graph], numbered: list[Grap
     """Each detailed backward's steps, pointing at its graph (the order `_graphs` drew them in)."""
     ids = {a.id: b.id for old, new in zip(built, numbered, strict=True)
            for a, b in zip(old.nodes, new.nodes, strict=True)}
+    drawn = {id(event): i for i, event in enumerate(per_site(trace.backwards)) if i < len(built)}
     out = []
-    index = 0
     for event in trace.backwards:
-        has_graph = event.graph is not None and bool(event.graph.nodes)
-        graph = built[index] if has_graph and index < len(built) else None
+        index = drawn.get(id(event))  # one graph per call site: the other calls there replay without a drawing
+        graph = built[index] if index is not None else None
         if event.steps:
-            replay = build_replay(event, index if graph else None, graph, names)
+            replay = build_replay(event, index, graph, names)
             out.append(replace(replay, steps=tuple(_renumbered(s, ids) for s in replay.steps)))
-        index += has_graph
     return out
 
 

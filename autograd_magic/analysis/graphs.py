@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from ..report.model import Cut, GradRow, Graph, Node
 from ..trace.events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
+from .modules import fold_modules
 from .naming import Names
 from .replay import value_row
 
@@ -16,7 +17,8 @@ FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, 
 
 def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *, root_name: str | None,
                 site: Site | None, backward: bool, calls: int, cuts: Iterable[Cut], max_nodes: int,
-                steps: dict[int, int]) -> Graph:
+                steps: dict[int, int], modules: dict[int, str] | None = None, depth: int | None = None,
+                classes: dict[str, str] | None = None) -> Graph:
     root_nid = snap.nodes[0].nid if snap.nodes else None
     nodes = []
     for raw in snap.nodes:
@@ -37,13 +39,15 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             dtype=raw.dtype,
             cell=raw.site.cell if raw.site else None,
             value=value_row(raw.value),
+            module=modules.get(raw.nid) if modules else None,
         ))
     ids = {n.id for n in nodes}
     leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}
     resolved = (replace(c, source=leaf_by_tid.get(-c.source)) if c.source is not None and c.source < 0 else c
                 for c in cuts)  # leaves are cut by tensor id: see cuts_of
     kept_cuts = tuple(c for c in resolved if c.source in ids)
-    folded_nodes, edges, folded = fold(nodes, list(snap.edges))
+    nodes, module_edges = fold_modules(nodes, list(snap.edges), depth, classes or {})
+    folded_nodes, edges, folded = fold(nodes, module_edges)
     capped, edges, dropped = cap(folded_nodes, edges, max_nodes)
     shown = {n.id for n in capped}
     return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges),
@@ -69,14 +73,14 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
     """
     sigs = {n.id: _signature(n) for n in nodes}
     merged = _merge_unsited(Counter(s for s in sigs.values() if s is not None))
-    counts: Counter[tuple[str, int | None, str]] = Counter()
+    counts: Counter[Signature] = Counter()
     for sig in sigs.values():
         if sig is not None:
             counts[merged.get(sig, sig)] += 1
     heavy = {s for s, n in counts.items() if n >= FOLD_MIN}
     if not heavy:
         return nodes, edges, 0
-    keep: dict[tuple[str, int | None, str], Node] = {}
+    keep: dict[Signature, Node] = {}
     alias: dict[int, int] = {}
     out: list[Node] = []
     for node in nodes:
@@ -87,7 +91,7 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
             continue
         first = keep.get(group)  # type: ignore[arg-type]
         if first is None:
-            label, line, expr = group  # type: ignore[misc]
+            label, line, expr, _ = group  # type: ignore[misc]
             first = keep[group] = replace(node, repeat=counts[group], name=_group_name(node), line=line,  # type: ignore[index]
                                           expr=expr, code=_code_of(nodes, group) if node.line is None else node.code)
             out.append(first)
@@ -96,25 +100,26 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
     return out, folded_edges, sum(counts[s] - 1 for s in heavy)
 
 
-def _signature(node: Node) -> tuple[str, int | None, str] | None:
+Signature = tuple[str, "int | None", str, "str | None"]  # (node class, line, expression, module)
+
+
+def _signature(node: Node) -> Signature | None:
     current_name = node.name is not None and " (" not in node.name
-    return None if node.kind != "op" or current_name else (node.label, node.line, node.expr)
-
-
-Signature = tuple[str, "int | None", str]  # (node class, line, expression)
+    return None if node.kind != "op" or current_name else (node.label, node.line, node.expr, node.module)
 
 
 def _merge_unsited(counts: Counter[Signature]) -> dict[Signature, Signature]:
-    """Unsited signature -> the one sited signature of the same class, where there is exactly one."""
-    sited: dict[str, list[tuple[str, int | None, str]]] = {}
+    """Unsited signature -> the one sited signature of the same class and module, where there is exactly one."""
+    sited: dict[tuple[str, str | None], list[Signature]] = {}
     for sig in counts:
         if sig[1] is not None:
-            sited.setdefault(sig[0], []).append(sig)
-    return {sig: sited[sig[0]][0] for sig in counts if sig[1] is None and len(sited.get(sig[0], [])) == 1}
+            sited.setdefault((sig[0], sig[3]), []).append(sig)
+    return {sig: sited[(sig[0], sig[3])][0] for sig in counts
+            if sig[1] is None and len(sited.get((sig[0], sig[3]), [])) == 1}
 
 
-def _code_of(nodes: list[Node], sig: tuple[str, int | None, str]) -> str:
-    return next((n.code for n in nodes if (n.label, n.line, n.expr) == sig), "")
+def _code_of(nodes: list[Node], sig: Signature) -> str:
+    return next((n.code for n in nodes if (n.label, n.line, n.expr, n.module) == sig), "")
 
 
 def _group_name(node: Node) -> str | None:

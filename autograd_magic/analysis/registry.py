@@ -26,6 +26,12 @@ from .checks.grads import check_grad_accumulated, check_saved_tensor_mutated
 from .checks.inplace import check_inplace_saved_tensor
 from .checks.memory import check_alias_write, check_shared_memory
 from .checks.provenance import check_backward_no_grad_fn
+from .checks.training import (
+    check_constant_loss,
+    check_exploding_gradients,
+    check_never_gets_gradient,
+    check_vanishing_gradients,
+)
 from .naming import Names
 
 Check = Callable[[Trace, Names], list[Diagnostic]]
@@ -49,7 +55,12 @@ CHECKS: dict[str, Check] = {
     "history-growing": check_history_growing,
     "eval-keeps-grad": check_eval_keeps_grad,
     "exception": check_exception,
+    "exploding-gradients": check_exploding_gradients,
+    "vanishing-gradients": check_vanishing_gradients,
+    "never-gets-gradient": check_never_gets_gradient,
+    "constant-loss": check_constant_loss,
 }
+TRAINING_KINDS = frozenset({"exploding-gradients", "vanishing-gradients", "never-gets-gradient", "constant-loss"})
 
 
 def analyze(trace: Trace, names: Names) -> list[Diagnostic]:

@@ -22,6 +22,7 @@ from .replay import Replay
 from .session import GradHistory
 from .snapshot import GraphWalker, Walk
 from .tensors import Identity, describe_tensor, grad_value
+from .training import TrainingRecorder
 
 
 class Recorder(Protocol):
@@ -58,6 +59,7 @@ class BackwardRecorder:
         self.torchviz_source: str | None = None
         self._cut_graphs: list[GraphSnapshot] = []
         self._before_grads: dict[int, Any] = {}
+        self.training = TrainingRecorder(recorder.ids)  # every backward call: loss and gradient norms
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
         """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""
@@ -73,6 +75,7 @@ class BackwardRecorder:
         """Call the user's backward exactly once (through ``located``, which looks like the user's line)."""
         __tracebackhide__ = True  # noqa: F841
         call = self._before(func, args, kwargs)
+        loss = self.training.before(func, _roots(func, args, kwargs))
         error: BaseException | None = None
         try:
             return located(func, args, kwargs)
@@ -82,6 +85,7 @@ class BackwardRecorder:
         finally:
             if call is not None:
                 self._after(func, kwargs, call, args, error)
+            self.training.after(func, loss, error)
 
     def _before(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
         try:
@@ -121,6 +125,7 @@ class BackwardRecorder:
         if prepared is not None and error is None and func is not torch.autograd.grad:
             for leaf in prepared.walk.leaves:
                 self._history.wrote(leaf, site)
+            self.training.track(prepared.walk.leaves, self._rec.bindings(), self._rec.namespace, site.line)
             self._before_grads.update(prepared.before)
         if prepared is None and error is None:
             return
@@ -240,6 +245,7 @@ class BackwardRecorder:
     def close(self) -> None:
         self._hook_grads.clear()
         self._before_grads.clear()
+        self.training.close()
 
 
 class _Call:

@@ -119,6 +119,16 @@ def norm_of(t: torch.Tensor) -> float | None:
         return attempt(lambda: float(torch.linalg.vector_norm(t.detach())), None)
 
 
+def scalar_of(t: torch.Tensor) -> float | None:
+    """The value of a one-element real tensor (a loss), read in place; None for anything else."""
+    if profiling():
+        return None
+    with quiet(), torch.no_grad():
+        if not is_plain(t) or attempt(lambda: t.numel() != 1 or t.is_complex(), True):
+            return None
+        return attempt(lambda: float(t.detach()), None)
+
+
 def _sparse_norm(t: torch.Tensor) -> float | None:
     if t._values().numel() > MAX_SPARSE_VALUES:  # coalescing copies the values: only while they are few
         return None

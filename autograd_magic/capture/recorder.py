@@ -20,6 +20,7 @@ from ..trace.events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
 from .mode import RecordingMode, leave_mode
+from .modules import ModuleNames
 from .namespace import scan_namespace
 from .reads import grad_fn_of, quiet
 from .session import Session, remembered
@@ -92,6 +93,7 @@ class Recorder:
         self._provenance: dict[int, tuple[OpEvent, ...]] = {}
         self._mode: RecordingMode | None = None
         self._previous: dict[str, TensorInfo] = {}
+        self.modules = ModuleNames(self.namespace, self.sites.is_user_code)
 
     # -- entering and leaving -------------------------------------------------
     def __enter__(self) -> Recorder:
@@ -120,6 +122,7 @@ class Recorder:
         finally:
             self.ids.clear()
             self.backward.close()
+            self.modules.clear()
 
     # -- the hot path (see mode.RecordingMode.__torch_function__) ------------------------
     def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
@@ -130,12 +133,14 @@ class Recorder:
         try:
             frame = self.sites.user_frame_from(caller)
             with quiet():
-                self._record(func, args, kwargs, result, error, frame, direct=frame is caller)
+                self._record(func, args, kwargs, result, error, frame, direct=frame is caller,
+                             module=None if frame is caller else self.modules.module_of(caller))
         except Exception:
             internal.report_failure("recording an op")
 
     def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
-                error: BaseException | None, frame: FrameType | None, direct: bool = True) -> None:
+                error: BaseException | None, frame: FrameType | None, direct: bool = True,
+                module: str | None = None) -> None:
         name = func_name(func)
         inputs = self._describe_all(args, kwargs)
         outputs = self._describe_all((result,), None) if error is None else ()
@@ -153,6 +158,7 @@ class Recorder:
             scope=_scope(frame),
             error=None if error is None else f"{type(error).__name__}: {error}",
             args=_scalar_args(args),
+            module=module,
         )
         self._ops.append(event)
         if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`
@@ -261,6 +267,8 @@ class Recorder:
             previous=self._previous,
             provenance=self._provenance,
             torchviz=self.backward.torchviz_source or self._torchviz_of_results(final),
+            training=self.backward.training.result(),
+            modules=self.modules.classes(),
         )
 
     def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:

@@ -78,6 +78,7 @@ class Node:
     dtype: str = ""
     cell: int | None = None  # execution count of the earlier cell that made it; None: this cell
     value: Value | None = None  # what the cell computed here, read when the op ran
+    module: str | None = None  # qualified name of the nn.Module whose forward made it (a "module" node: that module)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,16 @@ class Cut:
 
 
 @dataclass(frozen=True)
+class ModuleRow:
+    """An nn.Module a graph's nodes ran in: drawn as a cluster around them."""
+
+    name: str  # qualified: encoder.layers.3.self_attn
+    cls: str  # MultiheadAttention
+    parent: str | None
+    nodes: tuple[int, ...]  # ids of the nodes directly inside it
+
+
+@dataclass(frozen=True)
 class Graph:
     root: str | None
     nodes: tuple[Node, ...]
@@ -102,6 +113,7 @@ class Graph:
     calls: int = 1
     folded: int = 0  # nodes folded into repeat groups
     dropped: int = 0  # nodes left out by the --max-nodes cap
+    modules: tuple[ModuleRow, ...] = ()  # outermost first; empty when no node ran inside a named module
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,27 @@ class ErrorRow:
     code: str
 
 
+@dataclass(frozen=True)
+class TrainingStepRow:
+    step: int
+    loss: float | None
+    grad_norms: dict[str, float]  # parameter -> norm of its .grad after this backward (absent: .grad was None)
+
+
+@dataclass(frozen=True)
+class Training:
+    """Gradient flow across a cell's backward calls: one row per step, and the findings about it."""
+
+    parameters: tuple[str, ...]
+    steps: tuple[TrainingStepRow, ...]
+    diagnostics: tuple[Diagnostic, ...] = ()
+    line: int | None = None
+    untracked: int = 0  # parameters past the cap, not followed
+    unread: int = 0  # steps run under a profiler: not read
+    stride: int = 1  # a long loop keeps every stride-th step
+    calls: int = 0  # backward calls the cell made
+
+
 @dataclass
 class Report:
     """Everything autograd_magic learned about one cell run."""
@@ -192,6 +225,7 @@ class Report:
             return self.answers[name]
         known = ", ".join(sorted(self.answers)) or "none"
         return f"{name!r} is not a tensor this cell left in a variable (known: {known})."
+    training: Training | None = None  # None: the cell did not call backward more than once
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serialisable form (see the README for the schema)."""

@@ -62,6 +62,7 @@ class OpEvent:
     scope: str = "<cell>"  # function whose code made the call
     error: str | None = None  # "Type: message" when the call raised
     args: tuple[str, ...] = ()  # reprs of plain scalar arguments (True in requires_grad_(True))
+    module: str | None = None  # qualified name of the nn.Module whose forward made the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,31 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TrainingStep:
+    """One backward of a loop: the loss (a scalar root) and each tracked parameter's gradient norm after it."""
+
+    step: int  # 1 for the cell's first backward
+    loss: float | None
+    grad_norms: tuple[float | None, ...]  # aligned with TrainingTrace.parameters; None: .grad is None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingTrace:
+    """Gradient flow across the backward calls of one cell (recorded when a cell calls backward repeatedly)."""
+
+    parameters: tuple[str, ...]  # qualified names, in the order the model lists them
+    reached: tuple[bool, ...]  # the first recorded backward's graph reached this parameter
+    got_grad: tuple[bool, ...]  # its .grad was set after at least one step
+    steps: tuple[TrainingStep, ...]
+    line: int | None = None  # the first backward call
+    untracked: int = 0  # named parameters past the cap (MAX_TRACKED)
+    unread: int = 0  # backward calls run while a profiler recorded: nothing was read
+    optimizer: bool = False  # the namespace held a torch.optim optimizer: the loop means to train
+    stride: int = 1  # every stride-th step was kept (long loops: see capture.training.MAX_STEPS)
+    calls: int = 0  # backward calls the cell made
+
+
+@dataclass(frozen=True, slots=True)
 class Trace:
     """Everything capture learned about one cell run."""
 
@@ -166,6 +192,8 @@ class Trace:
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell
     provenance: dict[int, tuple[OpEvent, ...]] = field(default_factory=dict)  # tid -> chain made in earlier cells
     torchviz: str | None = None  # torchviz's DOT source for the first graph (--torchviz), or a one-line reason
+    training: TrainingTrace | None = None  # per-step loss and gradient norms when backward ran more than once
+    modules: dict[str, str] = field(default_factory=dict)  # qualified module name -> class, for the namespace's modules
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,13 +32,14 @@ from pathlib import Path
 
 from ..report.model import Cut, GradRow, Graph, Node, Report
 from .fit import fit_labels
+from .modules import cluster_lines
 from .numbering import for_display
 from .saved import saved_sentence
 from .text import format_values, node_gradient, node_value, shape_text
 
 RENDER_TIMEOUT_S = 20
 BIG_GRAPH = 60  # nodes past which layout effort is capped
-FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3", "op": "white"}
+FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3", "op": "white", "module": "lavender"}
 _TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
 _ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
 _MONOSPACE = re.compile(r'fontname="?monospace"?')  # torchviz's font: graphviz-pure measures it as Times and clips
@@ -165,6 +166,7 @@ def to_dot(graph: Graph, facts: Facts = Facts()) -> str:  # noqa: B008 - Facts i
         loop = ', style="dashed", tooltip="repeated"' if src == dst else ""
         lines.append(f'  n{src} -> n{dst} [id="e{src}_{dst}"{dotted}{loop}];')
     lines.extend(_cut_lines(graph.cuts, {n.id for n in graph.nodes}))
+    lines.extend(cluster_lines(graph.modules))
     lines.append("}")
     return "\n".join(lines)
 
@@ -208,6 +210,8 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     value = node_value(node) if node.repeat == 1 else ""  # a folded box stands for many values
     if value:
         parts.append(_clip(value, 40))
+    if node.kind == "module":
+        parts.append("module (folded by --depth)")
     grad = node_gradient(node, dict(facts.gradients))
     if grad:
         parts.append(grad)

@@ -19,6 +19,7 @@ from .graph import LegendItem, Rendered, legend_for, render_graph, render_torchv
 from .numbering import for_display
 from .replay import replays_html
 from .text import format_values, graph_title, shape_text, summary_line
+from .training import training_html
 
 STYLE = """
 <style>
@@ -65,6 +66,7 @@ def render_html(report: Report) -> str:
     parts.append(replays_html(report))
     parts.append(variables_html(report))
     parts.append(gradients_html(report))
+    parts.append(training_html(report.training))
     parts.append(torchviz_html(report))
     parts.append("</div>")
     return "\n".join(p for p in parts if p)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from ..report.model import Diagnostic, Graph, Replay, Report
+from ..report.model import Diagnostic, Graph, Replay, Report, Training
 
 _LINE = re.compile(r"\b(lines? )(\d+)((?:(?:, | and | or |-)\d+)*)")
 _NUMBER = re.compile(r"\d+")
@@ -35,6 +35,7 @@ def for_display(report: Report) -> Report:
         ops=[replace(op, line=_line(op.line, shift)) for op in report.ops],
         error=replace(report.error, line=_line(report.error.line, shift)) if report.error else None,
         backward_steps=[_replay(r, shift) for r in report.backward_steps],
+        training=_training(report.training, shift),
     )
 
 
@@ -42,6 +43,12 @@ def _replay(r: Replay, shift: int) -> Replay:
     return replace(r, line=_line(r.line, shift), root=_text(r.root, shift) if r.root else r.root,
                    steps=tuple(replace(s, line=_line(s.line, shift), name=_text(s.name, shift) if s.name else s.name)
                                for s in r.steps))
+
+
+def _training(t: Training | None, shift: int) -> Training | None:
+    if t is None:
+        return None
+    return replace(t, line=_line(t.line, shift), diagnostics=tuple(_diagnostic(d, shift) for d in t.diagnostics))
 
 
 def _diagnostic(d: Diagnostic, shift: int) -> Diagnostic:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..report.model import GradRow, Graph, Node, Replay, Report, Value
 from .numbering import for_display
+from .training import training_text
 
 MAX_LISTED = 12  # values shown per gradient before "..."
 MAX_TEXT_STEPS = 12  # replay steps listed per backward; a long replay shows its first and last ones
@@ -21,7 +22,7 @@ def render_text(report: Report) -> str:
     report = for_display(report)
     parts = [summary_line(report)]
     parts += [f"  hint: {hint}" for hint in report.hints]
-    for section in (_diagnostics, _variables, _gradients, _graphs, _replays, _error):
+    for section in (_diagnostics, _variables, _gradients, _training, _graphs, _replays, _error):
         lines = section(report)
         if lines:
             parts.append("")
@@ -50,6 +51,10 @@ def _diagnostics(report: Report) -> list[str]:
         out.append(f"  {d.severity.upper()} [{d.kind}] {where}: {d.code}".rstrip(": "))
         out.extend(f"    {line}" for line in d.message.splitlines())
     return out
+
+
+def _training(report: Report) -> list[str]:
+    return training_text(report.training)
 
 
 def _variables(report: Report) -> list[str]:

@@ -3,7 +3,8 @@
 The frontend (``static/widget.js``) gets the report as one JSON trait, with
 each graph already drawn to SVG here (see `views.graph`), so the browser needs
 no Graphviz. Panels: Graph, Variables, Gradients, Diagnostics, Timeline (and
-torchviz's drawing when the capture made one). Clicking a graph node writes
+torchviz's drawing when the capture made one, and Training — gradient norms per
+step, plotted — when the cell called backward repeatedly). Clicking a graph node writes
 `AutogradView.selected`, so Python can react::
 
     view = AutogradView(report)
@@ -32,7 +33,7 @@ from .saved import saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
-TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay")
+TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay", "training")
 
 
 class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]

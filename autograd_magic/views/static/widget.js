@@ -8,6 +8,7 @@
 const TAB_TITLES = {
   graph: "Graph", variables: "Variables", gradients: "Gradients",
   diagnostics: "Diagnostics", timeline: "Timeline", torchviz: "torchviz", replay: "Backward replay",
+  training: "Training",
 };
 const ZOOMS = [0.25, 0.4, 0.55, 0.7, 0.85, 1, 1.25, 1.5, 2, 3];
 const MAX_VALUES = 12;
@@ -92,6 +93,7 @@ function render({ model, el }) {
   const tabs = ["graph", "variables", "gradients", "diagnostics", "timeline"];
   if (report.torchviz) tabs.push("torchviz");
   if ((report.backward_steps || []).length) tabs.splice(1, 0, "replay");
+  if (report.training) tabs.push("training");
   let timer = null;
   let zoom = 1;
   let zoomed = false; // until the user zooms, each drawing is fitted to the width
@@ -441,6 +443,7 @@ function render({ model, el }) {
     replay.fill();
     paint();
   }
+  if (report.training) panels.training.append(trainingPanel(report.training));
   drawGraph();
   showDetails();
   showTab();
@@ -457,6 +460,114 @@ function render({ model, el }) {
   if (picker) picker.value = String(model.get("graph"));
 
   return () => { if (timer !== null) clearInterval(timer); };
+}
+
+// -- the Training panel: gradient norms per step, one line per parameter (or per layer), log scale ------------
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+  "#7f7f7f", "#bcbd22"];
+const MAX_SERIES = 12; // more parameters than this are drawn one line per layer
+
+function svgEl(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  for (const child of children) el.append(child instanceof Node ? child : String(child));
+  return el;
+}
+
+const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+function normSeries(training) {
+  const params = training.parameters || [];
+  const steps = training.steps || [];
+  const layerOf = (name) => (params.length > MAX_SERIES && name.includes(".") ? name.slice(0, name.lastIndexOf(".")) : name);
+  const groups = new Map();
+  for (const name of params) {
+    const layer = layerOf(name);
+    if (!groups.has(layer)) groups.set(layer, []);
+    groups.get(layer).push(name);
+  }
+  return [...groups].map(([label, names]) => ({
+    label,
+    values: steps.map((s) => {
+      const got = names.map((n) => s.grad_norms[n]).filter((v) => v !== undefined);
+      if (!got.length) return null;
+      if (got.some((v) => finite(v) === null)) return Infinity; // "inf" or nan (null) in the JSON
+      return Math.sqrt(got.reduce((sum, v) => sum + v * v, 0));
+    }),
+  })).filter((series) => series.values.some((v) => v !== null));
+}
+
+function linePlot(series, steps, { log, label }) {
+  const W = 640, H = 240, L = 56, R = 12, T = 10, B = 28;
+  const ys = series.flatMap((s) => s.values).map(finite).filter((v) => v !== null && (!log || v > 0));
+  if (!ys.length) return h("p", { class: "agm-hint" }, `No ${label} to plot.`);
+  const f = (v) => (log ? Math.log10(v) : v);
+  let lo = Math.min(...ys.map(f)), hi = Math.max(...ys.map(f));
+  if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+  const x = (i) => L + (steps.length > 1 ? (i * (W - L - R)) / (steps.length - 1) : (W - L - R) / 2);
+  const y = (v) => T + ((hi - f(v)) * (H - T - B)) / (hi - lo);
+  const svg = svgEl("svg", { class: "agm-plot", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
+    "aria-label": label });
+  svg.append(svgEl("rect", { x: L, y: T, width: W - L - R, height: H - T - B, class: "agm-plot-frame" }));
+  const tick = (v) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(1) : num(v));
+  for (const [v, text] of [[lo, tick(log ? 10 ** lo : lo)], [hi, tick(log ? 10 ** hi : hi)]]) {
+    svg.append(svgEl("text", { x: L - 4, y: T + ((hi - v) * (H - T - B)) / (hi - lo) + 4, "text-anchor": "end",
+      class: "agm-plot-axis" }, text));
+  }
+  svg.append(svgEl("text", { x: L, y: H - 8, class: "agm-plot-axis" }, `step ${steps[0]}`));
+  svg.append(svgEl("text", { x: W - R, y: H - 8, "text-anchor": "end", class: "agm-plot-axis" },
+    `step ${steps[steps.length - 1]}`));
+  series.forEach((s, k) => {
+    let d = "", pen = "M";
+    const blownUp = s.values.findIndex((v) => v === Infinity);
+    if (blownUp >= 0) {
+      svg.append(svgEl("text", { x: x(blownUp), y: T + 12, "text-anchor": "middle", class: "agm-plot-inf",
+        fill: PALETTE[k % PALETTE.length] }, "✕ inf/nan"));
+    }
+    s.values.forEach((v, i) => {
+      const value = finite(v);
+      if (value === null || (log && value <= 0)) { pen = "M"; return; }
+      d += `${pen}${x(i).toFixed(1)},${y(value).toFixed(1)} `;
+      pen = "L";
+    });
+    svg.append(svgEl("path", { d: d.trim() || "M0,0", class: "agm-series", "data-name": s.label, fill: "none",
+      stroke: PALETTE[k % PALETTE.length], "stroke-width": 1.6 }, svgEl("title", {}, s.label)));
+  });
+  const guide = svgEl("line", { x1: 0, x2: 0, y1: T, y2: H - B, class: "agm-plot-guide", visibility: "hidden" });
+  const readout = h("div", { class: "agm-plot-readout", "aria-live": "polite" }, "Hover the plot for values.");
+  const hover = svgEl("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "transparent" });
+  hover.addEventListener("mousemove", (event) => {
+    const box = svg.getBoundingClientRect();
+    const px = ((event.clientX - box.left) * W) / box.width;
+    const i = Math.max(0, Math.min(steps.length - 1, Math.round(((px - L) * (steps.length - 1)) / (W - L - R))));
+    guide.setAttribute("x1", x(i)); guide.setAttribute("x2", x(i)); guide.setAttribute("visibility", "visible");
+    readout.replaceChildren(`step ${steps[i]}: ` + series.map((s) => `${s.label} ${s.values[i] === null ? "—"
+      : s.values[i] === Infinity ? "inf/nan" : num(s.values[i])}`).join(" · "));
+  });
+  svg.append(guide, hover);
+  const legend = h("ul", { class: "agm-legend" }, series.map((s, k) =>
+    h("li", {}, h("span", { class: "agm-sw", style: `background:${PALETTE[k % PALETTE.length]}` }), s.label)));
+  return h("div", { class: "agm-plot-box" }, svg, readout, legend);
+}
+
+function trainingPanel(training) {
+  const steps = (training.steps || []).map((s) => s.step);
+  const grads = normSeries(training);
+  const losses = [{ label: "loss", values: (training.steps || []).map((s) => (typeof s.loss === "number" ? s.loss
+    : s.loss === null ? null : Infinity)) }];
+  const positive = losses[0].values.every((v) => v === null || v > 0);
+  const perLayer = (training.parameters || []).length > MAX_SERIES;
+  const notes = [];
+  if (training.untracked) notes.push(`${training.untracked} more parameters were not followed.`);
+  if (training.unread) notes.push(`${training.unread} steps ran under a profiler and were not read.`);
+  return h("div", { class: "agm-training" },
+    h("h4", {}, `Gradient norm after each backward (${steps.length} steps, log scale, one line per `
+      + `${perLayer ? "layer" : "parameter"})`),
+    linePlot(grads, steps, { log: true, label: "gradient norms" }),
+    h("h4", {}, `Loss${positive ? " (log scale)" : ""}`),
+    linePlot(losses, steps, { log: positive, label: "loss" }),
+    notes.map((n) => h("p", { class: "agm-hint" }, n)));
 }
 
 export default { render };

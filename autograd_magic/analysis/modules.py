@@ -1,0 +1,133 @@
+"""Modules as clusters: which nn.Module each graph node belongs to, the module tree a graph
+shows, and folding modules deeper than ``--depth`` into one node each.
+
+Ops recorded in detail carry the module whose ``forward`` made them (see capture/modules.py);
+parameter leaves belong to the module that owns them (``model.0.weight`` → ``model.0``). Ops
+past the recording cap, and nodes a composite op made inside C++, carry nothing: such a node
+takes the deepest module shared by the nodes that consume it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..report.model import Graph, ModuleRow, Node
+from ..trace.events import GraphSnapshot, Trace
+from .naming import Names
+
+INFER_PASSES = 50  # rounds of placing unrecorded nodes from their consumers (one per link of a chain)
+
+
+def node_modules(trace: Trace, names: Names, snap: GraphSnapshot) -> dict[int, str]:
+    """Graph node id -> qualified module name, for the nodes of ``snap`` that ran inside a named module."""
+    made = {out.node: op.module for op in trace.ops for out in op.outputs if out.node is not None and op.module}
+    recorded = {out.node for op in trace.ops for out in op.outputs if out.node is not None}
+    found: dict[int, str] = {}
+    for raw in snap.nodes:
+        if raw.nid in made:
+            found[raw.nid] = made[raw.nid]
+        elif raw.label == "AccumulateGrad":
+            owner = _owner(names.all(raw.tid) if raw.tid is not None else [], names.qualified, trace.modules)
+            if owner is not None:
+                found[raw.nid] = owner
+    unplaced = {raw.nid for raw in snap.nodes if raw.nid not in found and raw.nid not in recorded
+                and raw.label != "AccumulateGrad" and raw.nid != (snap.nodes[0].nid if snap.nodes else None)}
+    _infer(found, unplaced, snap.edges)
+    return found
+
+
+def _owner(names: list[str], qualified: set[str], modules: dict[str, str]) -> str | None:
+    for name in names:
+        if name in qualified and "." in name and name.rsplit(".", 1)[0] in modules:
+            return name.rsplit(".", 1)[0]
+    return None
+
+
+def _infer(found: dict[int, str], unplaced: set[int], edges: tuple[tuple[int, int], ...]) -> None:
+    """An unrecorded node (made inside a composite op, or past the recording cap) belongs where
+    the nodes consuming it belong: the deepest module they share."""
+    consumers: dict[int, list[int]] = {}
+    for src, dst in edges:
+        consumers.setdefault(src, []).append(dst)
+    for _ in range(INFER_PASSES):
+        placed = {}
+        for nid in unplaced:
+            around = [found.get(n) for n in consumers.get(nid, ())]
+            if around and all(around):
+                shared = _common([m for m in around if m])
+                if shared:
+                    placed[nid] = shared
+        if not placed:
+            return
+        found.update(placed)
+        unplaced -= placed.keys()
+
+
+def _common(modules: list[str]) -> str | None:
+    parts = [m.split(".") for m in modules]
+    shared = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        shared.append(level[0])
+    return ".".join(shared) or None
+
+
+def depth_of(module: str) -> int:
+    """`model` is 1, `model.0` is 2, `encoder.layers.3.self_attn` is 4."""
+    return module.count(".") + 1
+
+
+def fold_modules(nodes: list[Node], edges: list[tuple[int, int]], depth: int | None,
+                 classes: dict[str, str]) -> tuple[list[Node], list[tuple[int, int]]]:
+    """Each module deeper than ``depth`` levels drawn as one node (kind "module") in its parent's cluster."""
+    if depth is None:
+        return nodes, edges
+    folded: dict[str, Node] = {}
+    alias: dict[int, int] = {}
+    out: list[Node] = []
+    for node in nodes:
+        if node.module is None or depth_of(node.module) <= depth or node.kind == "root":
+            out.append(node)
+            continue
+        top = ".".join(node.module.split(".")[:depth + 1])
+        first = folded.get(top)
+        if first is None:
+            first = folded[top] = Node(id=-(len(folded) + 1), label=classes.get(top, "Module"), name=top,
+                                       line=node.line, code=node.code, shape=(), kind="module", module=top,
+                                       step=node.step)
+            out.append(first)
+        alias[node.id] = first.id
+    kept = dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges)
+    return out, [(a, b) for a, b in kept if a != b]
+
+
+def cluster_of(node: Node) -> str | None:
+    """The module a node is drawn inside: its own, or for a folded module node its parent's."""
+    if node.kind == "module" and node.module is not None:
+        return node.module.rsplit(".", 1)[0] if "." in node.module else None
+    return node.module
+
+
+def with_modules(graph: Graph, classes: dict[str, str]) -> Graph:
+    """The graph with its module tree: every module holding a node, and their named ancestors."""
+    members: dict[str, list[int]] = {}
+    for node in graph.nodes:
+        cluster = cluster_of(node)
+        if cluster is not None:
+            members.setdefault(cluster, []).append(node.id)
+    names = set(members)
+    for name in list(members):
+        parts = name.split(".")
+        names.update(".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in classes)
+    rows = tuple(ModuleRow(name, classes.get(name, "Module"), _parent(name, names), tuple(members.get(name, ())))
+                 for name in sorted(names, key=lambda n: (depth_of(n), n)))
+    return replace(graph, modules=rows) if rows else graph
+
+
+def _parent(name: str, names: set[str]) -> str | None:
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:i]) in names:
+            return ".".join(parts[:i])
+    return None

@@ -1,0 +1,155 @@
+"""Gradient flow across the backward calls of a cell: the loss and each parameter's gradient norm, per step.
+
+Every ``backward`` is a step, not only the first few that get a graph (a loop past `MAX_STEPS`
+keeps every 2nd, 4th, ... step, so memory stays bounded): per step we read
+the loss (when the root is one number) and the 2-norm of each tracked parameter's
+``.grad`` — a handful of floats, bounded by `MAX_TRACKED` parameters. The parameters are
+the named leaves the recorded backward graphs reached, plus the other trainable
+parameters of the same modules (so one that never gets a gradient can be named).
+Every read goes through `reads` (quiet, guarded, no copies) and none happens while a
+profiler records. Only weak references to parameters are kept.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+
+from .. import internal
+from ..trace.events import Binding, TrainingStep, TrainingTrace
+from ..trace.names import base_name
+from .namespace import module_tensors
+from .reads import attempt, norm_of, profiling, quiet, scalar_of
+from .tensors import Identity
+
+MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
+MAX_STEPS = 1000  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
+STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
+
+
+class TrainingRecorder:
+    """Reads a few numbers per backward call; `result` turns them into a `TrainingTrace`."""
+
+    def __init__(self, ids: Identity) -> None:
+        self._ids = ids
+        self._names: list[str] = []
+        self._refs: list[weakref.ref[torch.Tensor]] = []
+        self._reached: list[bool] = []
+        self._got_grad: list[bool] = []
+        self._steps: list[TrainingStep] = []
+        self._calls = 0
+        self._unread = 0
+        self._untracked: set[int] = set()  # tids past the cap
+        self._line: int | None = None
+        self._optimizer = False
+        self._stride = 1
+
+    def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
+              line: int | None) -> None:
+        """Add the named leaves a backward graph reached, and their modules' other trainable parameters."""
+        if self._line is None:
+            self._line = line
+        try:
+            with quiet():
+                self._track(leaves, _named(namespace, self._ids) + bindings)
+                self._optimizer = self._optimizer or _holds_optimizer(namespace)
+        except Exception:
+            internal.report_failure("choosing the parameters to follow")
+
+    def _track(self, leaves: list[torch.Tensor], bindings: list[Binding]) -> None:
+        reached = {self._ids.tid(leaf) for leaf in leaves}
+        first_name: dict[int, Binding] = {}
+        for binding in bindings:
+            first_name.setdefault(binding.tid, binding)
+        named = [b for b in first_name.values() if b.tid in reached]
+        modules = {base_name(b.name) for b in named if b.qualified}
+        known = {id(ref()) for ref in self._refs}
+        for binding in first_name.values():
+            hit = binding.tid in reached
+            if not hit and not (binding.qualified and base_name(binding.name) in modules):
+                continue
+            tensor = self._ids.get(binding.tid)
+            if not isinstance(tensor, torch.Tensor) or id(tensor) in known or not _trainable(tensor):
+                continue
+            if len(self._names) >= MAX_TRACKED:
+                self._untracked.add(binding.tid)
+                continue
+            self._names.append(binding.name)
+            self._refs.append(weakref.ref(tensor))
+            self._reached.append(hit)
+            self._got_grad.append(False)
+            known.add(id(tensor))
+
+    def before(self, func: Any, roots: list[torch.Tensor]) -> float | None:
+        """The loss, read before the call (backward does not change it)."""
+        if getattr(func, "__name__", "") not in STEP_FUNCS or not roots or self._calls % self._stride:
+            return None  # not a step, or one a long loop's thinning skips
+        return attempt(lambda: scalar_of(roots[0]), None)
+
+    def after(self, func: Any, loss: float | None, error: BaseException | None) -> None:
+        """After a backward call: one step, with each tracked parameter's gradient norm."""
+        if getattr(func, "__name__", "") not in STEP_FUNCS or error is not None:
+            return
+        self._calls += 1
+        if (self._calls - 1) % self._stride:
+            return
+        if profiling():
+            self._unread += 1
+            return
+        try:
+            with quiet():
+                grads = [_grad_of(ref()) for ref in self._refs]
+                norms = tuple(None if grad is None else norm_of(grad) for grad in grads)
+            for i, grad in enumerate(grads):
+                self._got_grad[i] = self._got_grad[i] or grad is not None
+            del grads
+            self._steps.append(TrainingStep(self._calls, loss, norms))
+            if len(self._steps) > MAX_STEPS:  # a long loop: keep its whole span, at half the density
+                self._steps = self._steps[::2]
+                self._stride *= 2
+        except Exception:
+            internal.report_failure("reading gradient norms")
+
+    def result(self) -> TrainingTrace | None:
+        """The steps, or None when backward did not run more than once."""
+        if self._calls < 2:
+            return None
+        return TrainingTrace(parameters=tuple(self._names), reached=tuple(self._reached),
+                             got_grad=tuple(self._got_grad), steps=tuple(self._steps),
+                             line=self._line, untracked=len(self._untracked), unread=self._unread,
+                             optimizer=self._optimizer, stride=self._stride,
+                             calls=self._calls)
+
+    def close(self) -> None:
+        self._refs.clear()
+
+
+def _named(namespace: dict[str, Any], ids: Identity) -> list[Binding]:
+    """Module parameters by qualified name (``model.0.weight``), for modules the cell may have built itself."""
+    found: list[Binding] = []
+    for name, value in list(namespace.items()):
+        if isinstance(value, torch.nn.Module) and not name.startswith("_"):
+            found += _module_bindings(name, value, ids)
+    return found
+
+
+def _module_bindings(name: str, module: torch.nn.Module, ids: Identity) -> list[Binding]:
+    try:
+        pairs = module_tensors(name, module)
+    except Exception:  # a half-built module, a proxy: costs only its own names
+        return []
+    return [Binding(qualified, ids.tid(tensor), 0, None, True) for qualified, tensor in pairs]
+
+
+def _holds_optimizer(namespace: dict[str, Any]) -> bool:
+    return any(isinstance(value, torch.optim.Optimizer) for value in list(namespace.values()))
+
+
+def _trainable(tensor: torch.Tensor) -> bool:
+    return bool(attempt(lambda: tensor.is_leaf and tensor.requires_grad, False))
+
+
+def _grad_of(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else attempt(lambda: tensor.grad, None)

@@ -1,0 +1,32 @@
+"""Modules drawn as Graphviz clusters: each nn.Module a box around the nodes its forward made,
+nested as the modules are (``subgraph cluster_...``), labelled with its name and class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..report.model import ModuleRow
+
+
+def cluster_lines(modules: Iterable[ModuleRow]) -> list[str]:
+    """DOT lines nesting one cluster per module; nodes are declared elsewhere and only named here."""
+    rows = list(modules)
+    children: dict[str | None, list[ModuleRow]] = {}
+    for row in rows:
+        children.setdefault(row.parent, []).append(row)
+    out: list[str] = []
+    for index, row in enumerate(children.get(None, [])):
+        out.extend(_cluster(row, children, f"{index}", "  "))
+    return out
+
+
+def _cluster(row: ModuleRow, children: dict[str | None, list[ModuleRow]], key: str, indent: str) -> list[str]:
+    label = f"{row.name} ({row.cls})".replace("\\", "\\\\").replace('"', '\\"')
+    lines = [f'{indent}subgraph "cluster_m{key}" {{',
+             f'{indent}  graph [label="{label}", id="m{key}", class="agm-module", style="rounded,dashed", '
+             f'color="gray50", fontcolor="gray30", fontsize=10, labeljust="l"];']
+    lines += [f"{indent}  n{nid};" for nid in row.nodes]
+    for index, child in enumerate(children.get(row.name, [])):
+        lines.extend(_cluster(child, children, f"{key}_{index}", indent + "  "))
+    lines.append(f"{indent}}}")
+    return lines
