@@ -11,7 +11,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
 from traitlets import Bool, Enum, Int
 
 from . import internal
@@ -107,7 +108,8 @@ class AutogradMagic(Magics):
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         try:
-            args, extra = parse_argstring(self.autograd, line, partial=True)
+            # the options, and the words after them (a %autograd statement); IPython 8 has no partial parse
+            args, extra = self.autograd.parser.parse_known_args(arg_split(line))
         except UsageError as error:
             raise UsageError(f"{error}\n{_usage(self.autograd)}") from None
         statement = _statement_text(line, getattr(self.autograd, "parser", None)) if extra else ""
