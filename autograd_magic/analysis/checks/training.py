@@ -123,11 +123,16 @@ def _total(norms: tuple[float | None, ...]) -> float:
 
 
 def _layer_norms(training: TrainingTrace) -> list[tuple[str, float]]:
-    """(layer, median over steps of its gradient norm), layers in model order; parameters with no gradient skipped."""
+    """(layer, median over steps of its gradient norm), layers of one model in its order.
+
+    Only module parameters (``model.0.weight``) have a depth order; loose tensors (``a``, ``b`` fitted
+    by hand) are not layers, and their norms differ for reasons that are not depth.
+    """
     per_layer: dict[str, list[int]] = {}
+    models = [name.split(".", 1)[0] for name in training.parameters if "." in name]
     for i, name in enumerate(training.parameters):
-        if training.got_grad[i]:
-            per_layer.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(i)
+        if training.got_grad[i] and models and name.split(".", 1)[0] == models[0] and "." in name:
+            per_layer.setdefault(name.rsplit(".", 1)[0], []).append(i)
     out = []
     for layer, indices in per_layer.items():
         totals = [_total(tuple(s.grad_norms[i] if i < len(s.grad_norms) else None for i in indices))
