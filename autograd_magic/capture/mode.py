@@ -152,7 +152,10 @@ class RecordingMode(TorchFunctionMode):
             return rec.backward.run(func, args, kwargs, self.located_call(user) if user else _call_directly)
         if _is_descriptor(func) and not rec.is_user_code(here.f_code):
             # torch's C++ sets and reads attributes through Python while it may hold a lock on the
-            # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock
+            # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock.
+            # Library code's own attribute reads (an optimizer's p.grad) are not the user's either:
+            # later calls from here take the fast path, never recorded (their count starts past the cap)
+            self.sites[(id(here.f_code), here.f_lasti)] = [_call_directly, _NEVER_RECORDED, here.f_code]
             return func(*args, **kwargs)
         return self.call_slowly(here, func, args, kwargs)
 
@@ -173,7 +176,7 @@ class RecordingMode(TorchFunctionMode):
         except BaseException as error:
             rec.record(func, args, kwargs, None, error, caller)
             raise
-        key = (caller.f_code, caller.f_lasti, func)
+        key = (id(caller.f_code), caller.f_lasti, func)
         seen = self.counts.get(key, 0)
         self.counts[key] = seen + 1
         if not wrapped:  # later calls from this instruction take the fast path, counting there
@@ -181,6 +184,9 @@ class RecordingMode(TorchFunctionMode):
         if seen < self.max_repeats:
             rec.record(func, args, kwargs, result, None, caller)
         return result
+
+
+_NEVER_RECORDED = 1 << 62  # a call count past any max_repeats
 
 
 def _is_descriptor(func: Any) -> bool:

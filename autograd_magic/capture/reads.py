@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -32,11 +31,23 @@ _is_zero_tensor = getattr(torch._C, "_is_zerotensor", lambda t: False)  # an eff
 _is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
 
 
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Reads inside see no torch-function or dispatch handling: user modes and subclasses stay unaware."""
-    with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
-        yield
+class quiet:  # noqa: N801 - used like a function: `with quiet():`
+    """Reads inside see no torch-function or dispatch handling: user modes and subclasses stay unaware.
+
+    A small class rather than a generator context manager: it is entered on every recorded call.
+    """
+
+    __slots__ = ("_function", "_dispatch")
+
+    def __enter__(self) -> None:
+        self._function = torch._C.DisableTorchFunction()
+        self._dispatch = torch._C._DisableTorchDispatch()
+        self._function.__enter__()
+        self._dispatch.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._dispatch.__exit__(*exc)
+        self._function.__exit__(*exc)
 
 
 def attempt(read: Callable[[], T], default: T) -> T:
@@ -127,6 +138,28 @@ def scalar_of(t: torch.Tensor) -> float | None:
         if not is_plain(t) or attempt(lambda: t.numel() != 1 or t.is_complex(), True):
             return None
         return attempt(lambda: float(t.detach()), None)
+
+
+def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:
+    """`norm_of` for many tensors at once: the plain ones in one ``_foreach_norm`` and one read back."""
+    if profiling():
+        return tuple(None for _ in tensors)
+    batch = [i for i, t in enumerate(tensors) if t is not None and _batchable(t)]
+    found: dict[int, float | None] = {}
+    if len(batch) > 1:
+        with quiet(), torch.no_grad():
+            try:
+                norms = torch._foreach_norm([tensors[i] for i in batch])  # type: ignore[misc]
+                found = dict(zip(batch, torch.stack([n.double() for n in norms]).tolist(), strict=True))
+            except Exception:  # mixed devices, an odd dtype: one at a time below
+                found = {}
+    return tuple(None if t is None else found[i] if i in found else norm_of(t) for i, t in enumerate(tensors))
+
+
+def _batchable(t: torch.Tensor) -> bool:
+    return type(t) in _PLAIN and attempt(lambda: t.layout == torch.strided and t.dtype in _NORM_DTYPES
+                                         and not t.is_complex() and t.numel() > 0 and not _is_zero_tensor(t)
+                                         and not _is_functorch_wrapped(t), False)
 
 
 def _sparse_norm(t: torch.Tensor) -> float | None:

@@ -84,7 +84,8 @@ class Recorder:
         self._first_line = first_line
         self._ops: list[OpEvent] = []
         self._bindings: list[Binding] = []
-        self.counts: dict[tuple[Any, ...], int] = {}  # calls per (code, instruction, func)
+        # calls per (id(code), instruction, func): by id, since hashing a code object costs its whole length
+        self.counts: dict[tuple[Any, ...], int] = {}
         self._failed_calls = 0
         self.session = session if session is not None else Session()
         self.cell = cell
@@ -208,7 +209,7 @@ class Recorder:
 
     def count_site(self, func: Any, depth: int) -> tuple[Site, int]:
         frame = self.sites.user_frame(depth + 1)
-        key = (None, 0, func) if frame is None else (frame.f_code, frame.f_lasti, func)
+        key = (0, 0, func) if frame is None else (id(frame.f_code), frame.f_lasti, func)
         count = self.counts.get(key, 0) + 1
         self.counts[key] = count
         return self.sites.site(frame), count
@@ -236,8 +237,8 @@ class Recorder:
         keys_at: dict[tuple[Any, Any], list[tuple[Any, ...]]] = {}
         for key in self.counts:
             keys_at.setdefault((key[0], key[1]), []).append(key)
-        for (_, lasti), (_, calls, code) in sites.items():
-            keys = keys_at.get((code, lasti), [])
+        for site, (_, calls, _) in sites.items():
+            keys = keys_at.get(site, [])
             if len(keys) == 1:
                 self.counts[keys[0]] = calls
 

@@ -40,13 +40,13 @@ class SiteTable:
         self._positions: dict[CodeType, list[tuple[int | None, int | None, int | None, int | None]]] = {}
         self._targets: dict[CodeType, dict[int, str | tuple[str, ...]]] = {}
         self._sites: dict[tuple[CodeType, int], Site] = {}
-        self._user: dict[CodeType, bool] = {}
+        self._user: dict[int, tuple[CodeType, bool]] = {}  # by id: hashing a code object costs its length
 
     def is_user_code(self, code: CodeType) -> bool:
-        known = self._user.get(code)
-        if known is None:
-            known = self._user[code] = self._classify(code)
-        return known
+        known = self._user.get(id(code))
+        if known is None or known[0] is not code:
+            known = self._user[id(code)] = (code, self._classify(code))
+        return known[1]
 
     def _classify(self, code: CodeType) -> bool:
         if self.filename is not None:

@@ -21,7 +21,7 @@ from .. import internal
 from ..trace.events import Binding, TrainingStep, TrainingTrace
 from ..trace.names import base_name
 from .namespace import module_tensors
-from .reads import attempt, norm_of, profiling, quiet, scalar_of
+from .reads import attempt, norms_of, profiling, quiet, scalar_of
 from .tensors import Identity
 
 MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
@@ -101,7 +101,7 @@ class TrainingRecorder:
         try:
             with quiet():
                 grads = [_grad_of(ref()) for ref in self._refs]
-                norms = tuple(None if grad is None else norm_of(grad) for grad in grads)
+                norms = norms_of(grads)
             for i, grad in enumerate(grads):
                 self._got_grad[i] = self._got_grad[i] or grad is not None
             del grads
