@@ -13,10 +13,9 @@ per-step gradient norms (issue 13.2): its capture against the plain loop.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 from IPython.core.interactiveshell import InteractiveShell
-from view_speed import build_view, run_cell, timed
+from view_speed import measure_cell
 
 from autograd_magic.views.graph import find_renderer
 
@@ -44,17 +43,6 @@ CASES = (("6-layer TransformerEncoder", TRANSFORMER_6, ""),
 LIMIT_S, MAX_BYTES = 1.5, 1024 * 1024
 
 
-def measure(shell: InteractiveShell, cell: str, options: str, repeat: int) -> dict[str, float]:
-    plain, captured, view, size = [], [], [], 0
-    for _ in range(repeat):
-        plain.append(timed(lambda: run_cell(shell, cell))[0])
-        captured.append(timed(lambda: run_cell(shell, f"%%autograd -q -o _bench {options}\n" + cell))[0])
-        seconds, size = timed(lambda: build_view(shell.user_ns["_bench"]))
-        view.append(seconds)
-    return {"plain": statistics.median(plain), "capture": statistics.median(captured),
-            "view": statistics.median(view), "bytes": size}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -65,7 +53,7 @@ def main() -> None:
     print(f"renderer: {find_renderer() or 'none (DOT source only)'}; medians of {args.repeat} runs")
     print(f"{'case':40} {'plain':>8} {'capture':>8} {'view':>8} {'total':>8} {'ratio':>6} {'output':>9}  target")
     for name, cell, options in CASES:
-        m = measure(shell, cell, options, args.repeat)
+        m = measure_cell(shell, cell, options, args.repeat)
         total = m["capture"] + m["view"]
         ok = total <= LIMIT_S and m["bytes"] <= MAX_BYTES
         print(f"{name:40} {m['plain'] * 1000:7.0f}ms {m['capture'] * 1000:7.0f}ms {m['view'] * 1000:7.0f}ms "

@@ -103,11 +103,16 @@ def build_view(report: Any) -> int:
 
 
 def measure(shell: InteractiveShell, case: Case, repeat: int) -> dict[str, float]:
+    return measure_cell(shell, case.cell, "", repeat)
+
+
+def measure_cell(shell: InteractiveShell, cell: str, options: str, repeat: int) -> dict[str, float]:
+    """Medians of the plain cell, the cell under ``%%autograd -q OPTIONS``, and building its view."""
     plain, captured, view, size = [], [], [], 0
     for _ in range(repeat):
         shell.run_cell("import torch", store_history=False)
-        plain.append(timed(lambda: run_cell(shell, case.cell))[0])
-        captured.append(timed(lambda: run_cell(shell, "%%autograd -q -o _bench\n" + case.cell))[0])
+        plain.append(timed(lambda: run_cell(shell, cell))[0])
+        captured.append(timed(lambda: run_cell(shell, f"%%autograd -q -o _bench {options}\n" + cell))[0])
         seconds, size = timed(lambda: build_view(shell.user_ns["_bench"]))
         view.append(seconds)
     return {"plain": statistics.median(plain), "capture": statistics.median(captured),
