@@ -130,6 +130,42 @@ def norm_of(t: torch.Tensor) -> float | None:
         return attempt(lambda: float(torch.linalg.vector_norm(t.detach())), None)
 
 
+_REAL_NORM_DTYPES = _NORM_DTYPES - {torch.complex64, torch.complex128}
+
+
+def summary_of(t: torch.Tensor, listed: int, summarised: int) -> tuple[tuple[int, ...], Any, float | None,
+                                                                       float | None, float | None] | None:
+    """(shape, values, norm, min, max) of a real tensor in one quiet read: the values of one with at most
+    ``listed`` elements, else norm/min/max (in its own dtype, one read back), only the shape past
+    ``summarised`` elements. None while a profiler records or for a tensor whose data we may not touch.
+
+    One guarded block instead of a read per number: this runs for every recorded op and backward step.
+    """
+    if profiling() or not is_plain(t):
+        return None
+    with quiet(), torch.no_grad():
+        try:
+            shape = tuple(t.shape)
+            count = t.numel()
+            dtype = t.dtype
+            if count > summarised or dtype.is_complex:
+                return shape, None, None, None, None
+            data = t.detach()
+            if count <= listed:
+                return shape, data.cpu().tolist(), None, None, None
+            if count == 0:
+                return shape, None, 0.0, None, None
+            low, high = torch.aminmax(data)
+            if dtype not in _REAL_NORM_DTYPES:  # integers: their extremes, no norm
+                lo, hi = torch.stack((low, high)).tolist()
+                return shape, None, None, float(lo), float(hi)
+            norm = torch.linalg.vector_norm(data)
+            nr, lo, hi = torch.stack((norm, low, high)).tolist()
+            return shape, None, nr, lo, hi
+        except Exception:  # a subclass's or a backend's own limits: this detail is left out
+            return None
+
+
 def scalar_of(t: torch.Tensor) -> float | None:
     """The value of a one-element real tensor (a loss), read in place; None for anything else."""
     if profiling():
@@ -150,7 +186,9 @@ def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:
         with quiet(), torch.no_grad():
             try:
                 norms = torch._foreach_norm([tensors[i] for i in batch])  # type: ignore[misc]
-                found = dict(zip(batch, torch.stack([n.double() for n in norms]).tolist(), strict=True))
+                if len({n.dtype for n in norms}) > 1:  # stack needs one dtype: f64 holds every float exactly
+                    norms = [n.double() for n in norms]
+                found = dict(zip(batch, torch.stack(norms).tolist(), strict=True))
             except Exception:  # mixed devices, an odd dtype: one at a time below
                 found = {}
     return tuple(None if t is None else found[i] if i in found else norm_of(t) for i, t in enumerate(tensors))

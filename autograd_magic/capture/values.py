@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..trace.events import TensorValue
-from .reads import attempt, is_plain, norm_of, profiling, quiet, shape_of, small_values
+from .reads import profiling, shape_of, summary_of
 
 LISTED = 8  # elements: a tensor this small is shown as its values
 SUMMARISED = 1_000_000  # elements: above this only the shape is kept (min/max would cost too much)
@@ -20,23 +20,10 @@ SUMMARISED = 1_000_000  # elements: above this only the shape is kept (min/max w
 
 def value_of(t: Any) -> TensorValue | None:
     """``t``'s value made plain, or None when it is not a tensor or must not be read now."""
-    if not isinstance(t, torch.Tensor) or profiling():
+    if not isinstance(t, torch.Tensor):
         return None
-    shape = shape_of(t)
-    count = attempt(t.numel, SUMMARISED + 1)
-    if count <= LISTED:
-        values = small_values(t)
-        if values is not None:
-            return TensorValue(shape, values)
-    if count > SUMMARISED or not is_plain(t) or attempt(t.is_complex, True):
-        return TensorValue(shape)
-    low, high = _extremes(t) if count else (None, None)
-    return TensorValue(shape, None, norm_of(t), low, high)
-
-
-def _extremes(t: torch.Tensor) -> tuple[float | None, float | None]:
-    with quiet(), torch.no_grad():
-        both = attempt(lambda: torch.aminmax(t.detach()), None)  # one pass for both
-        if both is None:
-            return None, None
-        return attempt(lambda: float(both[0]), None), attempt(lambda: float(both[1]), None)
+    read = summary_of(t, LISTED, SUMMARISED)
+    if read is None:
+        return None if profiling() else TensorValue(shape_of(t))
+    shape, values, norm, low, high = read
+    return TensorValue(shape, values) if values is not None else TensorValue(shape, None, norm, low, high)

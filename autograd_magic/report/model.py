@@ -285,6 +285,10 @@ def _without(data: dict[str, Any], key: str) -> dict[str, Any]:
 def _jsonable(value: Any) -> Any:
     """Plain JSON data in one pass (dataclasses.asdict deep-copies first: slow on 2,000 op rows)."""
     kind = type(value)
+    if kind in _ATOMS:  # most leaves: return before any other test
+        return value
+    if kind is float:
+        return value if value - value == 0 else _non_finite(value)  # inf - inf and nan - nan are nan
     names = _field_names.get(kind, _UNSEEN)
     if names is _UNSEEN:
         names = _field_names[kind] = (tuple(f.name for f in fields(value))
@@ -294,9 +298,20 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if all(type(v) in _NUMBERS_AND_ATOMS for v in value) and not any(  # a row of plain numbers: as is
+                type(v) is float and v - v != 0 for v in value):
+            return list(value)
         return [_jsonable(v) for v in value]
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return str(value)
+    if isinstance(value, float):
+        return _non_finite(value) if value - value != 0 else value
     return value
+
+
+_ATOMS = frozenset({str, int, bool, type(None)})
+_NUMBERS_AND_ATOMS = _ATOMS | {float}
+
+
+def _non_finite(value: float) -> Any:
+    if value != value:  # NaN is not JSON
+        return None
+    return str(value) if value in (float("inf"), float("-inf")) else value

@@ -6,7 +6,7 @@ Line numbers are the cell body's (see `numbering`); diagnostic messages keep the
 
 from __future__ import annotations
 
-from itertools import groupby
+from itertools import groupby, islice
 from typing import Any
 
 from ..report.model import GradRow, Graph, Node, Replay, Report, Value
@@ -142,8 +142,8 @@ def node_text(node: Any, short: bool = False, grad: str = "") -> str:
 def node_gradient(node: Node, grads: dict[str, GradRow]) -> str:
     """`grad = -1`, `grad = [1, 2, 3]` for a few values (as micrograd draws them), else the norm."""
     row = grads.get((node.name or "").split(", ")[0])
-    if row is not None and row.values is not None and len(list(_flatten(row.values))) <= MAX_INLINE_GRAD:
-        flat = list(_flatten(row.values))
+    flat = [] if row is None or row.values is None else list(islice(_flatten(row.values), MAX_INLINE_GRAD + 1))
+    if row is not None and row.values is not None and len(flat) <= MAX_INLINE_GRAD:
         shown = _number(flat[0]) if len(flat) == 1 else "[" + ", ".join(map(_number, flat)) + "]"
         return f"grad = {shown}"
     norm = row.norm if row is not None else node.grad_norm
@@ -223,7 +223,7 @@ def _error(report: Report) -> list[str]:
 def format_values(values: Any, shape: tuple[int, ...]) -> str:
     if values is None:
         return f"<{shape_text(shape)} values not listed>"
-    flat = list(_flatten(values))
+    flat = list(islice(_flatten(values), MAX_LISTED + 1))  # a 1,000-element gradient shows its first few
     shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:MAX_LISTED])
     more = ", ..." if len(flat) > MAX_LISTED else ""
     return f"[{shown}{more}]" if shape else shown

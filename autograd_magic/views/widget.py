@@ -53,11 +53,12 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
 
     def __init__(self, report: Report, **kwargs: Any) -> None:
         self.source_report = report  # plain data, no tensors: safe to keep
+        self._shown = for_display(report)  # renumbered once for the payload, text and HTML alike
         kwargs.setdefault("step", report.ops[-1].seq if report.ops else 0)
         tab, diagnostic = opening(report)
         kwargs.setdefault("tab", tab)
         kwargs.setdefault("diagnostic", diagnostic)
-        super().__init__(report=payload(report), **kwargs)
+        super().__init__(report=payload(self._shown), **kwargs)
 
     @property
     def selected_node(self) -> Node | None:
@@ -72,7 +73,7 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         if bundle is None:
             return None
         data, metadata = bundle
-        data = {**data, "text/plain": render_text(self.source_report), "text/html": render_html(self.source_report)}
+        data = {**data, "text/plain": render_text(self._shown), "text/html": render_html(self._shown)}
         return data, metadata
 
 
