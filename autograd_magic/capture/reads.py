@@ -141,10 +141,12 @@ def summary_of(t: torch.Tensor, listed: int, summarised: int) -> tuple[tuple[int
 
     One guarded block instead of a read per number: this runs for every recorded op and backward step.
     """
-    if profiling() or not is_plain(t):
+    if profiling():
         return None
     with quiet(), torch.no_grad():
         try:
+            if not is_plain(t):
+                return None
             shape = tuple(t.shape)
             count = t.numel()
             dtype = t.dtype
@@ -170,10 +172,13 @@ def scalar_of(t: torch.Tensor) -> float | None:
     """The value of a one-element real tensor (a loss), read in place; None for anything else."""
     if profiling():
         return None
-    with quiet(), torch.no_grad():
-        if not is_plain(t) or attempt(lambda: t.numel() != 1 or t.is_complex(), True):
+    with quiet(), torch.no_grad():  # one guarded block: it runs at every step of a training loop
+        try:
+            if not is_plain(t) or t.numel() != 1 or t.is_complex():
+                return None
+            return float(t.detach())
+        except Exception:
             return None
-        return attempt(lambda: float(t.detach()), None)
 
 
 def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:

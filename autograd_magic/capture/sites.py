@@ -37,10 +37,12 @@ class SiteTable:
         self.lines = source.splitlines()
         self.filename = filename
         self.first_line = first_line
-        self._positions: dict[CodeType, list[tuple[int | None, int | None, int | None, int | None]]] = {}
-        self._targets: dict[CodeType, dict[int, str | tuple[str, ...]]] = {}
-        self._sites: dict[tuple[CodeType, int], Site] = {}
-        self._user: dict[int, tuple[CodeType, bool]] = {}  # by id: hashing a code object costs its length
+        # every table is keyed by id(code), with the code kept for identity: hashing a code object
+        # costs its whole length, and these run for each recorded op and each backward call
+        self._positions: dict[int, tuple[CodeType, list[tuple[int | None, int | None, int | None, int | None]]]] = {}
+        self._targets: dict[int, tuple[CodeType, dict[int, str | tuple[str, ...]]]] = {}
+        self._sites: dict[tuple[int, int], tuple[CodeType, Site]] = {}
+        self._user: dict[int, tuple[CodeType, bool]] = {}
 
     def is_user_code(self, code: CodeType) -> bool:
         known = self._user.get(id(code))
@@ -70,20 +72,20 @@ class SiteTable:
     def site(self, frame: FrameType | None) -> Site:
         if frame is None:
             return Site(None)
-        key = (frame.f_code, frame.f_lasti)
-        found = self._sites.get(key)
-        if found is None:
-            found = self._sites[key] = self._make_site(*key)
-        return found
+        code, lasti = frame.f_code, frame.f_lasti
+        found = self._sites.get((id(code), lasti))
+        if found is None or found[0] is not code:
+            found = self._sites[(id(code), lasti)] = (code, self._make_site(code, lasti))
+        return found[1]
 
     def target(self, frame: FrameType | None) -> str | tuple[str, ...] | None:
         if frame is None:
             return None
         code = frame.f_code
-        table = self._targets.get(code)
-        if table is None:
-            table = self._targets[code] = store_targets(code)
-        return table.get(frame.f_lasti)
+        found = self._targets.get(id(code))
+        if found is None or found[0] is not code:
+            found = self._targets[id(code)] = (code, store_targets(code))
+        return found[1].get(frame.f_lasti)
 
     def editor_line(self, line: int | None) -> int | None:
         return None if line is None else line + self.first_line - 1
@@ -95,9 +97,10 @@ class SiteTable:
         return self.lines[index].strip() if 0 <= index < len(self.lines) else ""
 
     def _make_site(self, code: CodeType, lasti: int) -> Site:
-        positions = self._positions.get(code)
-        if positions is None:
-            positions = self._positions[code] = _positions(code)
+        found = self._positions.get(id(code))
+        if found is None or found[0] is not code:
+            found = self._positions[id(code)] = (code, _positions(code))
+        positions = found[1]
         index = lasti // 2
         if not 0 <= index < len(positions) or positions[index][0] is None:
             return Site(None)

@@ -100,7 +100,7 @@ class TrainingRecorder:
             return
         try:
             with quiet():
-                grads = [_grad_of(ref()) for ref in self._refs]
+                grads = _grads_of([ref() for ref in self._refs])
                 norms = norms_of(grads)
             for i, grad in enumerate(grads):
                 self._got_grad[i] = self._got_grad[i] or grad is not None
@@ -149,6 +149,14 @@ def _holds_optimizer(namespace: dict[str, Any]) -> bool:
 
 def _trainable(tensor: torch.Tensor) -> bool:
     return bool(attempt(lambda: tensor.is_leaf and tensor.requires_grad, False))
+
+
+def _grads_of(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """Each parameter's ``.grad``, in one guarded pass (one per parameter only when one of them raises)."""
+    try:
+        return [None if tensor is None else tensor.grad for tensor in tensors]
+    except Exception:  # a lazy or exotic parameter: only its own gradient is left out
+        return [_grad_of(tensor) for tensor in tensors]
 
 
 def _grad_of(tensor: torch.Tensor | None) -> torch.Tensor | None:

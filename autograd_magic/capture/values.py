@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..trace.events import TensorValue
-from .reads import profiling, shape_of, summary_of
+from .reads import profiling, quiet, shape_of, summary_of
 
 LISTED = 8  # elements: a tensor this small is shown as its values
 SUMMARISED = 1_000_000  # elements: above this only the shape is kept (min/max would cost too much)
@@ -24,6 +24,9 @@ def value_of(t: Any) -> TensorValue | None:
         return None
     read = summary_of(t, LISTED, SUMMARISED)
     if read is None:
-        return None if profiling() else TensorValue(shape_of(t))
+        if profiling():
+            return None
+        with quiet():
+            return TensorValue(shape_of(t))
     shape, values, norm, low, high = read
     return TensorValue(shape, values) if values is not None else TensorValue(shape, None, norm, low, high)
