@@ -48,6 +48,12 @@ def errors(cell: Any) -> list[str]:
     return [o.ename for o in cell.outputs if o.output_type == "error"]
 
 
+def saved_report(nb: Any, cell: Any) -> dict[str, Any]:
+    """The report as the cell's widget holds it in the saved widget state (what a reopened notebook shows)."""
+    model_id = report_outputs(cell)[0]["data"][WIDGET_VIEW]["model_id"]
+    return dict(nb.metadata["widgets"][WIDGET_STATE]["state"][model_id]["state"]["report"])
+
+
 # --- every report, every representation ---------------------------------------------------------
 
 
@@ -124,10 +130,10 @@ def test_clone_and_new_tensor_cells_raise_no_alias_warning(executed: Any, fragme
 
 
 def test_intermediates_get_their_grad_fn(executed: Any) -> None:
-    text = report_text(find_cell(executed, "var1 = 2*x"))
+    text = report_text(find_cell(executed, "# Create intermediate variables"))
     assert re.search(r"^\s+var1\s.*MulBackward0", text, re.M)
     assert re.search(r"^\s+var2\s.*AddBackward0", text, re.M)
-    assert re.search(r"^\s+z\s.*SubBackward0", report_text(find_cell(executed, "z = var2 - var1")), re.M)
+    assert re.search(r"^\s+z\s.*SubBackward0", report_text(find_cell(executed, "# Create final variable: z")), re.M)
 
 
 def test_backward_cell_draws_the_graph_with_leaves_x_and_y_and_their_gradients(executed: Any) -> None:
@@ -211,6 +217,77 @@ def test_closing_cell_explains_why_backward_has_no_graph(executed: Any) -> None:
     assert "[backward-no-grad-fn]" in text
     assert ".detach()" in text and "NumPy" in text
     assert cell.outputs[-1].output_type == "error", "the report comes before the traceback"
+
+
+# --- watching the backward pass ------------------------------------------------------------------
+
+REPLAY_CELL = "%%autograd -o report\nx = torch.tensor([5.], requires_grad=True)"
+
+
+def test_replay_sends_1_through_var2_and_minus_2_through_var1_summed_at_x(executed: Any) -> None:
+    cell = find_cell(executed, REPLAY_CELL)
+    (replay,) = saved_report(executed, cell)["backward_steps"]
+    steps = replay["steps"]
+    # the order the markdown walks through, step by step
+    assert [(s["label"], s["name"]) for s in steps] == [
+        ("SubBackward0", "z"), ("AddBackward0", "var2"), ("AccumulateGrad", "y"),
+        ("MulBackward0", "var1"), ("AccumulateGrad", "x")]
+    sent = [{f["to"]: f["value"]["values"] for f in s["sent"]} for s in steps]
+    assert sent[0] == {"var2": [1.0], "var1": [-1.0]}
+    assert sent[1]["x"] == [1.0] and sent[3]["x"] == [-2.0]
+    assert steps[4]["arrived"][0]["values"] == [-1.0]
+    assert steps[4]["summed"] == "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1"
+    assert "Backward replay 1: z.backward() at line 6, 5 steps" in report_text(cell)
+
+
+def test_why_answers_x_as_two_paths_summed_and_w_as_not_a_leaf(executed: Any) -> None:
+    x_answer = stdout(find_cell(executed, 'print(report.why("x"))'))
+    assert x_answer.startswith("x.grad is -1, from backward() at line 6")
+    assert "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in x_answer
+    made = find_cell(executed, "requires_grad=True).double()")
+    assert "w.is_leaf: False" in stdout(made) and diagnostic_kinds(report_text(made)) == []
+    w_answer = stdout(find_cell(executed, 'print(report.why("w"))'))
+    assert w_answer.startswith("w.grad is None because w is not a leaf")
+    assert ".double()` at line 1" in w_answer and "w.retain_grad()" in w_answer
+
+
+def test_custom_function_is_named_by_its_class_with_the_gradient_its_backward_sent(executed: Any) -> None:
+    cell = find_cell(executed, "class Cube(torch.autograd.Function)")
+    assert "x.grad: tensor([6.])" in stdout(cell)  # the wrong gradient: 3 * x, not 3 * x**2 = 12
+    text = report_text(cell)
+    assert re.search(r"^\s+y\s.*CubeBackward", text, re.M)
+    first = saved_report(executed, cell)["backward_steps"][0]["steps"][0]
+    assert first["label"] == "CubeBackward" and "your autograd.Function Cube" in first["words"]
+    assert first["sent"][0]["value"]["values"] == [6.0]
+
+
+# --- a real model -------------------------------------------------------------------------------
+
+
+def test_model_cell_folds_its_modules_and_records_every_training_step(executed: Any) -> None:
+    cell = find_cell(executed, "nn.Flatten(), nn.Linear(16, 2)")
+    report = saved_report(executed, cell)
+    graph = report["graphs"][0]
+    boxes = {m["name"]: m["cls"] for m in graph["modules"]}
+    assert boxes == {"loss_fn": "CrossEntropyLoss", "model": "Sequential"}
+    folded = {n["name"]: n["label"] for n in graph["nodes"] if n["kind"] == "module"}  # --depth 1
+    assert folded == {"model.0": "Conv2d", "model.1": "ReLU", "model.2": "MaxPool2d", "model.3": "Conv2d",
+                      "model.4": "ReLU", "model.5": "AdaptiveAvgPool2d", "model.6": "Flatten", "model.7": "Linear"}
+    training = report["training"]
+    assert training["calls"] == 20 and [s["step"] for s in training["steps"]] == list(range(1, 21))
+    assert training["steps"][-1]["loss"] < training["steps"][0]["loss"]
+    assert all(set(s["grad_norms"]) == set(training["parameters"]) for s in training["steps"])
+    assert len(training["parameters"]) == 6 and diagnostic_kinds(report_text(cell)) == []
+
+
+def test_unused_head_never_gets_a_gradient(executed: Any) -> None:
+    cell = find_cell(executed, "class TwoHeads(nn.Module)")
+    text = report_text(cell)
+    assert diagnostic_kinds(text) == ["never-gets-gradient"]
+    assert "`net.aux_head.weight`, `net.aux_head.bias` require grad but never got a gradient in 20" in text
+    steps = saved_report(executed, cell)["training"]["steps"]
+    assert len(steps) == 20 and not any("net.aux_head.weight" in s["grad_norms"] for s in steps)
+    assert all("net.head.weight" in s["grad_norms"] for s in steps)
 
 
 # --- the committed notebook --------------------------------------------------------------------
