@@ -361,3 +361,21 @@ def test_browser_many_parameters_are_plotted_one_line_per_layer(ip: Any, browser
     names = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.dataset.name)")
     assert names == [f"model.{i}" for i in range(0, 25, 2)] + ["loss"]  # 13 Linear layers, weight and bias joined
     assert page.agm_errors == []
+
+
+@pytest.mark.parametrize("log", ["    losses.append(loss.item())\n", "    print(float(loss.detach()))\n", ""])
+def test_a_training_loop_draws_one_graph_named_by_its_loss(ip: Any, log: str) -> None:
+    """The loop's last loss was backwarded (past the detail cap): no extra "no backward() from it" graph,
+    and no graph for logging it; the root is named from ``loss.backward()`` though ``F.mse_loss`` bound it."""
+    run(ip, SETUP)
+    body = HEALTHY.replace("    losses.append(loss.item())\n", log)
+    report, cell = report_of(ip, body)
+    cell.result.raise_error()
+    assert [(g.root, g.backward) for g in report.graphs] == [("loss", True)]
+    assert report.graphs[0].calls == 30
+
+
+def test_a_logged_value_never_backwarded_still_gets_its_graph(ip: Any) -> None:
+    run(ip, SETUP)
+    report, _ = report_of(ip, "w = torch.ones(3, requires_grad=True)\nv = (w * 2).sum()\nprint(v.item())\n")
+    assert [g.backward for g in report.graphs] == [False] and report.graphs[0].nodes

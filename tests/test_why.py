@@ -84,3 +84,10 @@ def test_why_unknown_name_lists_the_known_ones_and_answers_are_in_the_json(ip: A
     report, _ = report_of(ip, SEED)
     assert report.why("nope") == "'nope' is not a tensor this cell left in a variable (known: var1, var2, x, y, z)."
     assert json.loads(report.to_json())["answers"]["y"] == "y.grad is 1, from backward() at line 6."
+
+
+def test_a_detached_result_is_said_to_be_cut_not_made_from_tensors_without_grad(ip: Any) -> None:
+    report, _ = report_of(ip, "x = torch.ones(2, requires_grad=True)\nd = (x * 2).detach()\n")
+    answer = report.why("d")
+    assert "made by .detach() at line 2" in answer and "cut off from the graph" in answer
+    assert "do not" not in answer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
@@ -84,7 +85,7 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
             covered.update(n.nid for n in event.graph.nodes)
     shown = per_site(trace.backwards)
     for event, graph in ((e, e.graph) for e in shown if e.graph is not None):
-        root = names.label(event.root.tid) if event.root else None
+        root = (names.label(event.root.tid) if event.root else None) or _receiver(event)
         out.append(build_graph(graph, names, grads, root_name=root, site=event.site, backward=True,
                                calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps,
                                modules=node_modules(trace, names, graph), depth=depth, classes=trace.modules))
@@ -95,6 +96,16 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
                                calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps,
                                modules=node_modules(trace, names, snap), depth=depth, classes=trace.modules))
     return out
+
+
+_RECEIVER = re.compile(r"\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.backward\(")
+
+
+def _receiver(event: BackwardEvent) -> str | None:
+    """``loss`` in ``loss.backward()``: the root's name when no assignment bound it (``loss = F.mse_loss(...)``
+    runs its ops inside torch, and in a loop only the last result is left in the namespace)."""
+    found = _RECEIVER.match(event.site.expr) if event.func == "backward" else None
+    return found.group(1) if found else None
 
 
 def per_site(events: tuple[BackwardEvent, ...]) -> list[BackwardEvent]:
@@ -132,7 +143,11 @@ def _unbackwarded(snaps: tuple[GraphSnapshot, ...], covered: set[int]) -> list[G
     inside = set(covered)
     for snap in snaps:
         inside.update(n.nid for n in snap.nodes[1:])
-    return [s for s in snaps if s.nodes and s.nodes[0].nid not in inside]
+    kept: dict[int, GraphSnapshot] = {}  # one per root: a named result may also be a cut's graph
+    for snap in snaps:
+        if snap.nodes and snap.nodes[0].nid not in inside:
+            kept.setdefault(snap.nodes[0].nid, snap)
+    return list(kept.values())
 
 
 def _replays(trace: Trace, names: Names, built: list[Graph], numbered: list[Graph]) -> list[Replay]:

@@ -13,6 +13,7 @@ from .formulas import flatten, number, value_text
 from .naming import Names
 
 _MAKERS = {"tensor": "torch.tensor", "as_tensor": "torch.as_tensor", "from_numpy": "torch.from_numpy"}
+_DETACHERS = {"detach": ".detach()", "detach_": ".detach_()", "data.__get__": ".data"}
 
 
 def why_answers(trace: Trace, names: Names, grads: dict[str, GradRow], replays: list[Replay],
@@ -93,6 +94,11 @@ class _Asker:
         if maker:
             text += (f": it was made by {maker} at {self.line(op.site.line)} (`{op.site.code.strip()}`), "
                      "which copies values into a new tensor with no graph behind it")
+        elif op.func in _DETACHERS:
+            text += (f": it was made by {_DETACHERS[op.func]} at {self.line(op.site.line)} (`{op.site.code.strip()}`), "
+                     "which gives the same values cut off from the graph (no grad_fn, requires_grad=False)")
+            return text + (f"; keep using the tensor it came from for anything that needs a gradient, "
+                           f"and call {_DETACHERS[op.func]} only on what you log or plot.")
         elif not op.grad_enabled:
             text += f": it was made under torch.no_grad() at {self.line(op.site.line)}"
         else:

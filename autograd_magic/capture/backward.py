@@ -7,6 +7,7 @@ nothing is left registered on the user's graph afterwards.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
@@ -59,12 +60,33 @@ class BackwardRecorder:
         self.torchviz_source: str | None = None
         self._cut_graphs: list[GraphSnapshot] = []
         self._before_grads: dict[int, Any] = {}
+        self._roots: dict[int, weakref.ref[torch.Tensor]] = {}  # id(grad_fn) -> a root backward ran from
         self.training = TrainingRecorder(recorder.ids)  # every backward call: loss and gradient norms
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
-        """The graph a value is being cut from, taken now: it may be gone by the end of the cell."""
-        if len(self._cut_graphs) < MAX_CUT_GRAPHS:
+        """The graph a value is being cut from, taken now: it may be gone by the end of the cell.
+
+        Not when backward already ran from this tensor (``loss.item()`` to log a loss): that graph
+        is a backward's, shown as one; a loop past the detail cap has no snapshot to compare with.
+        """
+        if len(self._cut_graphs) < MAX_CUT_GRAPHS and not self.was_root(tensor):
             self._cut_graphs.append(self.walker.take([tensor], Walk()))
+
+    def was_root(self, tensor: torch.Tensor) -> bool:
+        """Backward (or autograd.grad) ran from this very tensor in this cell."""
+        node = grad_fn_of(tensor)
+        ref = self._roots.get(id(node)) if node is not None else None
+        return ref is not None and ref() is tensor
+
+    def _note_roots(self, roots: list[torch.Tensor]) -> None:
+        # every call, past the detail cap too: a weak reference per root (kept with its node's id,
+        # which is unique while the tensor, holding its node, lives); dead ones are dropped as we go
+        for root in roots:
+            node = grad_fn_of(root)
+            if node is not None:
+                self._roots[id(node)] = weakref.ref(root)
+        if len(self._roots) > 64:
+            self._roots = {key: ref for key, ref in self._roots.items() if ref() is not None}
 
     def cut_graphs(self) -> tuple[GraphSnapshot, ...]:
         return tuple(self._cut_graphs)
@@ -93,9 +115,10 @@ class BackwardRecorder:
                 site, count = self._rec.count_site(func, 3)
                 key = (site.line, site.code, func.__name__)
                 self._calls[key] = self._calls.get(key, 0) + 1
+                roots = _roots(func, args, kwargs)
+                self._note_roots(roots)
                 if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
                     return _Call(site)  # past the detail cap: recorded only if it fails
-                roots = _roots(func, args, kwargs)
                 root = describe_tensor(roots[0], self._rec.ids) if roots else None
                 seq = self._rec.add_backward_op(func, site, root)
                 prepared = self._prepare(roots, site) if count <= MAX_BACKWARD_DETAIL else None
@@ -236,7 +259,7 @@ class BackwardRecorder:
             if info.grad_fn is None or base_name(name) not in used or info.node in covered:
                 continue  # a backward's snapshot already holds this graph
             tensor = live.get(info.tid)
-            if isinstance(tensor, torch.Tensor) and grad_fn_of(tensor) is not None:
+            if isinstance(tensor, torch.Tensor) and grad_fn_of(tensor) is not None and not self.was_root(tensor):
                 out.append(self.walker.take([tensor], Walk()))
                 if len(out) >= limit:
                     break
@@ -245,6 +268,7 @@ class BackwardRecorder:
     def close(self) -> None:
         self._hook_grads.clear()
         self._before_grads.clear()
+        self._roots.clear()
         self.training.close()
 
 
