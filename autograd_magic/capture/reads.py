@@ -190,7 +190,7 @@ def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:
     if len(batch) > 1:
         with quiet(), torch.no_grad():
             try:
-                norms = torch._foreach_norm([tensors[i] for i in batch])  # type: ignore[misc]
+                norms = list(torch._foreach_norm([tensors[i] for i in batch]))  # type: ignore[misc]
                 if len({n.dtype for n in norms}) > 1:  # stack needs one dtype: f64 holds every float exactly
                     norms = [n.double() for n in norms]
                 found = dict(zip(batch, torch.stack(norms).tolist(), strict=True))

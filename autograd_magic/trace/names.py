@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+from collections.abc import Sequence
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -43,7 +44,7 @@ class _Uses(ast.NodeVisitor):
         if node.id not in self._hidden[-1]:
             self.found.add(node.id)
 
-    def _scoped(self, scope: ast.AST, local: set[str], body: list[ast.AST]) -> None:
+    def _scoped(self, scope: ast.AST, local: set[str], body: Sequence[ast.AST]) -> None:
         declared = {name for n in ast.walk(scope) if isinstance(n, (ast.Global, ast.Nonlocal)) for name in n.names}
         self._hidden.append(self._hidden[-1] | (local - declared))
         for part in body:
@@ -56,7 +57,7 @@ class _Uses(ast.NodeVisitor):
                       *getattr(node, "decorator_list", []), *filter(None, [getattr(node, "returns", None)])]:
             self.visit(outer)  # evaluated in the enclosing scope
         params = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg] if a}
-        body = node.body if isinstance(node.body, list) else [node.body]
+        body: Sequence[ast.AST] = node.body if isinstance(node.body, list) else [node.body]
         stored = {n.id for part in body for n in ast.walk(part) if isinstance(n, ast.Name)
                   and isinstance(n.ctx, (ast.Store, ast.Del))}
         self._scoped(node, params | stored, body)
