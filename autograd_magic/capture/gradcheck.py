@@ -29,6 +29,7 @@ _CONSTANTS = (type(None), bool, int, float, complex, str, torch.dtype, torch.dev
               torch.memory_format)
 _BASE_SETUP_CONTEXT = torch.autograd.function._SingleLevelFunction.setup_context  # as Function.apply tells
 _TORCH_MODULES = ("torch.", "functorch.")  # torch's own Functions (checkpoint, ...) are not the user's
+_TORCH_EXAMPLES = "torch.testing."  # ... but the ones its tests define as examples are
 
 
 @dataclass
@@ -56,7 +57,7 @@ class FunctionCalls:
             return
         scope = apply.f_locals
         cls = scope.get("cls")
-        if not isinstance(cls, type) or cls.__module__.startswith(_TORCH_MODULES):
+        if not isinstance(cls, type) or _is_torchs_own(cls):
             return
         site = self.sites.site(self.sites.user_frame_from(apply.f_back))
         if (cls, site) in self.calls:
@@ -80,6 +81,11 @@ class FunctionCalls:
                                       _parameter_names(call.cls)))
         self.calls.clear()  # the copies and classes go now
         return tuple(events)
+
+
+def _is_torchs_own(cls: type) -> bool:
+    module = getattr(cls, "__module__", None) or ""
+    return module.startswith(_TORCH_MODULES) and not module.startswith(_TORCH_EXAMPLES)
 
 
 def _apply_frame(frame: FrameType | None) -> FrameType | None:

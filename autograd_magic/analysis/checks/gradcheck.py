@@ -51,9 +51,9 @@ def _mismatch_message(event: GradcheckEvent) -> str:
 
 def _compared(mismatch: GradcheckMismatch) -> str:
     at = f"{mismatch.name}[{', '.join(map(str, mismatch.index))}]" if mismatch.index else mismatch.name
-    return (f"  {mismatch.name}: expected {_numbers(mismatch.expected, mismatch.elements)} (finite differences), "
-            f"got {_numbers(mismatch.got, mismatch.elements)} (backward); most off at {at}: {mismatch.worst_expected:.4g} "
-            f"vs {mismatch.worst_got:.4g}")
+    expected, got = _numbers(mismatch.expected, mismatch.elements), _numbers(mismatch.got, mismatch.elements)
+    return (f"  {mismatch.name}: expected {expected} (finite differences), got {got} (backward); "
+            f"most off at {at}: {mismatch.worst_expected:.4g} vs {mismatch.worst_got:.4g}")
 
 
 def _numbers(values: tuple[float, ...], elements: int) -> str:
