@@ -51,32 +51,55 @@ def compare(cls: type, arguments: list[Argument], kwargs: dict[str, Any], name: 
     """The event for one Function call: its backward matched finite differences, did not, or was not checked."""
     labels = tuple(_label(a.position, parameters) for a in arguments if a.differentiable)
     try:
-        with _isolated() as state:
-            mismatches = _Comparison(cls, arguments, kwargs, state).run(parameters)
+        with _isolated(_cuda_devices(arguments)) as states:
+            mismatches = _Comparison(cls, arguments, kwargs, states).run(parameters)
     except Skip as skip:
         return GradcheckEvent(name, site, "skipped", str(skip), checked=labels)
     return GradcheckEvent(name, site, "mismatch" if mismatches else "ok", mismatches=mismatches, checked=labels)
 
 
 @contextlib.contextmanager
-def _isolated() -> Iterator[torch.Tensor]:
+def _isolated(cuda: list[int]) -> Iterator[_States]:
     """Run the re-check with every generator, grad mode, output and warning filter put back afterwards."""
     numpy = sys.modules.get("numpy")
     python_state = random.getstate()
     numpy_state = numpy.random.get_state() if numpy is not None else None
     try:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad(), quiet(), warnings.catch_warnings(), \
+        with torch.random.fork_rng(devices=cuda), torch.enable_grad(), quiet(), warnings.catch_warnings(), \
                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            yield torch.default_generator.get_state()
+            yield _States(torch.default_generator.get_state(), {d: torch.cuda.get_rng_state(d) for d in cuda})
     finally:
         random.setstate(python_state)
         if numpy is not None and numpy_state is not None:
             numpy.random.set_state(numpy_state)
 
 
+def _cuda_devices(arguments: list[Argument]) -> list[int]:
+    """The CUDA devices the copies live on (their generators are forked too); other accelerators are not checked."""
+    devices = {a.value.device for a in arguments if isinstance(a.value, torch.Tensor)}
+    if any(d.type not in ("cpu", "cuda") for d in devices):
+        raise Skip("its inputs are on " + ", ".join(sorted({d.type for d in devices})) + "; only CPU and CUDA "
+                   "tensors are checked")
+    return sorted({d.index if d.index is not None else torch.cuda.current_device() for d in devices
+                   if d.type == "cuda"})
+
+
+@dataclass
+class _States:
+    """The random states every forward starts from: a forward that draws random numbers is compared with itself."""
+
+    cpu: torch.Tensor
+    cuda: dict[int, torch.Tensor]
+
+    def restore(self) -> None:
+        torch.default_generator.set_state(self.cpu)
+        for device, state in self.cuda.items():
+            torch.cuda.set_rng_state(state, device)
+
+
 class _Comparison:
-    def __init__(self, cls: type, arguments: list[Argument], kwargs: dict[str, Any], state: torch.Tensor) -> None:
+    def __init__(self, cls: type, arguments: list[Argument], kwargs: dict[str, Any], state: _States) -> None:
         self.cls = cls
         self.arguments = arguments
         self.kwargs = kwargs
@@ -86,7 +109,7 @@ class _Comparison:
 
     def outputs(self, values: list[Any]) -> list[torch.Tensor]:
         """The floating outputs of one forward; every forward starts from the same random state."""
-        torch.default_generator.set_state(self.state)
+        self.state.restore()
         args = [v.clone() if isinstance(v, torch.Tensor) else v for v in values]  # a forward may write its input
         try:
             result = self.cls.apply(*args, **self.kwargs)  # type: ignore[attr-defined]
@@ -120,7 +143,8 @@ class _Comparison:
             raise Skip(f"its forward returned {str(low).replace('torch.', '')} for float64 inputs; finite "
                        "differences need double precision")
         generator = torch.Generator().manual_seed(0)  # our own: the cell's stream is not drawn from
-        weights = [torch.randn(outs[i].shape, dtype=torch.float64, generator=generator) for i in self.picked]
+        weights = [torch.randn(outs[i].shape, dtype=torch.float64, generator=generator).to(outs[i].device)
+                   for i in self.picked]
         try:
             grads = torch.autograd.grad([outs[i] for i in self.picked], wanted, weights, allow_unused=True)
         except Exception as error:
