@@ -62,6 +62,8 @@ class Recorder:
 
     ``filename`` names the code whose lines are reported (a notebook cell);
     without it the first frame outside torch is taken as user code.
+    ``gradcheck=True`` also checks each custom ``autograd.Function``'s backward
+    against finite differences on exit (see gradcheck.py: it calls the forward again).
     """
 
     def __init__(
