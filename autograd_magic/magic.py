@@ -33,6 +33,8 @@ class AutogradMagic(Magics):
                 help="What to display: the widget (auto in Jupyter), static HTML, or text.").tag(config=True)
     graph = Bool(True, help="Draw graphs (turn off with --no-graph).").tag(config=True)
     quiet = Bool(False, help="Display nothing (the report is still stored with -o).").tag(config=True)
+    gradcheck = Bool(False, help="Compare each custom autograd.Function's backward with finite differences "
+                                 "(runs its forward again on float64 copies).").tag(config=True)
     depth = Int(None, allow_none=True,
                 help="Draw nn.Modules nested deeper than this many levels as one node each.").tag(config=True)
 
@@ -52,6 +54,9 @@ class AutogradMagic(Magics):
     @argument("--text", action="store_true", help="Same as --view text.")
     @argument("--torchviz", action="store_true", help="Also show torchviz's own drawing of the graph.")
     @argument("--save", metavar="PATH", help="Write the report to PATH (.json, .html or .svg).")
+    @argument("--gradcheck", action="store_true", default=None,
+              help="After the cell, compare each custom autograd.Function's backward with finite differences "
+                   "(calls its forward again on float64 copies of inputs of at most 1,000 elements).")
     @line_cell_magic
     def autograd(self, line: str = "", cell: str | None = None) -> Any:
         """Run a cell (or one statement) as usual and show what autograd did.
@@ -77,6 +82,9 @@ class AutogradMagic(Magics):
             %%autograd --depth 1        # each nn.Module is a box; model.0, model.1, ... one node each
             loss = model(batch).sum()
 
+            %%autograd --gradcheck      # is MyFn's backward right? (its forward runs again, on float64 copies)
+            y = MyFn.apply(x)
+
             %autograd y = x.detach()      # one statement
 
             %config AutogradMagic.view = 'text'
@@ -96,6 +104,7 @@ class AutogradMagic(Magics):
             session=self.session,
             cell=number,
             torchviz=args.torchviz,
+            gradcheck=self.gradcheck if args.gradcheck is None else args.gradcheck,
         )
         try:
             with recorder:

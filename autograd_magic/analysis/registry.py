@@ -22,6 +22,7 @@ from .checks.errors import (
     check_requires_grad_nonleaf,
 )
 from .checks.flow import check_eval_keeps_grad, check_history_growing, check_nonleaf_grad
+from .checks.gradcheck import check_gradcheck
 from .checks.grads import check_grad_accumulated, check_saved_tensor_mutated
 from .checks.inplace import check_inplace_saved_tensor
 from .checks.memory import check_alias_write, check_shared_memory
@@ -59,6 +60,7 @@ CHECKS: dict[str, Check] = {
     "vanishing-gradients": check_vanishing_gradients,
     "never-gets-gradient": check_never_gets_gradient,
     "constant-loss": check_constant_loss,
+    "gradcheck": check_gradcheck,
 }
 TRAINING_KINDS = frozenset({"exploding-gradients", "vanishing-gradients", "never-gets-gradient", "constant-loss"})
 

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 
 from .. import internal
-from ..trace.events import Binding, ErrorInfo, OpEvent, Site, TensorInfo, Trace
+from ..trace.events import Binding, ErrorInfo, GradcheckEvent, OpEvent, Site, TensorInfo, Trace
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
+from .gradcheck import FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
 from .namespace import scan_namespace
-from .reads import grad_fn_of, quiet
+from .reads import grad_fn_of, profiling, quiet
 from .session import Session, remembered
 from .sites import SiteTable
 from .tensors import Identity, describe
@@ -61,6 +62,8 @@ class Recorder:
 
     ``filename`` names the code whose lines are reported (a notebook cell);
     without it the first frame outside torch is taken as user code.
+    ``gradcheck=True`` also checks each custom ``autograd.Function``'s backward
+    against finite differences on exit (see gradcheck.py: it calls the forward again).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Recorder:
         session: Session | None = None,
         cell: int | None = None,
         torchviz: bool = False,
+        gradcheck: bool = False,
     ) -> None:
         self.sites = SiteTable(source, filename, first_line)
         self.ids = Identity()
@@ -95,6 +99,9 @@ class Recorder:
         self._mode: RecordingMode | None = None
         self._previous: dict[str, TensorInfo] = {}
         self.modules = ModuleNames(self.namespace, self.sites.is_user_code)
+        # --gradcheck: the custom Functions called, checked after the cell (None: off, nothing is looked at)
+        self.functions = FunctionCalls(self.sites) if gradcheck else None
+        self._gradchecks: tuple[GradcheckEvent, ...] | None = None
 
     # -- entering and leaving -------------------------------------------------
     def __enter__(self) -> Recorder:
@@ -114,6 +121,7 @@ class Recorder:
         mode, self._mode = self._mode, None
         if mode is not None:
             leave_mode(mode, self)
+        self._check_functions(exc)
         try:
             with quiet():
                 self.trace = self._finish(exc, tb)
@@ -121,6 +129,7 @@ class Recorder:
             internal.report_failure("building the trace")
             self.trace = Trace(source=self._source, first_line=self._first_line)
         finally:
+            self.functions = None
             self.ids.clear()
             self.backward.close()
             self.modules.clear()
@@ -131,6 +140,8 @@ class Recorder:
         """Record one call in detail; called for the first `max_repeats` calls per call site."""
         if error is not None:
             self._failed_calls += 1
+        if self.functions is not None:
+            self._note_function(caller)
         try:
             frame = self.sites.user_frame_from(caller)
             with quiet():
@@ -138,6 +149,23 @@ class Recorder:
                              module=None if frame is caller else self.modules.module_of(caller))
         except Exception:
             internal.report_failure("recording an op")
+
+    def _note_function(self, caller: FrameType) -> None:
+        try:
+            assert self.functions is not None
+            self.functions.note(caller)
+        except Exception:
+            internal.report_failure("noting a custom autograd.Function call")
+
+    def _check_functions(self, exc: BaseException | None) -> None:
+        """--gradcheck, after the cell: never after an interrupt, never into the cell's result."""
+        if self.functions is None or (exc is not None and not isinstance(exc, Exception)):
+            return
+        try:
+            busy = "a profiler was recording, and it would have seen the forward run again" if profiling() else ""
+            self._gradchecks = self.functions.check(busy)
+        except Exception:
+            internal.report_failure("checking custom autograd.Functions")
 
     def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
                 error: BaseException | None, frame: FrameType | None, direct: bool = True,
@@ -270,6 +298,7 @@ class Recorder:
             torchviz=self.backward.torchviz_source or self._torchviz_of_results(final),
             training=self.backward.training.result(),
             modules=self.modules.classes(),
+            gradchecks=self._gradchecks,
         )
 
     def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:

@@ -194,6 +194,41 @@ class Trace:
     torchviz: str | None = None  # torchviz's DOT source for the first graph (--torchviz), or a one-line reason
     training: TrainingTrace | None = None  # per-step loss and gradient norms when backward ran more than once
     modules: dict[str, str] = field(default_factory=dict)  # qualified module name -> class, for the namespace's modules
+    gradchecks: tuple[GradcheckEvent, ...] | None = None  # --gradcheck's findings; None: the option was off
+
+
+@dataclass(frozen=True, slots=True)
+class GradcheckMismatch:
+    """One input whose analytical gradient (the Function's backward) differs from finite differences.
+
+    Both are vector-Jacobian products with the same random ``grad_output``; ``index`` is the element
+    where they differ most, ``expected``/``got`` list the first few elements of each.
+    """
+
+    position: int  # the argument's position in ``apply(...)``
+    name: str  # the forward's parameter name for it ("x"), or "input 0"
+    index: tuple[int, ...]
+    expected: tuple[float, ...]  # finite differences
+    got: tuple[float, ...]  # the Function's backward
+    worst_expected: float
+    worst_got: float
+    elements: int = 0  # the input's size (``expected`` lists at most a few)
+
+
+@dataclass(frozen=True, slots=True)
+class GradcheckEvent:
+    """What --gradcheck found for one custom ``autograd.Function`` class at one call site.
+
+    ``status``: "ok" (backward matches finite differences), "mismatch", or "skipped" with a ``reason``
+    (inputs too big, not floating, forward or backward raised on the float64 copies, ...).
+    """
+
+    function: str  # the class's qualified name
+    site: Site  # the cell line that called ``apply``
+    status: str
+    reason: str = ""
+    mismatches: tuple[GradcheckMismatch, ...] = ()
+    checked: tuple[str, ...] = ()  # the inputs compared
 
 
 @dataclass(frozen=True, slots=True)

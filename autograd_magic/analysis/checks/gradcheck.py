@@ -1,0 +1,65 @@
+"""--gradcheck: a custom autograd.Function whose backward disagrees with finite differences."""
+
+from __future__ import annotations
+
+from ...report.model import Diagnostic
+from ...trace.events import GradcheckEvent, GradcheckMismatch, Trace
+from ..naming import Names
+
+_HOW = "its forward was run again on float64 copies of the inputs, after the cell"
+
+
+def check_gradcheck(trace: Trace, names: Names) -> list[Diagnostic]:
+    """A warning per mismatching Function and call site; notes for what passed or could not be checked."""
+    if trace.gradchecks is None:
+        return []  # the option was off
+    if not trace.gradchecks:
+        return [Diagnostic("gradcheck", "note", None, "", (),
+                           "--gradcheck found no custom autograd.Function call to check: the cell called none "
+                           "(or none whose forward ran a torch operation).")]
+    return [_diagnostic(event) for event in trace.gradchecks]
+
+
+def _diagnostic(event: GradcheckEvent) -> Diagnostic:
+    site, name = event.site, event.function
+    if event.status == "mismatch":
+        return Diagnostic("gradcheck", "warning", site.line, site.code, (name,), _mismatch_message(event))
+    if event.status == "ok":
+        return Diagnostic("gradcheck", "note", site.line, site.code, (name,),
+                          f"--gradcheck: the backward of `{name}` matches finite differences for "
+                          f"{_listed(event.checked)} ({_HOW}).")
+    return Diagnostic("gradcheck", "note", site.line, site.code, (name,),
+                      f"--gradcheck could not check `{name}`: {event.reason}.")
+
+
+def _mismatch_message(event: GradcheckEvent) -> str:
+    name = event.function
+    call = f"`{event.site.expr}`" if event.site.expr else "this call"
+    wrong = [m.name for m in event.mismatches]
+    lines = [f"{call} uses the custom autograd.Function `{name}`, whose backward does not match finite "
+             f"differences for {_listed(wrong)}: the gradients it returns are wrong ({_HOW}; both sides "
+             f"use the same random grad_output)."]
+    lines += [_compared(m) for m in event.mismatches]
+    inputs = ", ".join(f"d/d {m.name} (the value at position {m.position} of backward's return)"
+                       for m in event.mismatches)
+    lines.append(f"Fix: check the backward of `{name}`: {inputs} must be grad_output times the derivative of "
+                 f"forward's output with respect to that input. A missing factor, a forgotten grad_output or a "
+                 f"wrong sign gives exactly this; `torch.autograd.gradcheck({name}.apply, inputs)` on double "
+                 f"inputs checks it in isolation.")
+    return "\n".join(lines)
+
+
+def _compared(mismatch: GradcheckMismatch) -> str:
+    at = f"{mismatch.name}[{', '.join(map(str, mismatch.index))}]" if mismatch.index else mismatch.name
+    expected, got = _numbers(mismatch.expected, mismatch.elements), _numbers(mismatch.got, mismatch.elements)
+    return (f"  {mismatch.name}: expected {expected} (finite differences), got {got} (backward); "
+            f"most off at {at}: {mismatch.worst_expected:.4g} vs {mismatch.worst_got:.4g}")
+
+
+def _numbers(values: tuple[float, ...], elements: int) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + (", ...]" if elements > len(values) else "]")
+
+
+def _listed(words: tuple[str, ...] | list[str]) -> str:
+    quoted = [f"`{w}`" for w in words] or ["its inputs"]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
