@@ -25,7 +25,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..report.model import SEVERITIES, Node, Report
+from ..report.model import SEVERITIES, Node, Report, Step
 from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
 from .numbering import for_display
@@ -33,6 +33,7 @@ from .saved import saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
+MAX_VALUES = 12  # gradient values the widget lists (widget.js MAX_VALUES)
 TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay", "training")
 
 
@@ -99,15 +100,40 @@ def payload(report: Report) -> dict[str, Any]:
             node_data["saved_text"] = saved_items(node.saved)
     for index, (replay, replay_data) in enumerate(zip(report.backward_steps, data["backward_steps"], strict=True), 1):
         replay_data["title"] = replay_title(replay, index)
-        for step, step_data in zip(replay.steps, replay_data["steps"], strict=True):
-            step_data["lines"] = step_lines(step)
+        replay_data["steps"] = [_replay_step(step) for step in replay.steps]
     data["summary"] = summary_line(report)
     data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
                         for i, g in enumerate(report.graphs, 1)]
     data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
     data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
     data.pop("torchviz_dot", None)  # drawn above; the source would only double the size
+    data.pop("gradients", None)  # the same values as gradient_details, which the panels read
+    for row in data["gradient_details"].values():  # the panel lists the first MAX_VALUES ("…" after)
+        row["values"], row["before"] = _first(row["values"]), _first(row["before"])
     return data
+
+
+def _first(values: Any) -> Any:
+    """The first `MAX_VALUES` + 1 of nested lists, flattened: what the Gradients panel can show."""
+    if not isinstance(values, list):
+        return values
+    flat: list[Any] = []
+    stack = [values]
+    while stack and len(flat) <= MAX_VALUES:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _replay_step(step: Step) -> dict[str, Any]:
+    """What the replay panel shows of a step: its words (``lines``, made here from the full record) and
+    where it sits in the drawing. The structured values stay in `Report.to_dict`; sent along, they
+    tripled a transformer's payload."""
+    return {"number": step.number, "label": step.label, "node": step.node,
+            "sent": [{"node": flow.node} for flow in step.sent], "lines": step_lines(step)}
 
 
 def _drawing(rendered: Rendered, title: str) -> dict[str, Any]:
