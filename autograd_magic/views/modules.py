@@ -21,7 +21,8 @@ def cluster_lines(modules: Iterable[ModuleRow]) -> list[str]:
 
 
 def _cluster(row: ModuleRow, children: dict[str | None, list[ModuleRow]], key: str, indent: str) -> list[str]:
-    label = f"{row.name} ({row.cls})".replace("\\", "\\\\").replace('"', '\\"')
+    text = f"{row.label} ({row.cls}) ×{row.repeat}" if row.repeat > 1 else f"{row.name} ({row.cls})"
+    label = text.replace("\\", "\\\\").replace('"', '\\"')
     lines = [f'{indent}subgraph "cluster_m{key}" {{',
              f'{indent}  graph [label="{label}", id="m{key}", class="agm-module", style="rounded,dashed", '
              f'color="gray50", fontcolor="gray30", fontsize=10, labeljust="l"];']
