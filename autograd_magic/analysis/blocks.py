@@ -113,7 +113,7 @@ def fold_block(nodes: list[Node], edges: list[tuple[int, int]],
 def _sibling_alias(nodes: list[Node], block: Block) -> dict[int, int]:
     def slots(instance: str) -> dict[tuple[Key, int], int]:
         cut, seen = len(instance) + 1, Counter[Key]()
-        out = {}
+        out: dict[tuple[Key, int], int] = {}
         for n in _members(nodes, instance):
             key = _key(n, cut)
             out[(key, seen[key])] = n.id

@@ -80,7 +80,7 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
             depth: int | None, folds: Folds) -> list[Graph]:
     cuts = cuts_of(trace, names)
     steps = {out.node: op.seq for op in trace.ops for out in op.outputs if out.node is not None}
-    out = []
+    out: list[Graph] = []
     covered: set[int] = set()
     for event in trace.backwards:
         if event.graph is not None:

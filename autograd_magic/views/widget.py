@@ -18,6 +18,7 @@ text views, so a saved notebook, nbconvert and a terminal still show everything.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import anywidget
 import traitlets
 
+from .. import internal
 from ..report.model import SEVERITIES, Node, Report, Step
 from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
@@ -33,6 +35,7 @@ from .saved import saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
+Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
 MAX_VALUES = 12  # gradient values the widget lists (widget.js MAX_VALUES)
 TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay", "training")
 
@@ -51,14 +54,42 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
     tab = traitlets.Enum(TABS, "graph", help="The panel on show.").tag(sync=True)
     replay_call = traitlets.Int(0, help="Backward replay: which recorded backward call.").tag(sync=True)
     replay_step = traitlets.Int(1, help="Backward replay: the step on show (from 1).").tag(sync=True)
+    fold_request = traitlets.Dict(help="A click on a module: {graph, module, open}; answered by a new report.",
+                                  ).tag(sync=True)
 
-    def __init__(self, report: Report, **kwargs: Any) -> None:
+    def __init__(self, report: Report, refold: Refold | None = None, **kwargs: Any) -> None:
         self.source_report = report  # plain data, no tensors: safe to keep
+        self._refold = refold
+        self._folds: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
         kwargs.setdefault("step", report.ops[-1].seq if report.ops else 0)
         tab, diagnostic = opening(report)
         kwargs.setdefault("tab", tab)
         kwargs.setdefault("diagnostic", diagnostic)
         super().__init__(report=payload(report), **kwargs)
+
+    @traitlets.observe("fold_request")
+    def _fold(self, change: dict[str, Any]) -> None:
+        """Unfold (``open``) or fold one module of one graph: the report is built again with the modules
+        every click so far opened or closed, and sent whole (the drawing's layout changes with it)."""
+        request = change["new"]
+        if self._refold is None or not isinstance(request.get("module"), str):
+            return
+        index = int(request.get("graph", 0))
+        opened, closed = self._folds.get(index, (frozenset(), frozenset()))
+        name = request["module"]
+        if request.get("open"):
+            opened, closed = opened | {name}, closed - {name}
+        else:
+            opened, closed = opened - {name}, closed | {name}
+        self._folds[index] = (opened, closed)
+        try:
+            report = self._refold(dict(self._folds))
+        except Exception:
+            internal.report_failure("folding a module")
+            return
+        self.source_report = report
+        self.selected = None  # node ids are numbered afresh in the new drawing
+        self.report = payload(report)
 
     @property
     def selected_node(self) -> Node | None:
