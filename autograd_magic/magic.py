@@ -142,8 +142,8 @@ class AutogradMagic(Magics):
                 return
             graph = self.graph and not args.no_graph
             depth = args.depth if args.depth is not None else self.depth
-            report = build_report(recorder.trace, max_nodes=args.max_nodes or self.max_nodes, graphs=graph,
-                                  depth=depth)
+            trace, max_nodes = recorder.trace, args.max_nodes or self.max_nodes
+            report = build_report(trace, max_nodes=max_nodes, graphs=graph, depth=depth)
             report.hints.extend(f"autograd_magic failed while {what}; the report may be incomplete."
                                 for what in dict.fromkeys(internal.take_failures()))
             if args.out:
@@ -153,7 +153,9 @@ class AutogradMagic(Magics):
             quiet = self.quiet if args.quiet is None else args.quiet
             if not quiet:
                 view = "text" if args.text else args.view or self.view
-                show_report(report, view=view, shell=self.shell, torchviz=args.torchviz)
+                show_report(report, view=view, shell=self.shell, torchviz=args.torchviz,
+                            refold=lambda folds: build_report(trace, max_nodes=max_nodes, graphs=graph,
+                                                              depth=depth, folds=folds))
         except Exception:
             internal.report_failure("showing the report")
             print("autograd_magic: could not show the report (internal error); the cell itself ran normally.")

@@ -157,3 +157,120 @@ def test_browser_widget_draws_module_boxes_and_folded_modules(ip: Any, browser_p
     page.click(f'g.node[id="n{folded.id}"]')
     assert "TransformerEncoderLayer" in page.inner_text("aside.agm-details")
     assert page.agm_errors == []
+
+
+# -- repeated blocks ×N and folding to fit --max-nodes -----------------------------------------------------
+SIX_LAYERS = ("enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 6,\n"
+              "                            enable_nested_tensor=False)\n"
+              "loss = enc(torch.randn(2, 5, 16)).sum()\nloss.backward()")
+DEEP_MLP = ("model = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.Tanh()) for _ in range(30)])\n"
+            "loss = model(torch.randn(4, 8)).sum()\nloss.backward()")
+
+
+def test_transformer_layers_fold_into_one_block_times_six_instead_of_dropping(ip: Any) -> None:
+    report, _ = report_of(ip, SETUP + SIX_LAYERS)
+    graph = report.graphs[0]
+    assert graph.dropped == 0 and len(graph.nodes) <= 150
+    block = next(m for m in graph.modules if m.repeat > 1)
+    assert (block.repeat, block.label, block.cls) == (6, "enc.layers.0–5", "TransformerEncoderLayer")
+    assert "enc.layers.0–5 (TransformerEncoderLayer) ×6" in to_dot(graph)
+    assert not any((n.module or "").startswith("enc.layers.2") for n in graph.nodes)  # drawn once, as layer 5
+    assert any(n.repeat == 6 and n.label == "AddmmBackward0" for n in graph.nodes)
+
+
+def test_a_small_graph_keeps_its_layers_apart(ip: Any) -> None:
+    report, _ = report_of(ip, SETUP + SIX_LAYERS, "--max-nodes 1000")
+    graph = report.graphs[0]
+    assert all(m.repeat == 1 for m in graph.modules) and graph.dropped == 0
+    assert {f"enc.layers.{i}" for i in range(6)} <= {m.name for m in graph.modules}
+
+
+@pytest.mark.parametrize("name", ["MLP", "CNN", "LSTM", "TransformerEncoder"])
+def test_a_tight_budget_folds_modules_rather_than_dropping_nodes(ip: Any, name: str) -> None:
+    report, _ = report_of(ip, SETUP + MODELS[name][0], "--max-nodes 8")
+    graph = report.graphs[0]
+    assert len(graph.nodes) <= 8 and graph.dropped == 0
+    assert any(n.kind == "module" for n in graph.nodes)
+
+
+def test_a_sequential_of_identical_blocks_folds_times_n(ip: Any) -> None:
+    report, _ = report_of(ip, SETUP + DEEP_MLP, "--max-nodes 40")
+    graph = report.graphs[0]
+    assert graph.dropped == 0 and len(graph.nodes) <= 40
+    assert any(m.repeat >= 2 and m.cls == "Sequential" for m in graph.modules) or \
+        any(n.repeat >= 2 and n.kind == "module" for n in graph.nodes)
+
+
+def test_a_module_applied_several_times_is_one_block(ip: Any) -> None:
+    body = ("block = nn.Sequential(nn.Linear(4, 4), nn.Tanh())\nx = torch.randn(2, 4)\n"
+            "for _ in range(5):\n    x = block(x)\nloss = x.sum()\nloss.backward()")
+    report, _ = report_of(ip, SETUP + body, "--max-nodes 12")
+    graph = report.graphs[0]
+    assert graph.dropped == 0 and len(graph.nodes) <= 12
+    assert any(n.repeat == 5 for n in graph.nodes)
+
+
+# -- unfold and fold on click --------------------------------------------------------------------------
+def _shown_widget(ip: Any, monkeypatch: Any, body: str, options: str) -> AutogradView:
+    import autograd_magic.magic as magic
+
+    shown: dict[str, Any] = {}
+    monkeypatch.setattr(magic, "show_report", lambda report, **kw: shown.update(report=report, **kw))
+    run(ip, f"%%autograd {options}\n{body}")
+    return AutogradView(shown["report"], shown["refold"], tab="graph")
+
+
+def test_a_click_request_unfolds_and_folds_a_module(ip: Any, monkeypatch: Any) -> None:
+    view = _shown_widget(ip, monkeypatch, SETUP + MODELS["TransformerEncoder"][0], "--depth 2")
+    before = len(view.report["graphs"][0]["nodes"])
+    view.fold_request = {"graph": 0, "module": "enc.layers.1", "open": True, "n": 1}
+    unfolded = view.source_report.graphs[0]
+    assert len(unfolded.nodes) > before + 20
+    assert "enc.layers.1" in {m.name for m in unfolded.modules}
+    assert [n.name for n in unfolded.nodes if n.kind == "module"] == ["enc.layers.0"]
+    view.fold_request = {"graph": 0, "module": "enc.layers.1", "open": False, "n": 2}
+    assert len(view.report["graphs"][0]["nodes"]) == before
+
+
+@pytest.mark.browser
+def test_browser_click_unfolds_a_module_and_its_box_folds_it_back(ip: Any, monkeypatch: Any, browser_page: Any,
+                                                                   tmp_path: Path) -> None:
+    view = _shown_widget(ip, monkeypatch, SETUP + MODELS["TransformerEncoder"][0], "--depth 2")
+    page = browser_page
+    open_view(page, view, tmp_path)
+
+    def answer() -> None:  # what the kernel does: the request reaches Python, the new report comes back
+        view.fold_request = page.evaluate("window.agmData.fold_request")
+        page.evaluate("r => window.agmModel.set('report', r)", view.report)
+
+    drawn = lambda: page.eval_on_selector_all("div.agm-scroll svg g.node", "els => els.length")  # noqa: E731
+    before = drawn()
+    folded = next(n for n in view.source_report.graphs[0].nodes if n.kind == "module" and n.name == "enc.layers.1")
+    page.click(f'g.node[id="n{folded.id}"]')
+    assert "unfolding enc.layers.1" in page.inner_text("div.agm-graph-title")
+    answer()
+    opened = drawn()
+    assert opened > before + 20
+    for theme, name in (("light", "light-modules.png"), ("dark", "dark-modules.png")):
+        _screenshot(page, theme, name)
+    index = [m.name for m in view.source_report.graphs[0].modules].index("enc.layers.1")
+    box = page.locator(f'g.cluster[id="m{index}"]')
+    assert box.get_attribute("aria-label") == "fold enc.layers.1 into one node"
+    page.evaluate(f"document.querySelector('g.cluster[id=\"m{index}\"]').dispatchEvent(new MouseEvent('click'))")
+    answer()
+    assert drawn() == before
+    assert page.agm_errors == []
+
+
+def _screenshot(page: Any, theme: str, name: str) -> None:
+    artifacts = Path(__file__).parent.parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    dark = theme == "dark"
+    page.evaluate("""dark => {
+      const s = document.body.style;
+      for (const [k, v] of Object.entries(dark ? {"--jp-layout-color0": "#111", "--jp-layout-color1": "#111",
+          "--jp-layout-color2": "#333", "--jp-ui-font-color1": "#eee", "--jp-content-font-color1": "#eee",
+          "--jp-border-color2": "#555", "--jp-ui-font-color2": "#bbb"} : {})) s.setProperty(k, v);
+      s.background = dark ? "#111" : "#fff"; s.color = dark ? "#eee" : "#000";
+    }""", dark)
+    page.screenshot(path=str(artifacts / name), full_page=True)

@@ -130,9 +130,10 @@ const model = {{
     if (old !== v) (listeners["change:" + k] || []).forEach((f) => f());
   }},
   on: (event, f) => (listeners[event] ||= []).push(f),
-  off: () => {{}},
+  off: (event, f) => {{ listeners[event] = (listeners[event] || []).filter((g) => g !== f); }},
   save_changes: () => {{ window.agmSaved = (window.agmSaved || 0) + 1; }},
 }};
+window.agmModel = model;
 render({{ model, el: document.getElementById("host") }});
 window.agmReady = true;
 </script></body></html>"""
@@ -142,7 +143,7 @@ def widget_page(view: AutogradView) -> str:
     """The ESM with a minimal stand-in for anywidget's model, as a standalone page."""
     js = AutogradView._esm.replace("export default { render };", "")
     traits = {name: getattr(view, name) for name in ("report", "selected", "graph", "diagnostic", "step", "tab",
-                                                     "replay_call", "replay_step")}
+                                                     "replay_call", "replay_step", "fold_request")}
     return HARNESS.format(css=(STATIC / "widget.css").read_text(encoding="utf-8"), js=js,
                           traits=json.dumps(traits).replace("</", "<\\/"))
 

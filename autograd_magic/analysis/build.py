@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
@@ -18,13 +19,15 @@ from .training import build_training
 from .why import why_answers
 
 DEFAULT_MAX_NODES = 150
+Folds = Mapping[int, tuple[frozenset[str], frozenset[str]]]  # graph index -> (opened, closed) modules
 MAX_OP_ROWS = 2000  # the report lists at most this many ops; ops_total counts them all
 MAX_EXTRA_GRAPHS = 6  # graphs of named results that were never backwarded
 
 
 def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bool = True,
-                 depth: int | None = None) -> Report:
-    """``depth``: draw modules nested deeper than this many levels as one node each (None: every op)."""
+                 depth: int | None = None, folds: Folds | None = None) -> Report:
+    """``depth``: draw modules nested deeper than this many levels as one node each (None: every op).
+    ``folds``: per graph index, the modules (opened, closed) by clicks in the widget."""
     names = name_tensors(trace)
     used = identifiers(trace.source) | _backwarded_names(trace, names)
     report = Report(source=trace.source, first_line=trace.first_line)
@@ -32,7 +35,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
                         for n, g in trace.gradients.items() if _shown(n, used)}
     if graphs:
-        built = _graphs(trace, names, report.gradients, max_nodes, depth)
+        built = _graphs(trace, names, report.gradients, max_nodes, depth, folds or {})
         report.graphs = [with_modules(g, trace.modules) for g in renumber(built)]
         report.backward_steps = _replays(trace, names, built, report.graphs)
     report.answers = why_answers(trace, names, report.gradients, report.backward_steps, cuts_of(trace, names),
@@ -75,10 +78,10 @@ def _tensor_rows(trace: Trace, names: Names, used: AbstractSet[str]) -> dict[str
 
 
 def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: int,
-            depth: int | None) -> list[Graph]:
+            depth: int | None, folds: Folds) -> list[Graph]:
     cuts = cuts_of(trace, names)
     steps = {out.node: op.seq for op in trace.ops for out in op.outputs if out.node is not None}
-    out = []
+    out: list[Graph] = []
     covered: set[int] = set()
     for event in trace.backwards:
         if event.graph is not None:
@@ -88,13 +91,15 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
         root = (names.label(event.root.tid) if event.root else None) or _receiver(event)
         out.append(build_graph(graph, names, grads, root_name=root, site=event.site, backward=True,
                                calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps,
-                               modules=node_modules(trace, names, graph), depth=depth, classes=trace.modules))
+                               modules=node_modules(trace, names, graph), depth=depth, classes=trace.modules,
+                               folds=folds.get(len(out))))
     drawn = {(shape_of(e.graph), _root_line(e.graph)) for e in shown if e.graph is not None}
     extra = [s for s in _unbackwarded(trace.graphs, covered) if not _repeats(s, drawn)]
     for snap in extra[:MAX_EXTRA_GRAPHS]:
         out.append(build_graph(snap, names, grads, root_name=names.label(snap.root), site=None, backward=False,
                                calls=0, cuts=cuts, max_nodes=max_nodes, steps=steps,
-                               modules=node_modules(trace, names, snap), depth=depth, classes=trace.modules))
+                               modules=node_modules(trace, names, snap), depth=depth, classes=trace.modules,
+                               folds=folds.get(len(out))))
     return out
 
 

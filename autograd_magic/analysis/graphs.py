@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..report.model import Cut, GradRow, Graph, Node
 from ..trace.events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
-from .modules import fold_modules
+from .blocks import Block, block_label, find_blocks, fold_block
+from .modules import depth_of, fold_modules, fold_point
 from .naming import Names
 from .replay import value_row
 
@@ -18,7 +19,9 @@ FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, 
 def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *, root_name: str | None,
                 site: Site | None, backward: bool, calls: int, cuts: Iterable[Cut], max_nodes: int,
                 steps: dict[int, int], modules: dict[int, str] | None = None, depth: int | None = None,
-                classes: dict[str, str] | None = None) -> Graph:
+                classes: dict[str, str] | None = None,
+                folds: tuple[frozenset[str], frozenset[str]] | None = None) -> Graph:
+    """The drawn graph; ``folds``: (opened, closed) modules, what clicks in the widget asked for."""
     root_nid = snap.nodes[0].nid if snap.nodes else None
     nodes = []
     for raw in snap.nodes:
@@ -46,14 +49,70 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
     resolved = (replace(c, source=leaf_by_tid.get(-c.source)) if c.source is not None and c.source < 0 else c
                 for c in cuts)  # leaves are cut by tensor id: see cuts_of
     kept_cuts = tuple(c for c in resolved if c.source in ids)
-    nodes, module_edges = fold_modules(nodes, list(snap.edges), depth, classes or {})
-    folded_nodes, edges, folded = fold(nodes, module_edges)
-    capped, edges, dropped = cap(folded_nodes, edges, max_nodes)
+    drawn = fit(nodes, list(snap.edges), Plan(depth, classes or {}, *(folds or (frozenset(), frozenset()))),
+                max_nodes)
+    capped, edges, dropped = cap(drawn.nodes, drawn.edges, max_nodes)
     shown = {n.id for n in capped}
     return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges),
                  cuts=tuple(c for c in kept_cuts if c.source in shown),
-                 line=site.line if site else None, backward=backward, calls=calls, folded=folded,
-                 dropped=dropped + snap.truncated)
+                 line=site.line if site else None, backward=backward, calls=calls, folded=drawn.folded,
+                 dropped=dropped + snap.truncated, repeated=drawn.repeated)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to fold one graph: ``--depth``, the module classes, and what a click opened or closed."""
+
+    depth: int | None
+    classes: dict[str, str]
+    opened: frozenset[str] = frozenset()
+    closed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Drawn:
+    nodes: list[Node]
+    edges: list[tuple[int, int]]
+    folded: int
+    repeated: tuple[tuple[str, int, str], ...]  # (first instance, count, label) of each block drawn ×N
+
+
+def fit(nodes: list[Node], edges: list[tuple[int, int]], plan: Plan, max_nodes: int) -> Drawn:
+    """Fold until the graph fits ``max_nodes``: repeated blocks ×N first (largest first), then whole
+    modules, deepest level first; a module the user opened stays open. The cap drops only what is left."""
+    blocks: list[Block] = []
+    closed = set(plan.closed)
+    drawn = _draw(nodes, edges, plan, blocks, closed)
+
+    def over(d: Drawn) -> bool:
+        return max_nodes > 0 and len(d.nodes) > max_nodes
+
+    candidates = [b for b in find_blocks(nodes, plan.classes) if not plan.opened & set(b.instances)]
+    for block in candidates:
+        if not over(drawn):
+            return drawn
+        if any(fold_point(i, None, set(b.instances[1:]), set()) for b in blocks for i in block.instances):
+            continue  # inside an instance already drawn as the first one
+        blocks.append(block)
+        drawn = _draw(nodes, edges, plan, blocks, closed)
+    levels = sorted({depth_of(n.module) for n in drawn.nodes if n.module and n.kind != "module"}, reverse=True)
+    for level in levels:
+        if not over(drawn):
+            break
+        closed |= {m for n in drawn.nodes if n.module and depth_of(n.module) >= level
+                   for m in [".".join(n.module.split(".")[:level])] if m not in plan.opened}
+        drawn = _draw(nodes, edges, plan, blocks, closed)
+    return drawn
+
+
+def _draw(nodes: list[Node], edges: list[tuple[int, int]], plan: Plan, blocks: list[Block],
+          closed: set[str]) -> Drawn:
+    for block in blocks:
+        nodes, edges = fold_block(nodes, edges, block)
+    nodes, edges = fold_modules(nodes, edges, plan.depth, plan.classes, closed, plan.opened)
+    nodes, edges, folded = fold(nodes, edges)
+    repeated = tuple((b.first, b.count, block_label(b)) for b in blocks)
+    return Drawn(nodes, edges, folded + sum(b.saving for b in blocks), repeated)
 
 
 def _kind(label: str, is_root: bool) -> str:

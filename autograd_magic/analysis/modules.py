@@ -9,6 +9,7 @@ takes the deepest module shared by the nodes that consume it.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 from ..report.model import Graph, ModuleRow, Node
@@ -79,27 +80,42 @@ def depth_of(module: str) -> int:
 
 
 def fold_modules(nodes: list[Node], edges: list[tuple[int, int]], depth: int | None,
-                 classes: dict[str, str]) -> tuple[list[Node], list[tuple[int, int]]]:
-    """Each module deeper than ``depth`` levels drawn as one node (kind "module") in its parent's cluster."""
-    if depth is None:
+                 classes: dict[str, str], closed: AbstractSet[str] = frozenset(),
+                 opened: AbstractSet[str] = frozenset()) -> tuple[list[Node], list[tuple[int, int]]]:
+    """Each module deeper than ``depth`` levels, or named in ``closed``, drawn as one node (kind "module")
+    in its parent's cluster; a module in ``opened`` is not folded by ``depth``."""
+    if depth is None and not closed:
         return nodes, edges
     folded: dict[str, Node] = {}
     alias: dict[int, int] = {}
     out: list[Node] = []
     for node in nodes:
-        if node.module is None or depth_of(node.module) <= depth or node.kind == "root":
+        top = None if node.kind == "root" else fold_point(node.module, depth, closed, opened)
+        if top is None:
             out.append(node)
             continue
-        top = ".".join(node.module.split(".")[:depth + 1])
         first = folded.get(top)
         if first is None:
             first = folded[top] = Node(id=-(len(folded) + 1), label=classes.get(top, "Module"), name=top,
                                        line=node.line, code=node.code, shape=(), kind="module", module=top,
-                                       step=node.step)
+                                       step=node.step, repeat=node.repeat)
             out.append(first)
         alias[node.id] = first.id
     kept = dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges)
     return out, [(a, b) for a, b in kept if a != b]
+
+
+def fold_point(module: str | None, depth: int | None, closed: AbstractSet[str],
+               opened: AbstractSet[str]) -> str | None:
+    """The outermost module around ``module`` that is drawn folded, if any."""
+    if module is None:
+        return None
+    parts = module.split(".")
+    for level in range(1, len(parts) + 1):
+        name = ".".join(parts[:level])
+        if name in closed or (depth is not None and level == depth + 1 and name not in opened):
+            return name
+    return None
 
 
 def cluster_of(node: Node) -> str | None:
@@ -120,7 +136,9 @@ def with_modules(graph: Graph, classes: dict[str, str]) -> Graph:
     for name in list(members):
         parts = name.split(".")
         names.update(".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in classes)
-    rows = tuple(ModuleRow(name, classes.get(name, "Module"), _parent(name, names), tuple(members.get(name, ())))
+    repeated = {first: (count, label) for first, count, label in graph.repeated}
+    rows = tuple(ModuleRow(name, classes.get(name, "Module"), _parent(name, names), tuple(members.get(name, ())),
+                           *repeated.get(name, (1, "")))
                  for name in sorted(names, key=lambda n: (depth_of(n), n)))
     return replace(graph, modules=rows) if rows else graph
 

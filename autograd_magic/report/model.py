@@ -100,6 +100,8 @@ class ModuleRow:
     cls: str  # MultiheadAttention
     parent: str | None
     nodes: tuple[int, ...]  # ids of the nodes directly inside it
+    repeat: int = 1  # N when this module stands for N repeated blocks (drawn once, ×N)
+    label: str = ""  # the blocks it stands for: "enc.layers.0–5"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Graph:
     folded: int = 0  # nodes folded into repeat groups
     dropped: int = 0  # nodes left out by the --max-nodes cap
     modules: tuple[ModuleRow, ...] = ()  # outermost first; empty when no node ran inside a named module
+    repeated: tuple[tuple[str, int, str], ...] = ()  # (first instance, N, label) of blocks drawn once ×N
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ def mimebundle(report: Report) -> dict[str, str]:
     return {"text/plain": render_text(report), "text/html": render_html(report)}
 
 
-def show_report(report: Report, *, view: str = "auto", shell: Any = None, torchviz: bool = False) -> None:
+def show_report(report: Report, *, view: str = "auto", shell: Any = None, torchviz: bool = False,
+                refold: Callable[..., Report] | None = None) -> None:
     """Display the report: the widget in a kernel, else its HTML/text bundle.
 
     ``torchviz`` needs nothing here: the views draw `Report.torchviz_dot`
-    whenever the capture filled it.
+    whenever the capture filled it. ``refold`` builds the report again with other modules
+    folded: the widget calls it when a module is clicked.
     """
     from IPython.display import display
 
@@ -29,7 +32,7 @@ def show_report(report: Report, *, view: str = "auto", shell: Any = None, torchv
         print(render_text(report))
         return
     if view in ("auto", "widget") and _widgets_wanted(shell, view):
-        widget = _make_widget(report)
+        widget = _make_widget(report, refold)
         if widget is not None:
             display(widget)
             return
@@ -41,14 +44,14 @@ def _widgets_wanted(shell: Any, view: str) -> bool:
     return view == "widget" or getattr(shell, "kernel", None) is not None
 
 
-def _make_widget(report: Report) -> Any:
+def _make_widget(report: Report, refold: Callable[..., Report] | None = None) -> Any:
     try:
         from .widget import AutogradView
     except ImportError:
         report.hints.append("install ipywidgets and anywidget for the interactive view")
         return None
     try:
-        return AutogradView(report)
+        return AutogradView(report, refold)
     except Exception:  # the static view below still shows everything
         internal.report_failure("building the widget")
         report.hints.append("the interactive view failed to build; showing the static view")

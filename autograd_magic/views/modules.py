@@ -15,18 +15,22 @@ def cluster_lines(modules: Iterable[ModuleRow]) -> list[str]:
     for row in rows:
         children.setdefault(row.parent, []).append(row)
     out: list[str] = []
+    position = {row.name: index for index, row in enumerate(rows)}
     for index, row in enumerate(children.get(None, [])):
-        out.extend(_cluster(row, children, f"{index}", "  "))
+        out.extend(_cluster(row, children, f"{index}", "  ", position))
     return out
 
 
-def _cluster(row: ModuleRow, children: dict[str | None, list[ModuleRow]], key: str, indent: str) -> list[str]:
-    label = f"{row.name} ({row.cls})".replace("\\", "\\\\").replace('"', '\\"')
+def _cluster(row: ModuleRow, children: dict[str | None, list[ModuleRow]], key: str, indent: str,
+             position: dict[str, int]) -> list[str]:
+    """The cluster's SVG id is ``m<i>``, ``i`` its row in ``Graph.modules``: the widget folds it on click."""
+    text = f"{row.label} ({row.cls}) ×{row.repeat}" if row.repeat > 1 else f"{row.name} ({row.cls})"
+    label = text.replace("\\", "\\\\").replace('"', '\\"')
     lines = [f'{indent}subgraph "cluster_m{key}" {{',
-             f'{indent}  graph [label="{label}", id="m{key}", class="agm-module", style="rounded,dashed", '
-             f'color="gray50", fontcolor="gray30", fontsize=10, labeljust="l"];']
+             f'{indent}  graph [label="{label}", id="m{position[row.name]}", class="agm-module", '
+             f'style="rounded,dashed", color="gray50", fontcolor="gray30", fontsize=10, labeljust="l"];']
     lines += [f"{indent}  n{nid};" for nid in row.nodes]
     for index, child in enumerate(children.get(row.name, [])):
-        lines.extend(_cluster(child, children, f"{key}_{index}", indent + "  "))
+        lines.extend(_cluster(child, children, f"{key}_{index}", indent + "  ", position))
     lines.append(f"{indent}}}")
     return lines

@@ -18,6 +18,7 @@ text views, so a saved notebook, nbconvert and a terminal still show everything.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from typing import Any
 import anywidget
 import traitlets
 
-from ..report.model import SEVERITIES, Node, Report
+from .. import internal
+from ..report.model import SEVERITIES, Node, Report, Step
 from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
 from .numbering import for_display
@@ -33,6 +35,8 @@ from .saved import saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
+Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
+MAX_VALUES = 12  # gradient values the widget lists (widget.js MAX_VALUES)
 TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay", "training")
 
 
@@ -50,15 +54,44 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
     tab = traitlets.Enum(TABS, "graph", help="The panel on show.").tag(sync=True)
     replay_call = traitlets.Int(0, help="Backward replay: which recorded backward call.").tag(sync=True)
     replay_step = traitlets.Int(1, help="Backward replay: the step on show (from 1).").tag(sync=True)
+    fold_request = traitlets.Dict(help="A click on a module: {graph, module, open}; answered by a new report.",
+                                  ).tag(sync=True)
 
-    def __init__(self, report: Report, **kwargs: Any) -> None:
+    def __init__(self, report: Report, refold: Refold | None = None, **kwargs: Any) -> None:
         self.source_report = report  # plain data, no tensors: safe to keep
         self._shown = for_display(report)  # renumbered once for the payload, text and HTML alike
+        self._refold = refold
+        self._folds: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
         kwargs.setdefault("step", report.ops[-1].seq if report.ops else 0)
         tab, diagnostic = opening(report)
         kwargs.setdefault("tab", tab)
         kwargs.setdefault("diagnostic", diagnostic)
         super().__init__(report=payload(self._shown), **kwargs)
+
+    @traitlets.observe("fold_request")
+    def _fold(self, change: dict[str, Any]) -> None:
+        """Unfold (``open``) or fold one module of one graph: the report is built again with the modules
+        every click so far opened or closed, and sent whole (the drawing's layout changes with it)."""
+        request = change["new"]
+        if self._refold is None or not isinstance(request.get("module"), str):
+            return
+        index = int(request.get("graph", 0))
+        opened, closed = self._folds.get(index, (frozenset(), frozenset()))
+        name = request["module"]
+        if request.get("open"):
+            opened, closed = opened | {name}, closed - {name}
+        else:
+            opened, closed = opened - {name}, closed | {name}
+        self._folds[index] = (opened, closed)
+        try:
+            report = self._refold(dict(self._folds))
+        except Exception:
+            internal.report_failure("folding a module")
+            return
+        self.source_report = report
+        self._shown = for_display(report)
+        self.selected = None  # node ids are numbered afresh in the new drawing
+        self.report = payload(self._shown)
 
     @property
     def selected_node(self) -> Node | None:
@@ -100,15 +133,40 @@ def payload(report: Report) -> dict[str, Any]:
             node_data["saved_text"] = saved_items(node.saved)
     for index, (replay, replay_data) in enumerate(zip(report.backward_steps, data["backward_steps"], strict=True), 1):
         replay_data["title"] = replay_title(replay, index)
-        for step, step_data in zip(replay.steps, replay_data["steps"], strict=True):
-            step_data["lines"] = step_lines(step)
+        replay_data["steps"] = [_replay_step(step) for step in replay.steps]
     data["summary"] = summary_line(report)
     data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
                         for i, g in enumerate(report.graphs, 1)]
     data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
     data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
     data.pop("torchviz_dot", None)  # drawn above; the source would only double the size
+    data.pop("gradients", None)  # the same values as gradient_details, which the panels read
+    for row in data["gradient_details"].values():  # the panel lists the first MAX_VALUES ("…" after)
+        row["values"], row["before"] = _first(row["values"]), _first(row["before"])
     return data
+
+
+def _first(values: Any) -> Any:
+    """The first `MAX_VALUES` + 1 of nested lists, flattened: what the Gradients panel can show."""
+    if not isinstance(values, list):
+        return values
+    flat: list[Any] = []
+    stack = [values]
+    while stack and len(flat) <= MAX_VALUES:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+def _replay_step(step: Step) -> dict[str, Any]:
+    """What the replay panel shows of a step: its words (``lines``, made here from the full record) and
+    where it sits in the drawing. The structured values stay in `Report.to_dict`; sent along, they
+    tripled a transformer's payload."""
+    return {"number": step.number, "label": step.label, "node": step.node,
+            "sent": [{"node": flow.node} for flow in step.sent], "lines": step_lines(step)}
 
 
 def _drawing(rendered: Rendered, title: str) -> dict[str, Any]:

@@ -84,7 +84,15 @@ function sourceView(report, line) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// the report is sent again when a click folds or unfolds a module: draw it afresh, keeping the traits
 function render({ model, el }) {
+  let cleanup = draw({ model, el });
+  const redraw = () => { cleanup(); el.replaceChildren(); cleanup = draw({ model, el }); };
+  model.on("change:report", redraw);
+  return () => { cleanup(); model.off("change:report", redraw); };
+}
+
+function draw({ model, el }) {
   const report = model.get("report");
   const graphs = report.graphs || [];
   const drawings = report.drawings || [];
@@ -174,7 +182,8 @@ function render({ model, el }) {
       scroller.append(h("p", { class: "agm-hint" }, "No autograd graph in this cell (nothing that requires grad was computed, or --no-graph)."));
       return;
     }
-    title.textContent = drawing.title;
+    title.textContent = ((graphs[index] || {}).modules || []).length
+      ? `${drawing.title} · click a module's box to fold it, a folded module to unfold it` : drawing.title;
     if (!drawing.svg) {
       scroller.append(h("p", { class: "agm-hint" }, drawing.hint || "graph not rendered"),
         h("details", {}, h("summary", {}, "DOT source"), h("pre", {}, drawing.dot || "")));
@@ -193,9 +202,25 @@ function render({ model, el }) {
       g.setAttribute("tabindex", "0");
       g.setAttribute("role", "button");
       g.setAttribute("aria-label", tip ? tip.textContent.replace(/\n/g, "; ") : g.id);
-      g.addEventListener("click", () => selectNode(Number(id[1])));
+      g.addEventListener("click", () => clickNode(Number(id[1])));
       g.addEventListener("keydown", (e) => {
-        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); selectNode(Number(id[1])); }
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); clickNode(Number(id[1])); }
+      });
+    }
+    const rows = currentGraph().modules || [];
+    for (const g of svg.querySelectorAll("g.cluster")) { // a module's box: a click folds it to one node
+      const m = /^m(\d+)$/.exec(g.id);
+      const row = m ? rows[Number(m[1])] : null;
+      if (!row) continue;
+      g.classList.add("agm-foldable");
+      g.setAttribute("tabindex", "0");
+      g.setAttribute("role", "button");
+      g.setAttribute("aria-label", `fold ${row.name} into one node`);
+      const tip = svgTitle(`${row.name} (${row.cls}): click to fold it into one node`);
+      g.prepend(tip);
+      g.addEventListener("click", () => foldModule(row.name, false));
+      g.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); foldModule(row.name, false); }
       });
     }
     scroller.append(svg);
@@ -263,6 +288,19 @@ function render({ model, el }) {
 
   function selectNode(id) {
     setTrait("selected", id);
+  }
+
+  function clickNode(id) { // a folded module opens; any other node is selected
+    const node = findNode(id);
+    selectNode(id);
+    if (node && node.kind === "module" && node.module) foldModule(node.module, true);
+  }
+
+  let asked = 0;
+  function foldModule(name, open) {
+    asked += 1;
+    title.textContent = `${open ? "unfolding" : "folding"} ${name}… (needs the running kernel)`;
+    setTrait("fold_request", { graph: model.get("graph"), module: name, open, n: asked + Date.now() });
   }
 
   function showDetails() {
@@ -449,7 +487,8 @@ function render({ model, el }) {
   showTab();
   requestAnimationFrame(() => { if (!zoomed) setZoom(fitZoom()); }); // the width is known once attached
 
-  const on = (name, fn) => model.on(`change:${name}`, fn);
+  const handlers = [];
+  const on = (name, fn) => { model.on(`change:${name}`, fn); handlers.push([`change:${name}`, fn]); };
   on("tab", showTab);
   on("graph", () => { if (picker) picker.value = String(model.get("graph")); drawGraph(); showDetails(); });
   on("selected", () => { if (model.get("tab") !== "replay") showDetails(); paint(); });
@@ -459,7 +498,10 @@ function render({ model, el }) {
   on("replay_call", () => { if (model.get("tab") === "replay") showReplay(); });
   if (picker) picker.value = String(model.get("graph"));
 
-  return () => { if (timer !== null) clearInterval(timer); };
+  return () => {
+    if (timer !== null) clearInterval(timer);
+    for (const [event, fn] of handlers) model.off(event, fn);
+  };
 }
 
 // -- the Training panel: gradient norms per step, one line per parameter (or per layer), log scale ------------
@@ -475,6 +517,7 @@ function svgEl(tag, attrs = {}, ...children) {
   return el;
 }
 
+const svgTitle = (text) => svgEl("title", {}, text);
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
 function normSeries(training) {
