@@ -259,6 +259,8 @@ def test_custom_function_is_named_by_its_class_with_the_gradient_its_backward_se
     first = saved_report(executed, cell)["backward_steps"][0]["steps"][0]
     assert first["label"] == "CubeBackward" and "your autograd.Function Cube" in first["words"]
     assert first["sent"][0]["value"]["values"] == [6.0]
+    caught = [line for line in text.splitlines() if "gradcheck" in line]
+    assert caught and "Cube" in text and diagnostic_kinds(text).count("gradcheck") == 1, text
 
 
 # --- a real model -------------------------------------------------------------------------------
