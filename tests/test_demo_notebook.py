@@ -228,15 +228,16 @@ def test_replay_sends_1_through_var2_and_minus_2_through_var1_summed_at_x(execut
     cell = find_cell(executed, REPLAY_CELL)
     (replay,) = saved_report(executed, cell)["backward_steps"]
     steps = replay["steps"]
-    # the order the markdown walks through, step by step
-    assert [(s["label"], s["name"]) for s in steps] == [
-        ("SubBackward0", "z"), ("AddBackward0", "var2"), ("AccumulateGrad", "y"),
-        ("MulBackward0", "var1"), ("AccumulateGrad", "x")]
-    sent = [{f["to"]: f["value"]["values"] for f in s["sent"]} for s in steps]
-    assert sent[0] == {"var2": [1.0], "var1": [-1.0]}
-    assert sent[1]["x"] == [1.0] and sent[3]["x"] == [-2.0]
-    assert steps[4]["arrived"][0]["values"] == [-1.0]
-    assert steps[4]["summed"] == "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1"
+    # the order the markdown walks through, step by step, as the replay panel words each step
+    heads = [s["lines"][0].strip() for s in steps]
+    assert [s["label"] for s in steps] == ["SubBackward0", "AddBackward0", "AccumulateGrad", "MulBackward0",
+                                           "AccumulateGrad"]
+    assert heads[0] == "1. SubBackward0 (z = var2 - var1): gradient arrived 1"
+    assert "grad_var2 = grad_out = 1" in steps[0]["lines"][2] and steps[0]["lines"][3].endswith("= -1")
+    assert "grad_x = grad_out = 1" in " ".join(steps[1]["lines"])
+    assert "grad_x = grad_out · other = -1 · 2 = -2" in " ".join(steps[3]["lines"])
+    assert heads[4] == "5. AccumulateGrad (x): gradient arrived -1"
+    assert "1 (from var2 (AddBackward0)) + -2 (from var1 (MulBackward0)) = -1" in steps[4]["lines"][1]
     assert "Backward replay 1: z.backward() at line 6, 5 steps" in report_text(cell)
 
 
@@ -257,8 +258,8 @@ def test_custom_function_is_named_by_its_class_with_the_gradient_its_backward_se
     text = report_text(cell)
     assert re.search(r"^\s+y\s.*CubeBackward", text, re.M)
     first = saved_report(executed, cell)["backward_steps"][0]["steps"][0]
-    assert first["label"] == "CubeBackward" and "your autograd.Function Cube" in first["words"]
-    assert first["sent"][0]["value"]["values"] == [6.0]
+    assert first["label"] == "CubeBackward" and "your autograd.Function Cube" in first["lines"][1]
+    assert first["lines"][2].strip() == "grad_x = 6"
     caught = [line for line in text.splitlines() if "gradcheck" in line]
     assert caught and "Cube" in text and diagnostic_kinds(text).count("gradcheck") == 1, text
 
