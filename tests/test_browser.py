@@ -330,8 +330,13 @@ def test_backward_replay_steps_through_the_seed_graph_as_the_tutorial_teaches(la
 
     node, side = lit()
     assert "SubBackward0" in node and "z" in node and "grad_var1 = −grad_out = −(1) = -1" in side
-    for _ in range(3):
-        view.get_by_role("button", name="next backward step").click()
+    view.get_by_role("button", name="next backward step").click()
+    node, side = lit()
+    assert "AddBackward0" in node and "var2" in node and "grad_y = grad_out = 1" in side
+    view.get_by_role("button", name="next backward step").click()
+    node, side = lit()
+    assert "AccumulateGrad" in node and "y" in node.split() and "y.grad = 1 (it was None)" in side
+    view.get_by_role("button", name="next backward step").click()
     node, side = lit()
     assert "MulBackward0" in node and "Step 4: MulBackward0" in side
     assert "grad_x = grad_out · other = -1 · 2 = -2" in side  # -2 goes to x through var1
