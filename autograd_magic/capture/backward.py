@@ -129,6 +129,8 @@ class BackwardRecorder:
 
     def _after(self, func: Any, kwargs: dict[str, Any], call: _Call, args: tuple[Any, ...],
                error: BaseException | None) -> None:
+        if call.seq is None and call.prepared is None and error is None:
+            return  # a call past the detail cap that went well: nothing to record (a training loop's every step)
         try:
             with quiet():
                 if call.seq is None and error is not None:  # a folded call that failed: worth a row

@@ -27,6 +27,7 @@ MAX_SPARSE_VALUES = 1_000_000  # stored values of a sparse gradient we still coa
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _NORM_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
                           torch.complex128})
+_REAL_NORM_DTYPES = _NORM_DTYPES - {torch.complex64, torch.complex128}
 _is_zero_tensor = getattr(torch._C, "_is_zerotensor", lambda t: False)  # an efficient zero: no storage to read
 _is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
 
@@ -130,9 +131,6 @@ def norm_of(t: torch.Tensor) -> float | None:
         return attempt(lambda: float(torch.linalg.vector_norm(t.detach())), None)
 
 
-_REAL_NORM_DTYPES = _NORM_DTYPES - {torch.complex64, torch.complex128}
-
-
 def summary_of(t: torch.Tensor, listed: int, summarised: int) -> tuple[tuple[int, ...], Any, float | None,
                                                                        float | None, float | None] | None:
     """(shape, values, norm, min, max) of a real tensor in one quiet read: the values of one with at most
@@ -200,8 +198,8 @@ def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:
 
 
 def _batchable(t: torch.Tensor) -> bool:
-    return type(t) in _PLAIN and attempt(lambda: t.layout == torch.strided and t.dtype in _NORM_DTYPES
-                                         and not t.is_complex() and t.numel() > 0 and not _is_zero_tensor(t)
+    return type(t) in _PLAIN and attempt(lambda: t.layout == torch.strided and t.dtype in _REAL_NORM_DTYPES
+                                         and t.numel() > 0 and not _is_zero_tensor(t)
                                          and not _is_functorch_wrapped(t), False)
 
 
