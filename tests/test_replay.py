@@ -132,6 +132,19 @@ def test_a_custom_function_is_named_by_its_class_without_a_formula(ip: Any) -> N
     assert custom.sent[0].formula == "grad_x = [2, 2]"
 
 
+def test_a_custom_functions_node_carries_the_line_that_applied_it(ip: Any) -> None:
+    report, _ = report_of(ip, CUSTOM)
+    node = next(n for n in report.graphs[0].nodes if n.label == "TwiceBackward")
+    assert node.line == 10 and "Twice.apply(x)" in node.code  # editor lines: the magic line is 1
+
+
+def test_a_function_applied_on_two_lines_gets_no_guessed_line(ip: Any) -> None:
+    body = CUSTOM.replace("y = Twice.apply(x).sum()", "w = Twice.apply(x)\ny = Twice.apply(w).sum()")
+    report, _ = report_of(ip, body)
+    lines = {n.line for n in report.graphs[0].nodes if n.label == "TwiceBackward"}
+    assert lines == {None}
+
+
 def test_a_folded_loop_says_its_steps_highlight_the_folded_box(ip: Any) -> None:
     body = "x = torch.tensor(1.5, requires_grad=True)\nh = x\nfor _ in range(12):\n    h = h * 1.1\nh.backward()"
     report, _ = report_of(ip, body)

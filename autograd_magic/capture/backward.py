@@ -271,6 +271,7 @@ class BackwardRecorder:
         self._hook_grads.clear()
         self._before_grads.clear()
         self._roots.clear()
+        self.walker.apply_sites.clear()
         self.training.close()
 
 

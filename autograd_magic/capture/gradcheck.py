@@ -24,7 +24,7 @@ from .sites import SiteTable
 
 MAX_ELEMENTS = 1000  # tensor elements per call, all inputs together: bigger calls are not copied
 MAX_FRAMES = 64  # how far up from an op the apply frame is looked for
-_APPLY_CODE = torch.autograd.function.Function.apply.__func__.__code__  # type: ignore[attr-defined]
+APPLY_CODE = torch.autograd.function.Function.apply.__func__.__code__  # type: ignore[attr-defined]
 _CONSTANTS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout,
               torch.memory_format)
 _BASE_SETUP_CONTEXT = torch.autograd.function._SingleLevelFunction.setup_context  # as Function.apply tells
@@ -92,7 +92,7 @@ def _apply_frame(frame: FrameType | None) -> FrameType | None:
     for _ in range(MAX_FRAMES):
         if frame is None:
             return None
-        if frame.f_code is _APPLY_CODE:
+        if frame.f_code is APPLY_CODE:
             return frame
         frame = frame.f_back
     return None

@@ -19,7 +19,7 @@ from .. import internal
 from ..trace.events import Binding, ErrorInfo, GradcheckEvent, OpEvent, Site, TensorInfo, Trace
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
-from .gradcheck import FunctionCalls
+from .gradcheck import APPLY_CODE, FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
 from .namespace import scan_namespace
@@ -144,11 +144,21 @@ class Recorder:
             self._note_function(caller)
         try:
             frame = self.sites.user_frame_from(caller)
+            if frame is not None and frame.f_back is not None and frame.f_back.f_code is APPLY_CODE:
+                self._note_apply(frame.f_back)
             with quiet():
                 self._record(func, args, kwargs, result, error, frame, direct=frame is caller,
                              module=None if frame is caller else self.modules.module_of(caller))
         except Exception:
             internal.report_failure("recording an op")
+
+    def _note_apply(self, apply: FrameType) -> None:
+        """An op directly in a custom Function's forward: note the line that applied the Function, which
+        names its node (``CubeBackward``) in the graph; that node is made by ``apply``, not by an op we see."""
+        cls = apply.f_locals.get("cls")
+        if isinstance(cls, type):
+            site = self.sites.site(self.sites.user_frame_from(apply.f_back))
+            self.backward.walker.apply_sites.setdefault(cls, set()).add(site)
 
     def _note_function(self, caller: FrameType) -> None:
         try:

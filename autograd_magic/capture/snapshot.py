@@ -52,6 +52,7 @@ class GraphWalker:
         self.earlier_sites: dict[int, Site] = {}  # tid -> where an earlier cell made it (see Trace.provenance)
         self._made: dict[int, TensorValue] = {}  # node id -> the value its op produced
         self._leaf_made: dict[int, tuple[int, TensorValue]] = {}  # leaf tid -> (version, value) when made
+        self.apply_sites: dict[type, set[Site]] = {}  # a custom autograd.Function -> the lines that applied it
 
     def keep_values(self, tensors: dict[int, torch.Tensor], store: Any) -> None:
         """Leave the values of the cell's named results to later cells (weakly, with their grad_fn's id)."""
@@ -164,13 +165,22 @@ class GraphWalker:
         if tid is not None and _grad_fn_now(self.ids.get(tid), node) is not node:
             tid = None  # the tensor was since changed in place: this node is its earlier version
         tid = tid or walk.named_nodes.get(id(node))
-        site = self._node_site.get(nid) or (self.earlier_sites.get(tid) if tid is not None else None)
+        site = (self._node_site.get(nid) or (self.earlier_sites.get(tid) if tid is not None else None)
+                or self._applied_at(node))
         walk.inspected += 1
         if walk.inspected > MAX_INSPECTED:  # deep graphs: the view draws the nodes near the root
             return GraphNode(nid, type(node).__name__, tid, site)
         shape, dtype = _node_meta(node)
         return GraphNode(nid, type(node).__name__, tid, site, shape,
                          self._saved(node, nid, walk), dtype, self._made.get(nid))
+
+    def _applied_at(self, node: Any) -> Site | None:
+        """A custom Function's node (``CubeBackward``) has no op of its own: the line that applied the
+        Function, when it was applied from one line only (else we cannot tell which call made this node)."""
+        if not self.apply_sites:
+            return None
+        sites = self.apply_sites.get(attempt(lambda: node._forward_cls, None))
+        return next(iter(sites)) if sites is not None and len(sites) == 1 else None
 
     def _leaf_value(self, tid: int, leaf: torch.Tensor) -> TensorValue | None:
         """The value the cell made the leaf with; read now if it was made earlier or written since."""
