@@ -65,6 +65,20 @@ def test_a_wrong_backward_is_caught_with_name_line_and_input(ip: Any, backward: 
     assert "forward was run again on float64 copies" in found.message
 
 
+def test_a_missing_factor_is_shown_as_plain_derivatives(ip: Any) -> None:
+    """With a grad_output of ones the numbers are d/dx x**3 = 3x**2 against the backward's 3x."""
+    report, _ = report_of(ip, cube("3 * x * grad") + USE, "--gradcheck")
+    [found] = warnings_of(report)
+    assert "a grad_output of ones" in found.message
+    assert "expected [0.75, 6.75, 12] (finite differences), got [1.5, -4.5, 6] (backward)" in found.message
+
+
+def test_a_forgotten_grad_output_is_shown_with_the_random_one_that_reveals_it(ip: Any) -> None:
+    report, _ = report_of(ip, cube("3 * x ** 2") + USE, "--gradcheck")
+    [found] = warnings_of(report)
+    assert "the same random grad_output" in found.message and "ones" not in found.message
+
+
 def test_the_mismatch_names_only_the_wrong_input_of_several(ip: Any) -> None:
     body = """
 class Mul(torch.autograd.Function):

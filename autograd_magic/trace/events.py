@@ -201,7 +201,8 @@ class Trace:
 class GradcheckMismatch:
     """One input whose analytical gradient (the Function's backward) differs from finite differences.
 
-    Both are vector-Jacobian products with the same random ``grad_output``; ``index`` is the element
+    Both are vector-Jacobian products with the same ``grad_output`` (ones, or random when ones would not
+    show the error, as for a backward that forgets grad_output); ``index`` is the element
     where they differ most, ``expected``/``got`` list the first few elements of each.
     """
 
@@ -213,6 +214,7 @@ class GradcheckMismatch:
     worst_expected: float
     worst_got: float
     elements: int = 0  # the input's size (``expected`` lists at most a few)
+    unit: bool = False  # compared with a grad_output of ones (plain derivatives), else a random one
 
 
 @dataclass(frozen=True, slots=True)

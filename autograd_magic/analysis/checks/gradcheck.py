@@ -36,9 +36,11 @@ def _mismatch_message(event: GradcheckEvent) -> str:
     name = event.function
     call = f"`{event.site.expr}`" if event.site.expr else "this call"
     wrong = [m.name for m in event.mismatches]
+    unit = all(m.unit for m in event.mismatches)
+    used = "a grad_output of ones, as y.sum().backward() gives" if unit else "the same random grad_output"
     lines = [f"{call} uses the custom autograd.Function `{name}`, whose backward does not match finite "
              f"differences for {_listed(wrong)}: the gradients it returns are wrong ({_HOW}; both sides "
-             f"use the same random grad_output)."]
+             f"use {used})."]
     lines += [_compared(m) for m in event.mismatches]
     inputs = ", ".join(f"d/d {m.name} (the value at position {m.position} of backward's return)"
                        for m in event.mismatches)
