@@ -156,8 +156,10 @@ def test_training_json_lists_steps_with_loss_and_norms_by_name(ip: Any) -> None:
     report, _ = report_of(ip, SETUP + HEALTHY)
     data = json.loads(report.to_json())["training"]
     assert len(data["steps"]) == 30
-    assert set(data["steps"][0]) == {"step", "loss", "grad_norms"}
+    assert set(data["steps"][0]) == {"step", "loss", "grad_norms", "update_ratios"}
     assert set(data["steps"][0]["grad_norms"]) == {"model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"}
+    assert set(data["steps"][0]["update_ratios"]) == set(data["steps"][0]["grad_norms"])
+    assert data["steps"][-1]["update_ratios"] == {} and data["no_ratio"] == 0  # no backward saw the last update
     assert data["diagnostics"] == []
 
 

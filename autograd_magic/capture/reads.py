@@ -199,6 +199,41 @@ def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:
     return tuple(None if t is None else found[i] if i in found else norm_of(t) for i, t in enumerate(tensors))
 
 
+def copy_of(t: torch.Tensor, max_bytes: int) -> torch.Tensor | None:
+    """Our own detached copy of a small plain float tensor (at most ``max_bytes``); None for any other."""
+    if profiling() or not _batchable(t) or attempt(lambda: t.numel() * t.element_size() > max_bytes, True):
+        return None
+    with quiet(), torch.no_grad():
+        return attempt(lambda: t.detach().clone(), None)
+
+
+def copy_into(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
+    """Refresh our copies from the tensors, in place (no allocation); False when it could not."""
+    with quiet(), torch.no_grad():
+        try:
+            torch._foreach_copy_(copies, tensors)
+            return True
+        except Exception:  # a parameter whose shape, dtype or device changed: copies must be taken again
+            return False
+
+
+def moved_norms(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> list[tuple[float, float]] | None:
+    """(||t - c||, ||c||) for each pair, batched, with one read back; the copies are left holding c - t."""
+    if profiling():
+        return None
+    with quiet(), torch.no_grad():
+        try:
+            before = torch._foreach_norm(copies)
+            torch._foreach_sub_(copies, tensors)
+            norms = [*torch._foreach_norm(copies), *before]  # type: ignore[misc]
+            if len({n.dtype for n in norms}) > 1:
+                norms = [n.double() for n in norms]
+            flat = torch.stack(norms).tolist()
+        except Exception:  # changed shapes or devices: no ratio this step
+            return None
+    return list(zip(flat[:len(copies)], flat[len(copies):], strict=True))
+
+
 def _batchable(t: torch.Tensor) -> bool:
     return type(t) in _PLAIN and attempt(lambda: t.layout == torch.strided and t.dtype in _NORM_DTYPES
                                          and not t.is_complex() and t.numel() > 0 and not _is_zero_tensor(t)
