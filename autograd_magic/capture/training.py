@@ -6,8 +6,9 @@ the loss (when the root is one number) and the 2-norm of each tracked parameter'
 ``.grad`` — a handful of floats, bounded by `MAX_TRACKED` parameters. The parameters are
 the named leaves the recorded backward graphs reached, plus the other trainable
 parameters of the same modules (so one that never gets a gradient can be named).
-Each kept step also gets its update/weight ratios, from copies of the small parameters
-taken at its backward and compared at the next one (`updates`).
+Kept steps also get their update/weight ratios, from copies of the small parameters taken at
+their backward and compared at the next one (`updates`); past `MAX_RATIOS` such steps, only every
+2nd (4th, ...) kept step gets one, as the steps themselves are thinned past `MAX_STEPS`.
 Every read goes through `reads` (quiet, guarded, no copies) and none happens while a
 profiler records. Only weak references to parameters are kept.
 """
@@ -30,6 +31,9 @@ from .updates import WeightCopies
 
 MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
 MAX_STEPS = 1000  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
+# steps with an update/weight ratio: past it, every 2nd (4th, ...) kept step gets one. Copying the
+# weights and comparing them costs about as much memory traffic as a small model's own step
+MAX_RATIOS = 32
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -51,6 +55,7 @@ class TrainingRecorder:
         self._stride = 1
         self._copies = WeightCopies()
         self._ratios: dict[int, tuple[float | None, ...]] = {}  # step -> its update/weight ratios
+        self._ratio_stride = 1  # a multiple of _stride: the steps that get a ratio are kept steps
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -111,26 +116,35 @@ class TrainingRecorder:
         try:
             with quiet():
                 params = [ref() for ref in self._refs]
+                grads = _grads_of(params) if kept else []
+                copy = kept and not (self._calls - 1) % self._ratio_stride
+                ours = self._copies.measure(params, self._calls, copy)
+                norms = norms_of(grads, ours)  # one batched pass: gradients, updates, weights
+                ratios = self._copies.settle(norms[len(grads):], params, self._calls, copy)
                 if compare:
-                    self._ratios[self._calls - 1] = self._copies.ratios(params)
+                    self._add_ratios(self._calls - 1, ratios)
                 if kept:
-                    self._step(params, loss)
+                    self._step(grads, norms[:len(grads)], loss)
+                del grads, ours
         except Exception:
             internal.report_failure("reading gradient norms")
 
-    def _step(self, params: list[torch.Tensor | None], loss: float | None) -> None:
-        grads = _grads_of(params)
-        norms = norms_of(grads)
+    def _step(self, grads: list[torch.Tensor | None], norms: tuple[float | None, ...], loss: float | None) -> None:
         for i, grad in enumerate(grads):
             self._got_grad[i] = self._got_grad[i] or grad is not None
-        del grads
         self._steps.append(TrainingStep(self._calls, loss, norms))
         if len(self._steps) > MAX_STEPS:  # a long loop: keep its whole span, at half the density
             self._steps = self._steps[::2]
             self._stride *= 2
+            self._ratio_stride = max(self._ratio_stride, self._stride)
             kept = {s.step for s in self._steps}
             self._ratios = {step: r for step, r in self._ratios.items() if step in kept}
-        self._copies.take(params, self._calls)  # the last step is always kept: compared at the next call
+
+    def _add_ratios(self, step: int, ratios: tuple[float | None, ...]) -> None:
+        self._ratios[step] = ratios
+        if len(self._ratios) > MAX_RATIOS:  # as with the steps: the whole span, at half the density
+            self._ratio_stride *= 2
+            self._ratios = {s: r for s, r in self._ratios.items() if not (s - 1) % self._ratio_stride}
 
     def result(self) -> TrainingTrace | None:
         """The steps, or None when backward did not run more than once."""
