@@ -9,8 +9,9 @@ parameters of the same modules (so one that never gets a gradient can be named).
 Kept steps also get their update/weight ratios, from copies of the small parameters taken at
 their backward and compared at the next one (`updates`); past `MAX_RATIOS` such steps, only every
 2nd (4th, ...) kept step gets one, as the steps themselves are thinned past `MAX_STEPS`.
-Every read goes through `reads` (quiet, guarded, no copies) and none happens while a
-profiler records. Only weak references to parameters are kept.
+Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
+are ours and freed with the cell) and none happens while a profiler records. Only weak references
+to parameters are kept.
 """
 
 from __future__ import annotations
