@@ -12,6 +12,7 @@ import pytest
 import test_widget
 import torch
 from conftest import kinds, report_of, run
+from test_modules import _screenshot
 from test_widget import open_view
 
 from autograd_magic.analysis.checks.training import (
@@ -21,6 +22,7 @@ from autograd_magic.analysis.checks.training import (
 )
 from autograd_magic.analysis.naming import Names
 from autograd_magic.capture import training as capture_training
+from autograd_magic.capture import updates as capture_updates
 from autograd_magic.capture.training import MAX_TRACKED
 from autograd_magic.trace.events import Trace, TrainingStep, TrainingTrace
 from autograd_magic.views.html import render_html
@@ -156,8 +158,10 @@ def test_training_json_lists_steps_with_loss_and_norms_by_name(ip: Any) -> None:
     report, _ = report_of(ip, SETUP + HEALTHY)
     data = json.loads(report.to_json())["training"]
     assert len(data["steps"]) == 30
-    assert set(data["steps"][0]) == {"step", "loss", "grad_norms"}
+    assert set(data["steps"][0]) == {"step", "loss", "grad_norms", "update_ratios"}
     assert set(data["steps"][0]["grad_norms"]) == {"model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"}
+    assert set(data["steps"][0]["update_ratios"]) == set(data["steps"][0]["grad_norms"])
+    assert data["steps"][-1]["update_ratios"] == {} and data["no_ratio"] == 0  # no backward saw the last update
     assert data["diagnostics"] == []
 
 
@@ -184,6 +188,110 @@ def test_a_long_loop_keeps_its_whole_span_at_a_bounded_number_of_steps(ip: Any,
     assert len(steps) <= 8 and steps[0] == 1 and steps[-1] >= 26  # 30 steps, every 4th kept
     assert report.training.stride == 4 and steps == list(range(1, 31, 4))
     assert "Training: 30 steps" in render_text(report) and "every 4th step kept" in render_text(report)
+
+
+# -- the update/weight ratio ----------------------------------------------------------------------------
+SGD_BY_HAND = """
+model = nn.Linear(3, 2).double()
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x = torch.randn(8, 3, dtype=torch.float64)
+expected = []
+for step in range(5):
+    opt.zero_grad()
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    expected.append({name: (0.1 * p.grad.norm() / p.norm()).item() for name, p in model.named_parameters()})
+    opt.step()
+"""
+
+
+def _ratios(report: Any) -> list[dict[str, float]]:
+    return [s.update_ratios for s in report.training.steps]
+
+
+def test_sgd_update_ratio_is_lr_times_grad_norm_over_weight_norm(ip: Any) -> None:
+    report, cell = report_of(ip, SETUP + SGD_BY_HAND)
+    assert cell.error is None
+    expected = [{f"model.{k}": v for k, v in row.items()} for row in ip.user_ns["expected"]]
+    ratios = _ratios(report)
+    assert ratios[-1] == {}  # no later backward saw the last step's update
+    for got, want in zip(ratios[:-1], expected[:-1], strict=True):
+        assert got == pytest.approx(want, rel=1e-3)  # the report keeps 4 digits
+    assert report.training.no_ratio == 0
+
+
+def test_manual_updates_without_an_optimizer_get_ratios(ip: Any) -> None:
+    for update in ("w -= 0.01 * w.grad", "w.data -= 0.01 * w.grad"):  # .data moves no version counter
+        body = ("w = torch.ones(4, requires_grad=True)\nx = torch.arange(4.0)\nfor i in range(3):\n"
+                "    loss = (w * x).sum()\n    loss.backward()\n    with torch.no_grad():\n"
+                f"        {update}\n        w.grad = None\n")
+        report, cell = report_of(ip, SETUP + body)
+        assert cell.error is None
+        assert _ratios(report)[0]["w"] == pytest.approx(0.01 * float(torch.arange(4.0).norm()) / 2, rel=1e-3)
+
+
+def test_repeated_backward_without_updates_has_no_ratios(ip: Any) -> None:
+    body = "w = torch.ones(3, requires_grad=True)\nfor i in range(4):\n    loss = (w * 2).sum()\n    loss.backward()"
+    report, _ = report_of(ip, SETUP + body)
+    assert _ratios(report) == [{}] * 4
+    assert "update/weight" not in render_text(report)
+
+
+def test_a_trainable_parameter_the_optimizer_skips_has_ratio_zero_and_a_frozen_one_none(ip: Any) -> None:
+    body = ("body = nn.Linear(4, 4)\nhead = nn.Linear(4, 1)\nfrozen = nn.Linear(4, 4).requires_grad_(False)\n"
+            "opt = torch.optim.SGD(head.parameters(), lr=0.1)\nx = torch.randn(8, 4)\nfor i in range(3):\n"
+            "    opt.zero_grad()\n    head(body(frozen(x))).pow(2).mean().backward()\n    opt.step()\n")
+    report, _ = report_of(ip, SETUP + body)
+    first = _ratios(report)[0]
+    assert first["body.weight"] == 0.0 and first["head.weight"] > 0
+    assert "frozen.weight" not in report.training.parameters  # not trainable: not followed at all
+
+
+def test_parameters_over_the_copy_caps_get_no_ratio_and_are_counted(ip: Any) -> None:
+    body = ("big = nn.Linear(512, 512)\n"  # 1 MiB of weight: over the 256 KiB cap
+            "layers = nn.Sequential(*[nn.Linear(200, 200) for _ in range(30)])\n"  # 4.8 MB in all: over 4 MiB
+            "opt = torch.optim.SGD([*big.parameters(), *layers.parameters()], lr=0.1)\nx = torch.randn(2, 512)\n"
+            "for i in range(2):\n    opt.zero_grad()\n    layers(big(x)[:, :200]).sum().backward()\n    opt.step()\n")
+    report, _ = report_of(ip, SETUP + body)
+    first = _ratios(report)[0]
+    assert "big.weight" not in first and "big.bias" in first
+    sizes = {name: p.numel() * 4 for name, p in [*ip.user_ns["big"].named_parameters(prefix="big"),
+                                                  *ip.user_ns["layers"].named_parameters(prefix="layers")]}
+    assert sum(sizes[name] for name in first) <= capture_updates.MAX_TOTAL_BYTES
+    uncopied = len(report.training.parameters) - len(first)
+    assert report.training.no_ratio == uncopied and uncopied > 1
+    assert f"{uncopied} parameters too big to copy" in render_text(report)
+
+
+def test_a_long_loop_keeps_one_step_ratios_on_the_steps_it_keeps(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture_training, "MAX_STEPS", 8)
+    body = SGD_BY_HAND.replace("range(5)", "range(30)")
+    report, _ = report_of(ip, SETUP + body)
+    steps = report.training.steps
+    assert [s.step for s in steps] == list(range(1, 31, 4))
+    for s in steps:  # each covers the one update after its own backward, not the 4 since the previous kept step
+        want = {f"model.{k}": v for k, v in ip.user_ns["expected"][s.step - 1].items()}
+        assert s.update_ratios == pytest.approx(want, rel=1e-3)
+
+
+def test_past_the_ratio_budget_every_other_kept_step_gets_a_ratio(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture_training, "MAX_RATIOS", 4)
+    report, _ = report_of(ip, SETUP + HEALTHY)
+    rated = [s.step for s in report.training.steps if s.update_ratios]
+    assert len(report.training.steps) == 30 and 2 <= len(rated) <= 4
+    assert rated[0] == 1 and rated[-1] >= 17 and len({b - a for a, b in zip(rated, rated[1:], strict=False)}) == 1
+
+
+def test_the_weight_copies_are_freed_with_the_cell(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Any] = []
+    original = capture_updates.WeightCopies.__init__
+
+    def remember(self: Any) -> None:
+        original(self)
+        made.append(self)
+    monkeypatch.setattr(capture_updates.WeightCopies, "__init__", remember)
+    report_of(ip, SETUP + HEALTHY)
+    assert made and all(c.nbytes == 0 and c.taken_at is None for c in made)
 
 
 # -- diagnostics --------------------------------------------------------------------------------------
@@ -264,6 +372,10 @@ def test_text_and_html_show_a_compact_table_per_parameter(ip: Any) -> None:
     html = render_html(report)
     assert '<table class="training">' in html and html.count("<tr>") > 10
     assert payload(report)["training"]["steps"][29]["step"] == 30
+    header = next(line for line in text.splitlines() if line.strip().startswith("parameter"))
+    assert header.split()[-1] == "update/weight" and "<th>update/weight</th>" in html
+    assert "update/weight: ||Δw|| / ||w|| of the update after backward 29" in text
+    assert payload(report)["training"]["steps"][0]["update_ratios"]["model.0.weight"] > 0
 
 
 # -- invisibility -------------------------------------------------------------------------------------
@@ -350,6 +462,18 @@ def test_browser_training_panel_plots_one_line_per_parameter(ip: Any, browser_pa
     box = page.query_selector("svg.agm-plot").bounding_box()
     page.mouse.move(box["x"] + box["width"] - 20, box["y"] + box["height"] / 2)
     assert "step 30: model.0.weight" in page.inner_text(".agm-plot-readout")
+    page.click('button.agm-toggle[data-view="ratios"]')
+    assert page.get_attribute('button.agm-toggle[data-view="ratios"]', "aria-pressed") == "true"
+    ratios = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.dataset.name)")
+    assert ratios == [*report.training.parameters, "loss"]  # one ratio line per parameter, then the loss plot
+    drawn = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.getAttribute('d'))")
+    assert all(d.count("L") == 28 for d in drawn[:-1])  # 29 ratios: the last step's update is never seen
+    assert page.query_selector("svg.agm-plot line.agm-plot-reference") is not None
+    assert "rule of thumb" in page.inner_text(".agm-training")
+    for theme in ("light", "dark"):
+        _screenshot(page, theme, f"{theme}-ratios.png")
+    page.click('button.agm-toggle[data-view="grads"]')
+    assert page.query_selector("svg.agm-plot line.agm-plot-reference") is None
     assert page.agm_errors == []
 
 

@@ -11,14 +11,18 @@ def build_training(training: TrainingTrace | None, diagnostics: list[Diagnostic]
     """The report's gradient-flow section, with the diagnostics of ``kinds`` it explains."""
     if training is None:
         return None
-    steps = tuple(TrainingStepRow(s.step, _short(s.loss), {
-        name: float(f"{norm:.4g}") for name, norm in zip(training.parameters, s.grad_norms, strict=False)
-        if norm is not None
-    }) for s in training.steps)
+    names = training.parameters
+    steps = tuple(TrainingStepRow(s.step, _short(s.loss), _by_name(names, s.grad_norms),
+                                  _by_name(names, s.update_ratios)) for s in training.steps)
     return Training(parameters=training.parameters, steps=steps,
                     diagnostics=tuple(d for d in diagnostics if d.kind in kinds),
                     line=training.line, untracked=training.untracked, unread=training.unread,
-                    stride=training.stride, calls=training.calls)
+                    stride=training.stride, calls=training.calls, no_ratio=training.no_ratio)
+
+
+def _by_name(names: tuple[str, ...], values: tuple[float | None, ...]) -> dict[str, float]:
+    """Parameter -> value to 4 digits; the parameters without one are left out."""
+    return {name: float(f"{v:.4g}") for name, v in zip(names, values, strict=False) if v is not None}
 
 
 def _short(value: float | None) -> float | None:

@@ -179,22 +179,61 @@ def scalar_of(t: torch.Tensor) -> float | None:
             return None
 
 
-def norms_of(tensors: list[torch.Tensor | None]) -> tuple[float | None, ...]:
-    """`norm_of` for many tensors at once: the plain ones in one ``_foreach_norm`` and one read back."""
+def norms_of(tensors: list[torch.Tensor | None], known: list[torch.Tensor] | None = None) -> tuple[float | None, ...]:
+    """`norm_of` for many tensors at once: the plain ones in one ``_foreach_norm`` and one read back.
+
+    ``known``: more tensors, already checked plain and real (our weight copies and the parameters they
+    copy): their norms follow, without the per-tensor checks, which cost more than a small norm.
+    """
+    known = known or []
     if profiling():
-        return tuple(None for _ in tensors)
+        return tuple(None for _ in tensors + known)
     batch = [i for i, t in enumerate(tensors) if t is not None and _batchable(t)]
+    batch += range(len(tensors), len(tensors) + len(known))
+    every = tensors + known
     found: dict[int, float | None] = {}
     if len(batch) > 1:
         with quiet(), torch.no_grad():
             try:
-                norms = list(torch._foreach_norm([tensors[i] for i in batch]))  # type: ignore[misc]
+                norms = list(torch._foreach_norm([every[i] for i in batch]))  # type: ignore[misc]
                 if len({n.dtype for n in norms}) > 1:  # stack needs one dtype: f64 holds every float exactly
                     norms = [n.double() for n in norms]
                 found = dict(zip(batch, torch.stack(norms).tolist(), strict=True))
             except Exception:  # mixed devices, an odd dtype: one at a time below
                 found = {}
-    return tuple(None if t is None else found[i] if i in found else norm_of(t) for i, t in enumerate(tensors))
+    return tuple(None if t is None else found[i] if i in found else norm_of(t) for i, t in enumerate(every))
+
+
+def copy_of(t: torch.Tensor, max_bytes: int) -> torch.Tensor | None:
+    """Our own detached copy of a small plain float tensor (at most ``max_bytes``); None for any other."""
+    if profiling() or not _batchable(t) or attempt(lambda: t.numel() * t.element_size() > max_bytes, True):
+        return None
+    with quiet(), torch.no_grad():
+        return attempt(lambda: t.detach().clone(), None)
+
+
+def copy_into(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
+    """Refresh our copies from the tensors, in place (no allocation); False when it could not."""
+    if profiling():
+        return False
+    with quiet(), torch.no_grad():
+        try:
+            torch._foreach_copy_(copies, tensors)
+            return True
+        except Exception:  # a parameter whose shape, dtype or device changed: copies must be taken again
+            return False
+
+
+def subtract(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
+    """``copies -= tensors`` in place, batched (our copies then hold what the tensors moved by, negated)."""
+    if profiling():
+        return False
+    with quiet(), torch.no_grad():
+        try:
+            torch._foreach_sub_(copies, tensors)
+            return True
+        except Exception:  # changed shapes or devices: the copies must be taken again
+            return False
 
 
 def _batchable(t: torch.Tensor) -> bool:

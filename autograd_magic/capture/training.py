@@ -6,13 +6,18 @@ the loss (when the root is one number) and the 2-norm of each tracked parameter'
 ``.grad`` — a handful of floats, bounded by `MAX_TRACKED` parameters. The parameters are
 the named leaves the recorded backward graphs reached, plus the other trainable
 parameters of the same modules (so one that never gets a gradient can be named).
-Every read goes through `reads` (quiet, guarded, no copies) and none happens while a
-profiler records. Only weak references to parameters are kept.
+Kept steps also get their update/weight ratios, from copies of the small parameters taken at
+their backward and compared at the next one (`updates`); past `MAX_RATIOS` such steps, only every
+2nd (4th, ...) kept step gets one, as the steps themselves are thinned past `MAX_STEPS`.
+Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
+are ours and freed with the cell) and none happens while a profiler records. Only weak references
+to parameters are kept.
 """
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,9 +28,13 @@ from ..trace.names import base_name
 from .namespace import module_tensors
 from .reads import attempt, norms_of, profiling, quiet, scalar_of
 from .tensors import Identity
+from .updates import WeightCopies
 
 MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
 MAX_STEPS = 1000  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
+# steps with an update/weight ratio: past it, every 2nd (4th, ...) kept step gets one. Copying the
+# weights and comparing them costs about as much memory traffic as a small model's own step
+MAX_RATIOS = 32
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -45,6 +54,9 @@ class TrainingRecorder:
         self._line: int | None = None
         self._optimizer = False
         self._stride = 1
+        self._copies = WeightCopies()
+        self._ratios: dict[int, tuple[float | None, ...]] = {}  # step -> its update/weight ratios
+        self._ratio_stride = 1  # a multiple of _stride: the steps that get a ratio are kept steps
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -89,41 +101,67 @@ class TrainingRecorder:
         return attempt(lambda: scalar_of(roots[0]), None)
 
     def after(self, func: Any, loss: float | None, error: BaseException | None) -> None:
-        """After a backward call: one step, with each tracked parameter's gradient norm."""
+        """After a backward call: one step, with each tracked parameter's gradient norm; and the update
+        since the previous call, when that one was a kept step."""
         if getattr(func, "__name__", "") not in STEP_FUNCS or error is not None:
             return
         self._calls += 1
-        if (self._calls - 1) % self._stride:
+        kept = not (self._calls - 1) % self._stride
+        compare = self._copies.taken_at == self._calls - 1
+        if not kept and not compare:
             return
         if profiling():
-            self._unread += 1
+            self._unread += kept
+            self._copies.taken_at = None
             return
         try:
             with quiet():
-                grads = _grads_of([ref() for ref in self._refs])
-                norms = norms_of(grads)
-            for i, grad in enumerate(grads):
-                self._got_grad[i] = self._got_grad[i] or grad is not None
-            del grads
-            self._steps.append(TrainingStep(self._calls, loss, norms))
-            if len(self._steps) > MAX_STEPS:  # a long loop: keep its whole span, at half the density
-                self._steps = self._steps[::2]
-                self._stride *= 2
+                params = [ref() for ref in self._refs]
+                grads = _grads_of(params) if kept else []
+                copy = kept and not (self._calls - 1) % self._ratio_stride
+                ours = self._copies.measure(params, self._calls, copy)
+                norms = norms_of(grads, ours)  # one batched pass: gradients, updates, weights
+                ratios = self._copies.settle(norms[len(grads):], params, self._calls, copy)
+                if compare:
+                    self._add_ratios(self._calls - 1, ratios)
+                if kept:
+                    self._step(grads, norms[:len(grads)], loss)
+                del grads, ours
         except Exception:
             internal.report_failure("reading gradient norms")
+
+    def _step(self, grads: list[torch.Tensor | None], norms: tuple[float | None, ...], loss: float | None) -> None:
+        for i, grad in enumerate(grads):
+            self._got_grad[i] = self._got_grad[i] or grad is not None
+        self._steps.append(TrainingStep(self._calls, loss, norms))
+        if len(self._steps) > MAX_STEPS:  # a long loop: keep its whole span, at half the density
+            self._steps = self._steps[::2]
+            self._stride *= 2
+            self._ratio_stride = max(self._ratio_stride, self._stride)
+            kept = {s.step for s in self._steps}
+            self._ratios = {step: r for step, r in self._ratios.items() if step in kept}
+
+    def _add_ratios(self, step: int, ratios: tuple[float | None, ...]) -> None:
+        self._ratios[step] = ratios
+        if len(self._ratios) > MAX_RATIOS:  # as with the steps: the whole span, at half the density
+            self._ratio_stride *= 2
+            self._ratios = {s: r for s, r in self._ratios.items() if not (s - 1) % self._ratio_stride}
 
     def result(self) -> TrainingTrace | None:
         """The steps, or None when backward did not run more than once."""
         if self._calls < 2:
             return None
+        steps = tuple(replace(s, update_ratios=self._ratios[s.step]) if s.step in self._ratios else s
+                      for s in self._steps)
         return TrainingTrace(parameters=tuple(self._names), reached=tuple(self._reached),
-                             got_grad=tuple(self._got_grad), steps=tuple(self._steps),
+                             got_grad=tuple(self._got_grad), steps=steps,
                              line=self._line, untracked=len(self._untracked), unread=self._unread,
                              optimizer=self._optimizer, stride=self._stride,
-                             calls=self._calls)
+                             calls=self._calls, no_ratio=self._copies.uncopied)
 
     def close(self) -> None:
         self._refs.clear()
+        self._copies.close()  # our copies go with the cell
 
 
 def _named(namespace: dict[str, Any], ids: Identity) -> list[Binding]:

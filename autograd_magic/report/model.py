@@ -183,6 +183,9 @@ class TrainingStepRow:
     step: int
     loss: float | None
     grad_norms: dict[str, float]  # parameter -> norm of its .grad after this backward (absent: .grad was None)
+    # parameter -> ||w' - w|| / ||w|| from this backward to the next (the optimizer's step); empty on
+    # the last step, when nothing changed, or when the next backward was not read
+    update_ratios: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ class Training:
     unread: int = 0  # steps run under a profiler: not read
     stride: int = 1  # a long loop keeps every stride-th step
     calls: int = 0  # backward calls the cell made
+    no_ratio: int = 0  # followed parameters too big to copy (or not real floats): no update/weight ratio
 
 
 @dataclass

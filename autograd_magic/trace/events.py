@@ -156,6 +156,9 @@ class TrainingStep:
     step: int  # 1 for the cell's first backward
     loss: float | None
     grad_norms: tuple[float | None, ...]  # aligned with TrainingTrace.parameters; None: .grad is None
+    # ||w' - w|| / ||w||: w at this backward, w' at the next one (the optimizer's step in between);
+    # aligned with parameters; () when the next backward was not read or nothing changed; None: not copied
+    update_ratios: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,7 @@ class TrainingTrace:
     optimizer: bool = False  # the namespace held a torch.optim optimizer: the loop means to train
     stride: int = 1  # every stride-th step was kept (long loops: see capture.training.MAX_STEPS)
     calls: int = 0  # backward calls the cell made
+    no_ratio: int = 0  # followed parameters too big to copy, so without an update/weight ratio
 
 
 @dataclass(frozen=True, slots=True)

@@ -504,11 +504,12 @@ function draw({ model, el }) {
   };
 }
 
-// -- the Training panel: gradient norms per step, one line per parameter (or per layer), log scale ------------
+// -- the Training panel: gradient norms (or update/weight ratios) per step, one line per parameter or layer ----
 const SVG_NS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
   "#7f7f7f", "#bcbd22"];
 const MAX_SERIES = 12; // more parameters than this are drawn one line per layer
+const RATIO_RULE = 1e-3; // the usual rule of thumb for ||Δw|| / ||w||: drawn as a faint reference line
 
 function svgEl(tag, attrs = {}, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
@@ -520,9 +521,8 @@ function svgEl(tag, attrs = {}, ...children) {
 const svgTitle = (text) => svgEl("title", {}, text);
 const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
-function normSeries(training) {
+function layersOf(training) {
   const params = training.parameters || [];
-  const steps = training.steps || [];
   const layerOf = (name) => (params.length > MAX_SERIES && name.includes(".") ? name.slice(0, name.lastIndexOf(".")) : name);
   const groups = new Map();
   for (const name of params) {
@@ -530,7 +530,12 @@ function normSeries(training) {
     if (!groups.has(layer)) groups.set(layer, []);
     groups.get(layer).push(name);
   }
-  return [...groups].map(([label, names]) => ({
+  return [...groups];
+}
+
+function normSeries(training) {
+  const steps = training.steps || [];
+  return layersOf(training).map(([label, names]) => ({
     label,
     values: steps.map((s) => {
       const got = names.map((n) => s.grad_norms[n]).filter((v) => v !== undefined);
@@ -541,13 +546,29 @@ function normSeries(training) {
   })).filter((series) => series.values.some((v) => v !== null));
 }
 
-function linePlot(series, steps, { log, label }) {
+// A layer's line is its first parameter's ratio (the weight: modules list it before the bias); the
+// layer's joint ratio would need each parameter's norm, which the report does not carry.
+function ratioSeries(training) {
+  const steps = training.steps || [];
+  return layersOf(training).map(([label, names]) => ({
+    label,
+    values: steps.map((s) => {
+      const got = names.map((n) => (s.update_ratios || {})[n]).find((v) => v !== undefined);
+      return got === undefined ? null : finite(got) === null ? Infinity : got;
+    }),
+  })).filter((series) => series.values.some((v) => v !== null));
+}
+
+// bridge: draw across steps without a value (ratios are sampled on long loops) instead of breaking the line
+function linePlot(series, steps, { log, label, reference = null, bridge = false }) {
   const W = 640, H = 240, L = 56, R = 12, T = 10, B = 28;
   const ys = series.flatMap((s) => s.values).map(finite).filter((v) => v !== null && (!log || v > 0));
   if (!ys.length) return h("p", { class: "agm-hint" }, `No ${label} to plot.`);
+  if (reference !== null) ys.push(reference); // always in view: how far the lines are from it is the point
   const f = (v) => (log ? Math.log10(v) : v);
   let lo = Math.min(...ys.map(f)), hi = Math.max(...ys.map(f));
   if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+  if (reference !== null) { const pad = (hi - lo) * 0.06; lo -= pad; hi += pad; } // the line off the frame
   const x = (i) => L + (steps.length > 1 ? (i * (W - L - R)) / (steps.length - 1) : (W - L - R) / 2);
   const y = (v) => T + ((hi - f(v)) * (H - T - B)) / (hi - lo);
   const svg = svgEl("svg", { class: "agm-plot", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
@@ -557,6 +578,12 @@ function linePlot(series, steps, { log, label }) {
   for (const [v, text] of [[lo, tick(log ? 10 ** lo : lo)], [hi, tick(log ? 10 ** hi : hi)]]) {
     svg.append(svgEl("text", { x: L - 4, y: T + ((hi - v) * (H - T - B)) / (hi - lo) + 4, "text-anchor": "end",
       class: "agm-plot-axis" }, text));
+  }
+  if (reference !== null) {
+    svg.append(svgEl("line", { x1: L, x2: W - R, y1: y(reference), y2: y(reference), class: "agm-plot-reference" },
+      svgTitle(`${reference.toExponential(0)}: the usual rule of thumb`)));
+    svg.append(svgEl("text", { x: W - R - 4, y: y(reference) - 4, "text-anchor": "end", class: "agm-plot-axis agm-plot-reference-label" },
+      `${reference.toExponential(0)} rule of thumb`));
   }
   svg.append(svgEl("text", { x: L, y: H - 8, class: "agm-plot-axis" }, `step ${steps[0]}`));
   svg.append(svgEl("text", { x: W - R, y: H - 8, "text-anchor": "end", class: "agm-plot-axis" },
@@ -570,6 +597,7 @@ function linePlot(series, steps, { log, label }) {
     }
     s.values.forEach((v, i) => {
       const value = finite(v);
+      if (value === null && bridge && v !== Infinity) return;
       if (value === null || (log && value <= 0)) { pen = "M"; return; }
       d += `${pen}${x(i).toFixed(1)},${y(value).toFixed(1)} `;
       pen = "L";
@@ -597,17 +625,53 @@ function linePlot(series, steps, { log, label }) {
 function trainingPanel(training) {
   const steps = (training.steps || []).map((s) => s.step);
   const grads = normSeries(training);
+  const ratios = ratioSeries(training);
   const losses = [{ label: "loss", values: (training.steps || []).map((s) => (typeof s.loss === "number" ? s.loss
     : s.loss === null ? null : Infinity)) }];
   const positive = losses[0].values.every((v) => v === null || v > 0);
-  const perLayer = (training.parameters || []).length > MAX_SERIES;
+  const per = `one line per ${(training.parameters || []).length > MAX_SERIES ? "layer" : "parameter"}`;
   const notes = [];
   if (training.untracked) notes.push(`${training.untracked} more parameters were not followed.`);
+  if (training.no_ratio) notes.push(`${training.no_ratio} parameters too big to copy (over 256 KiB, or 4 MiB in all) have no update/weight ratio.`);
   if (training.unread) notes.push(`${training.unread} steps ran under a profiler and were not read.`);
+  const views = {
+    grads: {
+      button: "gradient norm",
+      title: `Gradient norm after each backward (${steps.length} steps, log scale, ${per})`,
+      explain: null,
+      plot: () => linePlot(grads, steps, { log: true, label: "gradient norms" }),
+    },
+    ratios: {
+      button: "update / weight",
+      title: `Update / weight ratio ‖Δw‖ / ‖w‖ of the step after each backward (log scale, ${per}${per.endsWith("layer") ? ": its weight" : ""})`,
+      explain: `The dashed line is ${RATIO_RULE.toExponential(0)}, the usual rule of thumb: far below it the weights barely move `
+        + "(learning rate too low?), far above it (1e-1 and up) each step rewrites them (too high?). "
+        + "The last step has none (no later backward saw its update); a long loop has one every few steps.",
+      plot: () => linePlot(ratios, steps, { log: true, label: "update/weight ratios", reference: RATIO_RULE, bridge: true }),
+    },
+  };
+  const title = h("h4", {});
+  const explain = h("p", { class: "agm-hint" });
+  const box = h("div", { class: "agm-plot-slot" });
+  const buttons = {};
+  const show = (which) => {
+    const view = views[which];
+    title.replaceChildren(view.title);
+    explain.replaceChildren(view.explain || "");
+    explain.hidden = !view.explain;
+    box.replaceChildren(view.plot());
+    for (const [name, button] of Object.entries(buttons)) button.setAttribute("aria-pressed", String(name === which));
+  };
+  for (const [name, view] of Object.entries(views)) {
+    buttons[name] = h("button", { type: "button", class: "agm-toggle", "data-view": name, onclick: () => show(name) },
+      view.button);
+  }
+  const toggle = ratios.length
+    ? h("div", { class: "agm-toggles", role: "group", "aria-label": "what to plot per step" }, buttons.grads, buttons.ratios)
+    : null;
+  show("grads");
   return h("div", { class: "agm-training" },
-    h("h4", {}, `Gradient norm after each backward (${steps.length} steps, log scale, one line per `
-      + `${perLayer ? "layer" : "parameter"})`),
-    linePlot(grads, steps, { log: true, label: "gradient norms" }),
+    toggle, title, box, explain,
     h("h4", {}, `Loss${positive ? " (log scale)" : ""}`),
     linePlot(losses, steps, { log: positive, label: "loss" }),
     notes.map((n) => h("p", { class: "agm-hint" }, n)));
