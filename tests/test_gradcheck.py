@@ -333,3 +333,23 @@ def test_text_html_and_json_views_show_the_mismatch(ip: Any) -> None:
     assert "gradcheck" in html and "Cube" in html and "finite differences" in html
     [found] = [d for d in data["diagnostics"] if d["kind"] == "gradcheck"]
     assert found["severity"] == "warning" and found["names"] == ["Cube"] and found["line"] == 14
+
+
+STRAIGHT_THROUGH = """
+class RoundST(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+x = torch.tensor([0.2, 1.3, -2.4], requires_grad=True)
+RoundST.apply(x).sum().backward()
+"""
+
+
+def test_a_straight_through_estimator_is_a_note_not_a_warning(ip: Any) -> None:
+    """round's derivative is 0 wherever it is defined: passing the gradient through is a choice, not a bug."""
+    report, _ = report_of(ip, STRAIGHT_THROUGH, "--gradcheck")
+    [found] = gradchecks(report)
+    assert found.severity == "note" and "straight-through" in found.message and "`RoundST`" in found.message

@@ -503,3 +503,11 @@ def test_a_logged_value_never_backwarded_still_gets_its_graph(ip: Any) -> None:
     run(ip, SETUP)
     report, _ = report_of(ip, "w = torch.ones(3, requires_grad=True)\nv = (w * 2).sum()\nprint(v.item())\n")
     assert [g.backward for g in report.graphs] == [False] and report.graphs[0].nodes
+
+
+def test_torch_autograd_backward_names_its_root_from_nothing_but_its_binding(ip: Any) -> None:
+    run(ip, SETUP)
+    body = ("w = torch.ones(2, requires_grad=True)\n"
+            "for i in range(3):\n    torch.autograd.backward(F.mse_loss(w, w * 0))\n")
+    report, _ = report_of(ip, body)
+    assert report.graphs and report.graphs[0].root != "torch.autograd"

@@ -110,7 +110,9 @@ def _receiver(event: BackwardEvent) -> str | None:
     """``loss`` in ``loss.backward()``: the root's name when no assignment bound it (``loss = F.mse_loss(...)``
     runs its ops inside torch, and in a loop only the last result is left in the namespace)."""
     found = _RECEIVER.match(event.site.expr) if event.func == "backward" else None
-    return found.group(1) if found else None
+    if found is None or found.group(1).split(".")[-1] == "autograd":  # torch.autograd.backward(loss): no receiver
+        return None
+    return found.group(1)
 
 
 def per_site(events: tuple[BackwardEvent, ...]) -> list[BackwardEvent]:

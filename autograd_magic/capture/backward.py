@@ -61,6 +61,7 @@ class BackwardRecorder:
         self._cut_graphs: list[GraphSnapshot] = []
         self._before_grads: dict[int, Any] = {}
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}  # id(grad_fn) -> a root backward ran from
+        self._roots_limit = 64  # a loop keeping every loss (losses.append(loss)) keeps them all alive
         self.training = TrainingRecorder(recorder.ids)  # every backward call: loss and gradient norms
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
@@ -85,8 +86,9 @@ class BackwardRecorder:
             node = grad_fn_of(root)
             if node is not None:
                 self._roots[id(node)] = weakref.ref(root)
-        if len(self._roots) > 64:
+        if len(self._roots) > self._roots_limit:  # dead ones go; the limit doubles when most are alive
             self._roots = {key: ref for key, ref in self._roots.items() if ref() is not None}
+            self._roots_limit = max(64, 2 * len(self._roots))
 
     def cut_graphs(self) -> tuple[GraphSnapshot, ...]:
         return tuple(self._cut_graphs)

@@ -19,7 +19,7 @@ import torch
 
 from ..trace.events import GradcheckEvent, Site
 from .finitediff import Argument, compare
-from .reads import attempt, is_plain, quiet
+from .reads import attempt, is_plain, profiling, quiet
 from .sites import SiteTable
 
 MAX_ELEMENTS = 1000  # tensor elements per call, all inputs together: bigger calls are not copied
@@ -63,6 +63,9 @@ class FunctionCalls:
         if (cls, site) in self.calls:
             return  # a loop calls it again: checked once per class and call site
         call = self.calls[(cls, site)] = FunctionCall(cls, site)
+        if profiling():  # a profiler would see our copies
+            call.reason = "a profiler was recording when it was called, and it would have seen the inputs copied"
+            return
         with quiet():
             call.reason = _copy(tuple(scope.get("args", ())), dict(scope.get("kwargs") or {}), call)
 

@@ -151,10 +151,8 @@ def summary_of(t: torch.Tensor, listed: int, summarised: int) -> tuple[tuple[int
             if count > summarised or dtype.is_complex:
                 return shape, None, None, None, None
             data = t.detach()
-            if count <= listed:
+            if count <= listed:  # empty ones too
                 return shape, data.cpu().tolist(), None, None, None
-            if count == 0:
-                return shape, None, 0.0, None, None
             low, high = torch.aminmax(data)
             if dtype not in _REAL_NORM_DTYPES:  # integers: their extremes, no norm
                 lo, hi = torch.stack((low, high)).tolist()

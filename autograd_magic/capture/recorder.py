@@ -10,6 +10,7 @@ user tensor after the block ends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from types import CodeType, FrameType
 from typing import Any
 
@@ -121,13 +122,17 @@ class Recorder:
         mode, self._mode = self._mode, None
         if mode is not None:
             leave_mode(mode, self)
-        self._check_functions(exc)
         try:
             with quiet():
                 self.trace = self._finish(exc, tb)
         except Exception:
             internal.report_failure("building the trace")
             self.trace = Trace(source=self._source, first_line=self._first_line)
+        try:
+            # after the namespace was read: what a re-run forward changes cannot reach the report
+            self._check_functions(exc)
+            if self._gradchecks is not None:
+                self.trace = replace(self.trace, gradchecks=self._gradchecks)
         finally:
             self.functions = None
             self.ids.clear()

@@ -205,8 +205,9 @@ class Trace:
 class GradcheckMismatch:
     """One input whose analytical gradient (the Function's backward) differs from finite differences.
 
-    Both are vector-Jacobian products with the same ``grad_output`` (ones, or random when ones would not
-    show the error, as for a backward that forgets grad_output); ``index`` is the element
+    Both are vector-Jacobian products with the same ``grad_output``: a random one finds the mismatch, and
+    ones (``unit``) give the numbers when they show it too (a forgotten grad_output shows only with the
+    random one); ``index`` is the element
     where they differ most, ``expected``/``got`` list the first few elements of each.
     """
 
@@ -219,6 +220,7 @@ class GradcheckMismatch:
     worst_got: float
     elements: int = 0  # the input's size (``expected`` lists at most a few)
     unit: bool = False  # compared with a grad_output of ones (plain derivatives), else a random one
+    flat: bool = False  # the forward is flat here (finite differences 0 everywhere): a surrogate gradient?
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,8 @@ LEGEND = (
     LegendItem("base", "#a2cd5a", "1px dotted currentColor", "base of a view"),
     LegendItem("flagged", "#ffffff", "3px solid #cd0000", "⚠ involved in a diagnostic"),
     LegendItem("folded", "#ffffff", "2px solid currentColor", "×N: a repeated op drawn once"),
-    LegendItem("module", "#e6e6fa", "1px solid currentColor", "an nn.Module folded into one node (click: unfold)"),
+    LegendItem("module", "#e6e6fa", "1px solid currentColor",
+               "an nn.Module folded into one node (live view: click to unfold)"),
     LegendItem("cut", "", "1px dashed #cd0000", "✂ the graph is cut here (detach, numpy, item, ...)"),
 )
 
@@ -212,7 +213,7 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     if value:
         parts.append(_clip(value, 40))
     if node.kind == "module":
-        parts.append("folded module (click to unfold)" if node.repeat == 1 else "folded blocks (click to unfold)")
+        parts.append("folded module" if node.repeat == 1 else "folded blocks")  # the live view says how to unfold
     grad = node_gradient(node, dict(facts.gradients))
     if grad:
         parts.append(grad)

@@ -75,7 +75,9 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         request = change["new"]
         if self._refold is None or not isinstance(request.get("module"), str):
             return
-        index = int(request.get("graph", 0))
+        index = request.get("graph", 0)
+        if not isinstance(index, int):
+            return
         opened, closed = self._folds.get(index, (frozenset(), frozenset()))
         name = request["module"]
         if request.get("open"):

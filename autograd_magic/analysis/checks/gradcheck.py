@@ -22,6 +22,8 @@ def check_gradcheck(trace: Trace, names: Names) -> list[Diagnostic]:
 
 def _diagnostic(event: GradcheckEvent) -> Diagnostic:
     site, name = event.site, event.function
+    if event.status == "mismatch" and all(m.flat for m in event.mismatches):
+        return Diagnostic("gradcheck", "note", site.line, site.code, (name,), _surrogate_message(event))
     if event.status == "mismatch":
         return Diagnostic("gradcheck", "warning", site.line, site.code, (name,), _mismatch_message(event))
     if event.status == "ok":
@@ -30,6 +32,19 @@ def _diagnostic(event: GradcheckEvent) -> Diagnostic:
                           f"{_listed(event.checked)} ({_HOW}).")
     return Diagnostic("gradcheck", "note", site.line, site.code, (name,),
                       f"--gradcheck could not check `{name}`: {event.reason}.")
+
+
+def _surrogate_message(event: GradcheckEvent) -> str:
+    """A forward that is flat where it was called (round, sign, a threshold) has derivative 0 there: a
+    backward that sends something else is a surrogate gradient, usually on purpose (straight-through)."""
+    name = event.function
+    wrong = [m.name for m in event.mismatches]
+    lines = [f"--gradcheck: `{name}`'s forward is flat around these inputs (finite differences give 0 for "
+             f"{_listed(wrong)}, as for round, sign or a threshold), while its backward sends a gradient: "
+             f"a surrogate gradient such as a straight-through estimator. That is fine if you meant it; "
+             f"if not, the true gradient here is 0."]
+    lines += [_compared(m) for m in event.mismatches]
+    return "\n".join(lines)
 
 
 def _mismatch_message(event: GradcheckEvent) -> str:
@@ -47,7 +62,8 @@ def _mismatch_message(event: GradcheckEvent) -> str:
     lines.append(f"Fix: check the backward of `{name}`: {inputs} must be grad_output times the derivative of "
                  f"forward's output with respect to that input. A missing factor, a forgotten grad_output or a "
                  f"wrong sign gives exactly this; `torch.autograd.gradcheck({name}.apply, inputs)` on double "
-                 f"inputs checks it in isolation.")
+                 f"inputs checks it in isolation. (A backward that returns another gradient on purpose, as a "
+                 f"gradient-reversal layer does, differs from finite differences by design.)")
     return "\n".join(lines)
 
 
