@@ -142,7 +142,7 @@ def node_text(node: Any, short: bool = False, grad: str = "") -> str:
 def node_gradient(node: Node, grads: dict[str, GradRow]) -> str:
     """`grad = -1`, `grad = [1, 2, 3]` for a few values (as micrograd draws them), else the norm."""
     row = grads.get((node.name or "").split(", ")[0])
-    flat = [] if row is None or row.values is None else list(islice(_flatten(row.values), MAX_INLINE_GRAD + 1))
+    flat = [] if row is None or row.values is None else list(islice(flatten(row.values), MAX_INLINE_GRAD + 1))
     if row is not None and row.values is not None and len(flat) <= MAX_INLINE_GRAD:
         shown = _number(flat[0]) if len(flat) == 1 else "[" + ", ".join(map(_number, flat)) + "]"
         return f"grad = {shown}"
@@ -163,7 +163,7 @@ def value_text(value: Value | None) -> str:
     if value is None:
         return "?"
     if value.values is not None:
-        flat = list(_flatten(value.values))
+        flat = list(flatten(value.values))
         return _number(flat[0]) if len(flat) == 1 else "[" + ", ".join(map(_number, flat)) + "]"
     if value.norm is None:
         return f"{shape_text(value.shape)} (values not read)"
@@ -223,16 +223,16 @@ def _error(report: Report) -> list[str]:
 def format_values(values: Any, shape: tuple[int, ...]) -> str:
     if values is None:
         return f"<{shape_text(shape)} values not listed>"
-    flat = list(islice(_flatten(values), MAX_LISTED + 1))  # a 1,000-element gradient shows its first few
+    flat = list(islice(flatten(values), MAX_LISTED + 1))  # a 1,000-element gradient shows its first few
     shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:MAX_LISTED])
     more = ", ..." if len(flat) > MAX_LISTED else ""
     return f"[{shown}{more}]" if shape else shown
 
 
-def _flatten(values: Any) -> Any:
+def flatten(values: Any) -> Any:
     if isinstance(values, list):
         for item in values:
-            yield from _flatten(item)
+            yield from flatten(item)
     else:
         yield values
 

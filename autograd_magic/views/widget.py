@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
 from .numbering import for_display
 from .saved import saved_items
-from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
+from .text import flatten, graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
 Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
@@ -150,17 +151,7 @@ def payload(report: Report) -> dict[str, Any]:
 
 def _first(values: Any) -> Any:
     """The first `MAX_VALUES` + 1 of nested lists, flattened: what the Gradients panel can show."""
-    if not isinstance(values, list):
-        return values
-    flat: list[Any] = []
-    stack = [values]
-    while stack and len(flat) <= MAX_VALUES:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            flat.append(item)
-    return flat
+    return list(islice(flatten(values), MAX_VALUES + 1)) if isinstance(values, list) else values
 
 
 def _replay_step(step: Step) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ...report.model import Diagnostic
 from ...trace.events import GradcheckEvent, GradcheckMismatch, Trace
+from ..lineage import describe_names
 from ..naming import Names
 
 _HOW = "its forward was run again on float64 copies of the inputs, after the cell"
@@ -79,5 +80,4 @@ def _numbers(values: tuple[float, ...], elements: int) -> str:
 
 
 def _listed(words: tuple[str, ...] | list[str]) -> str:
-    quoted = [f"`{w}`" for w in words] or ["its inputs"]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return describe_names(words) or "its inputs"
