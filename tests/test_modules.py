@@ -208,6 +208,7 @@ def test_a_module_applied_several_times_is_one_block(ip: Any) -> None:
     graph = report.graphs[0]
     assert graph.dropped == 0 and len(graph.nodes) <= 12
     assert any(n.repeat == 5 for n in graph.nodes)
+    assert [(count, label) for _, count, label in graph.repeated] == [(5, "block.0, its ops ran 5 times")]
 
 
 # -- unfold and fold on click --------------------------------------------------------------------------

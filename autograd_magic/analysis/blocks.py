@@ -142,8 +142,8 @@ def _reapplied_alias(nodes: list[Node], block: Block) -> dict[int, int]:
 
 def block_label(block: Block) -> str:
     """`enc.layers.0–5` for contiguous numbered siblings, else the first name and how many more."""
-    if len(block.instances) == 1:
-        return f"{block.first}, applied {block.count} times"
+    if len(block.instances) == 1:  # applied k times, or a loop inside its forward: its ops ran k times either way
+        return f"{block.first}, its ops ran {block.count} times"
     parent, last = block.first.rsplit(".", 1)[0], [i.rsplit(".", 1)[1] for i in block.instances]
     if all(x.isdigit() for x in last):
         numbers = sorted(int(x) for x in last)

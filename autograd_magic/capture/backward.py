@@ -98,8 +98,9 @@ class BackwardRecorder:
             located: Callable[..., Any]) -> Any:
         """Call the user's backward exactly once (through ``located``, which looks like the user's line)."""
         __tracebackhide__ = True  # noqa: F841
-        call = self._before(func, args, kwargs)
-        loss = self.training.before(func, _roots(func, args, kwargs))
+        roots = _roots(func, args, kwargs)
+        call = self._before(func, roots)
+        loss = self.training.before(func, roots)
         error: BaseException | None = None
         try:
             return located(func, args, kwargs)
@@ -111,13 +112,12 @@ class BackwardRecorder:
                 self._after(func, kwargs, call, args, error)
             self.training.after(func, loss, error)
 
-    def _before(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
+    def _before(self, func: Callable[..., Any], roots: list[torch.Tensor]) -> _Call | None:
         try:
             with quiet():
                 site, count = self._rec.count_site(func, 3)
                 key = (site.line, site.code, func.__name__)
                 self._calls[key] = self._calls.get(key, 0) + 1
-                roots = _roots(func, args, kwargs)
                 self._note_roots(roots)
                 if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
                     return _Call(site)  # past the detail cap: recorded only if it fails
