@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..report.model import Value
+from ..report.model import Value, flatten
 
 PASS, NEG, TIMES, OTHER = "pass", "neg", "times", "other"  # how an edge's gradient relates to grad_out
 Rule = tuple[str, tuple[tuple[str, str], ...]]  # words, (formula, kind) per input edge
@@ -125,9 +125,3 @@ def number(value: Any) -> str:
     return str(value)
 
 
-def flatten(values: Any) -> Any:
-    if isinstance(values, list):
-        for item in values:
-            yield from flatten(item)
-    else:
-        yield values

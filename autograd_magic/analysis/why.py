@@ -7,9 +7,9 @@ it), why it is zero (where the replay saw the gradient stop), or how it was summ
 
 from __future__ import annotations
 
-from ..report.model import Cut, GradRow, Replay, Step
+from ..report.model import Cut, GradRow, Replay, Step, flatten
 from ..trace.events import CUT_FUNCS, BackwardEvent, OpEvent, Trace
-from .formulas import flatten, number, value_text
+from .formulas import number, value_text
 from .naming import Names
 
 _MAKERS = {"tensor": "torch.tensor", "as_tensor": "torch.as_tensor", "from_numpy": "torch.from_numpy"}

@@ -258,6 +258,15 @@ class Report:
                 f"{counts['error']} errors, {counts['warning']} warnings, {counts['note']} notes>")
 
 
+def flatten(values: Any) -> Any:
+    """The numbers of a value's nested lists (``Value.values``), in order; a scalar yields itself."""
+    if isinstance(values, list):
+        for item in values:
+            yield from flatten(item)
+    else:
+        yield values
+
+
 class Views(Protocol):
     """How a report is shown and saved: the views layer registers one (the model does not import its views)."""
 

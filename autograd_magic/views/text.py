@@ -9,7 +9,7 @@ from __future__ import annotations
 from itertools import groupby, islice
 from typing import Any
 
-from ..report.model import GradRow, Graph, Node, Replay, Report, Value
+from ..report.model import GradRow, Graph, Node, Replay, Report, Value, flatten
 from .numbering import for_display
 from .training import training_text
 
@@ -227,14 +227,6 @@ def format_values(values: Any, shape: tuple[int, ...]) -> str:
     shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:MAX_LISTED])
     more = ", ..." if len(flat) > MAX_LISTED else ""
     return f"[{shown}{more}]" if shape else shown
-
-
-def flatten(values: Any) -> Any:
-    if isinstance(values, list):
-        for item in values:
-            yield from flatten(item)
-    else:
-        yield values
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

@@ -28,12 +28,12 @@ import anywidget
 import traitlets
 
 from .. import internal
-from ..report.model import SEVERITIES, Node, Report, Step
+from ..report.model import SEVERITIES, Node, Report, Step, flatten
 from .graph import Rendered, legend_for, render_graph, render_torchviz
 from .html import render_html
 from .numbering import for_display
 from .saved import saved_items
-from .text import flatten, graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
+from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
 
 STATIC = Path(__file__).parent / "static"
 Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
