@@ -49,24 +49,32 @@ def _is_wrapper(code: CodeType) -> bool:
     return _is_wrapper_file(code.co_filename)
 
 
-def leave_mode(mode: RecordingMode, recorder: Recorder) -> None:
-    """Take our mode off the torch-function stack, keeping any the cell left above it."""
-    above = []
+def leave_mode(mode: RecordingMode, recorder: Recorder, on_stack: bool = True) -> None:
+    """Take our mode off the torch-function stack, keeping any the cell left above it.
+
+    ``on_stack`` False: an optimizer step took it off already (and raised before putting it back).
+    """
     try:
-        while torch._C._len_torch_function_stack() > 0:
-            top = torch._C._pop_torch_function_stack()
-            if top is mode:
-                break
-            above.append(top)
-        else:
-            internal.report_failure("our mode was not on the stack")
-        for other in reversed(above):
-            torch._C._push_on_torch_function_stack(other)
+        if on_stack:
+            _pop_ours(mode)
     finally:
         mode.recorder = None  # break the cycle
         recorder.absorb_counts(mode.sites)
         mode.sites.clear()  # the call functions hold the user's globals
         mode._located.clear()
+
+
+def _pop_ours(mode: RecordingMode) -> None:
+    above = []
+    while torch._C._len_torch_function_stack() > 0:
+        top = torch._C._pop_torch_function_stack()
+        if top is mode:
+            break
+        above.append(top)
+    else:
+        internal.report_failure("our mode was not on the stack")
+    for other in reversed(above):
+        torch._C._push_on_torch_function_stack(other)
 
 
 class RecordingMode(TorchFunctionMode):

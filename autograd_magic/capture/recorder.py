@@ -24,6 +24,7 @@ from .gradcheck import APPLY_CODE, FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
 from .namespace import scan_namespace
+from .optimizers import StepOut
 from .reads import grad_fn_of, profiling, quiet
 from .session import Session, remembered
 from .sites import SiteTable
@@ -98,6 +99,7 @@ class Recorder:
         self.backward = BackwardRecorder(self, self.session.grads)
         self._provenance: dict[int, tuple[OpEvent, ...]] = {}
         self._mode: RecordingMode | None = None
+        self._step_out: StepOut | None = None
         self._previous: dict[str, TensorInfo] = {}
         self.modules = ModuleNames(self.namespace, self.sites.is_user_code)
         # --gradcheck: the custom Functions called, checked after the cell (None: off, nothing is looked at)
@@ -116,12 +118,16 @@ class Recorder:
             internal.report_failure("reading the namespace before the cell")
         self._mode = RecordingMode(self)
         self._mode.__enter__()
+        self._step_out = StepOut(self._mode, self.max_repeats)
+        self._step_out.start()
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         mode, self._mode = self._mode, None
+        step_out, self._step_out = self._step_out, None
+        suspended = step_out is not None and step_out.close()  # a step that raised left our mode off the stack
         if mode is not None:
-            leave_mode(mode, self)
+            leave_mode(mode, self, on_stack=not suspended)
         try:
             with quiet():
                 self.trace = self._finish(exc, tb)
