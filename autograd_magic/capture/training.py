@@ -31,7 +31,7 @@ from .tensors import Identity
 from .updates import WeightCopies
 
 MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
-MAX_STEPS = 1000  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
+MAX_STEPS = 200  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
 # steps with an update/weight ratio: past it, every 2nd (4th, ...) kept step gets one. Copying the
 # weights and comparing them costs about as much memory traffic as a small model's own step
 MAX_RATIOS = 32
