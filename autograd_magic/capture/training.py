@@ -119,6 +119,9 @@ class TrainingRecorder:
                 params = [ref() for ref in self._refs]
                 grads = _grads_of(params) if kept else []
                 copy = kept and not (self._calls - 1) % self._ratio_stride
+                if not copy and not compare:  # most steps of a long loop: the gradients' norms alone
+                    self._step(grads, norms_of(grads), loss)
+                    return
                 ours = self._copies.measure(params, self._calls, copy)
                 norms = norms_of(grads, ours)  # one batched pass: gradients, updates, weights
                 ratios = self._copies.settle(norms[len(grads):], params, self._calls, copy)
