@@ -44,6 +44,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
                   for op in trace.ops[:MAX_OP_ROWS]]
     report.ops_total = trace.total_ops
     report.ops_folded = trace.folded_ops
+    report.ops_unwatched_steps = trace.unwatched_steps
     if trace.error is not None:
         report.error = ErrorRow(trace.error.type, trace.error.message, trace.error.site.line, trace.error.site.code)
     report.diagnostics = analyze(trace, names)

@@ -100,6 +100,7 @@ class Recorder:
         self._provenance: dict[int, tuple[OpEvent, ...]] = {}
         self._mode: RecordingMode | None = None
         self._step_out: StepOut | None = None
+        self._unwatched_steps = 0
         self._previous: dict[str, TensorInfo] = {}
         self.modules = ModuleNames(self.namespace, self.sites.is_user_code)
         # --gradcheck: the custom Functions called, checked after the cell (None: off, nothing is looked at)
@@ -126,6 +127,7 @@ class Recorder:
         mode, self._mode = self._mode, None
         step_out, self._step_out = self._step_out, None
         suspended = step_out is not None and step_out.close()  # a step that raised left our mode off the stack
+        self._unwatched_steps = 0 if step_out is None else step_out.stepped_out
         if mode is not None:
             leave_mode(mode, self, on_stack=not suspended)
         try:
@@ -313,6 +315,7 @@ class Recorder:
             gradients=self.backward.gradients(final, self.namespace),
             folded_ops=max(0, self.total_calls() - len(self._ops)),
             total_ops=self.total_calls(),
+            unwatched_steps=self._unwatched_steps,
             error=self._error_info(exc, tb),
             previous=self._previous,
             provenance=self._provenance,

@@ -216,6 +216,7 @@ class Report:
     ops: list[OpRow] = field(default_factory=list)
     ops_total: int = 0
     ops_folded: int = 0
+    ops_unwatched_steps: int = 0  # torch optimizer steps whose own calls were not looked into (not in ops_total)
     error: ErrorRow | None = None
     hints: list[str] = field(default_factory=list)  # one-line notes about the view itself
     torchviz_dot: str | None = None

@@ -191,6 +191,7 @@ class Trace:
     gradients: dict[str, GradValue] = field(default_factory=dict)
     folded_ops: int = 0  # ops counted but not recorded (repeats past the cap)
     total_ops: int = 0
+    unwatched_steps: int = 0  # torch optimizer steps run without our mode: their calls are not in total_ops
     graphs: tuple[GraphSnapshot, ...] = ()  # named results with a grad_fn that no backward covered
     error: ErrorInfo | None = None
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell

@@ -35,7 +35,14 @@ def summary_line(report: Report) -> str:
     found = ", ".join(f"{n} {sev}{'s' if n != 1 else ''}" for sev, n in counts.items() if n) or "no diagnostics"
     counted = ", ".join(plural(n, what) for n, what in (
         (report.ops_total, "torch call"), (len(report.tensors), "tensor"), (len(report.graphs), "graph")))
+    if report.ops_unwatched_steps:
+        counted = counted.replace(" torch calls", f" torch calls ({unwatched(report)})", 1)
     return f"autograd: {counted}, {found}"
+
+
+def unwatched(report: Report) -> str:
+    """What the call count leaves out: a torch optimizer's later steps run without the recorder."""
+    return f"not counting the insides of {plural(report.ops_unwatched_steps, 'later optimizer step')}"
 
 
 def plural(count: int, noun: str) -> str:

@@ -425,7 +425,8 @@ function draw({ model, el }) {
     playButton.textContent = timer !== null ? "■ pause" : "▶ play";
     playButton.setAttribute("aria-label", timer !== null ? "pause" : "play");
     const op = ops.find((o) => o.seq === step);
-    const more = report.ops_total > ops.length ? ` (${report.ops_total} torch calls in all; repeats past the per-line cap are not listed)` : "";
+    const unwatched = report.ops_unwatched_steps ? `; the insides of ${report.ops_unwatched_steps} later optimizer steps are not counted` : "";
+    const more = report.ops_total > ops.length ? ` (${report.ops_total} torch calls in all; repeats past the per-line cap are not listed${unwatched})` : "";
     stepLabel.textContent = `step ${step} / ${lastStep}${more}`;
     opArea.replaceChildren(op
       ? h("p", {}, `line ${lineText(op.line)}: `, h("code", {}, op.expr || op.code), ` — ${op.name}${op.inplace ? " (in place)" : ""}`)
