@@ -7,6 +7,8 @@ it), why it is zero (where the replay saw the gradient stop), or how it was summ
 
 from __future__ import annotations
 
+from itertools import islice
+
 from ..report.model import Cut, GradRow, Replay, Step, flatten
 from ..trace.events import CUT_FUNCS, BackwardEvent, OpEvent, Trace
 from .formulas import number, value_text
@@ -194,7 +196,7 @@ def _how(how: str) -> str:
 def _values(values: object, norm: float | None) -> str:
     if values is None:
         return f"a tensor of norm {norm:.4g}" if norm is not None else "a big tensor"
-    flat = list(flatten(values))
+    flat = list(islice(flatten(values), 13))  # what the sentence shows: a gradient may list 1,000 numbers
     return number(flat[0]) if len(flat) == 1 else "[" + ", ".join(number(v) for v in flat[:12]) + \
         (", ...]" if len(flat) > 12 else "]")
 

@@ -63,8 +63,13 @@ def is_plain(t: torch.Tensor) -> bool:
     """A tensor whose data we may touch: an ordinary strided tensor, not a subclass, wrapper or fake."""
     if type(t) not in _PLAIN:
         return False
-    return attempt(lambda: t.layout == torch.strided and not t.is_nested and not t.is_meta
-                   and not _is_functorch_wrapped(t) and not _is_uninitialized(t) and not _is_zero_tensor(t), False)
+    return attempt(lambda: _plain_data(t), False)
+
+
+def _plain_data(t: torch.Tensor) -> bool:
+    """`is_plain` for a tensor of a plain type, unguarded: for callers that guard a whole block."""
+    return (t.layout == torch.strided and not t.is_nested and not t.is_meta and not _is_functorch_wrapped(t)
+            and not _is_uninitialized(t) and not _is_zero_tensor(t))
 
 
 def _is_uninitialized(t: torch.Tensor) -> bool:
@@ -139,11 +144,11 @@ def summary_of(t: torch.Tensor, listed: int, summarised: int) -> tuple[tuple[int
 
     One guarded block instead of a read per number: this runs for every recorded op and backward step.
     """
-    if profiling():
+    if type(t) not in _PLAIN:
         return None
-    with quiet(), torch.no_grad():
+    with quiet():  # no no_grad: every op below reads a detached tensor, so none records a graph
         try:
-            if not is_plain(t):
+            if torch._C._autograd._profiler_enabled() or not _plain_data(t):
                 return None
             shape = tuple(t.shape)
             count = t.numel()
