@@ -6,6 +6,7 @@ user's own step pre-hook (instance hooks run after torch's global ones, so after
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -125,3 +126,17 @@ def test_a_mode_of_the_cell_above_ours_keeps_seeing_every_step(ip: Any) -> None:
     assert cell.error is None
     assert ip.user_ns["depths"] == [base + 2] * 20
     assert ip.user_ns["Count"].calls == plain_calls
+
+
+def test_an_error_past_the_recorded_steps_gives_torchs_versions(ip: Any) -> None:
+    """The write that broke the backward was a step not looked into: the line is still named, and the
+    versions printed are the ones in torch's own message, not those of an earlier, recorded step."""
+    run(ip, "w = torch.randn(3, requires_grad=True)\nopt = torch.optim.SGD([w], lr=0.1)")
+    report, cell = report_of(ip, "for i in range(12):\n    opt.zero_grad()\n    loss = (w * w).sum()\n"
+                                 "    loss.backward(retain_graph=True)\n    opt.step()\n    if i == 10:\n"
+                                 "        loss.backward()\n")
+    assert isinstance(cell.error, RuntimeError)
+    current, expected = re.search(r"is at version (\d+); expected version (\d+)", str(cell.error)).groups()
+    found = next(d for d in report.diagnostics if d.kind == "inplace-saved-tensor")
+    assert "opt.step()" in found.message and "`w`" in found.message
+    assert f"version {expected}\n" in found.message and found.message.count(f"version {current}\n") == 1

@@ -119,6 +119,7 @@ def _diagnostic(trace: Trace, names: Names, event: BackwardEvent, finding: _Find
                           f"`inplace=True`) on tensors used in the graph by their out-of-place forms, or apply them "
                           f"to a `.clone()`.")
     target, writer, saver = finding.target, finding.writer, finding.saver
+    saved_at, written = _versions(trace, event, finding)
     name = _value(trace, names, target, saver if finding.saved_output else None)
     lines = [f"`{call}` at line {event.site.line} needed the original value of {name}, but it had been changed "
              f"in place after it was saved:"]
@@ -126,10 +127,10 @@ def _diagnostic(trace: Trace, names: Names, event: BackwardEvent, finding: _Find
         what = "its result" if finding.saved_output else f"its input {name}"
         node = saver.outputs[0].grad_fn if saver.outputs else None
         lines.append(f"  line {saver.site.line}: {_call(saver)} saved {what} for backward ({node} needs it) "
-                     f"- version {_version_before(trace, target.tid, saver.seq)}")
+                     f"- version {saved_at}")
     changed = name if first_name(names, target, trace) else "it"
     lines.append(f"  line {writer.site.line}: {_call(writer)} modified {changed} in place "
-                 f"- version {writer.inputs[0].version}")
+                 f"- version {written}")
     lines.append("Fix: " + _fix(writer, first_name(names, target, trace)))
     involved = user_names(names.plain(target.tid),
                           names.plain(saver.outputs[0].tid) if saver is not None and saver.outputs else [],
@@ -157,6 +158,25 @@ def _modules_in(trace: Trace, op: OpEvent) -> list[str]:
     """User variables named in a library call's expression: ``model`` in ``model(x)``."""
     roots = {n.split(".")[0] for n in trace.final} | set(trace.final)
     return sorted(identifiers(op.site.expr or op.site.code) & roots)
+
+
+def _versions(trace: Trace, event: BackwardEvent, finding: _Finding) -> tuple[int, int]:
+    """(version when saved, version after the write) to print: ours, unless torch's error says otherwise.
+
+    Ours come from the recorded calls; a loop's later iterations are only counted (and a torch optimizer's
+    later steps not looked into), so the write that broke this backward may be a later, unrecorded call of
+    the same line: then the numbers in torch's own message are the true ones.
+    """
+    saver, writer = finding.saver, finding.writer
+    saved_at = _version_before(trace, finding.target.tid, saver.seq) if saver is not None else None
+    written = writer.inputs[0].version
+    torch_says = VERSIONS.search(event.error or "")
+    if torch_says is None:
+        return saved_at if saved_at is not None else written - 1, written
+    current, expected = int(torch_says.group(1)), int(torch_says.group(2))
+    if saved_at != expected or not expected < written <= current:
+        return expected, current
+    return saved_at, written
 
 
 def _version_before(trace: Trace, tid: int, seq: int) -> int:
