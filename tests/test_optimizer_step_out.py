@@ -13,7 +13,7 @@ import torch
 from conftest import report_of, run
 from torch.optim import optimizer as torch_optimizer
 
-from autograd_magic.capture.recorder import DEFAULT_MAX_REPEATS
+from autograd_magic.capture.optimizers import RECORDED_STEPS
 from autograd_magic.views.text import summary_line
 
 SETUP = ("model = torch.nn.Linear(3, 2)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
@@ -34,13 +34,13 @@ def test_a_library_step_runs_without_our_mode_after_its_recorded_calls(ip: Any) 
     report, cell = report_of(ip, LOOP)
     assert cell.error is None
     depths = ip.user_ns["depths"]
-    assert depths == [base + 1] * DEFAULT_MAX_REPEATS + [base] * (20 - DEFAULT_MAX_REPEATS)
+    assert depths == [base + 1] * RECORDED_STEPS + [base] * (20 - RECORDED_STEPS)
     # the recorded steps are still listed: the in-place updates at the user's line
     assert any(op.name == "add_" and op.code == "opt.step()" for op in report.ops)
     assert report.training is not None and report.training.calls == 20
     # and the call count says what it leaves out
-    assert report.ops_unwatched_steps == 20 - DEFAULT_MAX_REPEATS
-    assert f"not counting the insides of {20 - DEFAULT_MAX_REPEATS} later optimizer steps" in summary_line(report)
+    assert report.ops_unwatched_steps == 20 - RECORDED_STEPS
+    assert f"not counting the insides of {20 - RECORDED_STEPS} later optimizer steps" in summary_line(report)
 
 
 def test_the_loop_ends_with_the_same_parameters_as_a_plain_run(ip: Any) -> None:

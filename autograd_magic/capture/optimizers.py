@@ -3,10 +3,12 @@
 A torch optimizer's step is torch's own code: per parameter it reads ``.grad`` and updates in
 place, and each of those calls would pass through our mode (the cost any torch-function mode pays,
 and our fast path on top). In a training loop that is most of the calls the mode sees. The first
-`max_repeats` steps of each optimizer class are recorded like any call (their in-place updates are
-listed at the user's ``opt.step()`` line); later ones run with our mode off the torch-function
-stack, at plain speed. torch's global step hooks are the way out and back in: the pre-hook takes
-our mode off the stack, the post-hook puts it back.
+`RECORDED_STEPS` steps of each optimizer class are recorded like any call (their in-place updates are
+listed at the user's ``opt.step()`` line, and the checks that look between two backward calls see
+an update); later ones run with our mode off the torch-function stack, at plain speed. An error
+caused by a later step still names its line (checks/inplace.py prints torch's own versions then).
+torch's global step hooks are the way out and back in: the pre-hook takes our mode off the stack,
+the post-hook puts it back.
 
 Never stepped out of: a step given a closure (LBFGS: the closure is the user's forward and backward),
 an optimizer whose ``step`` is not torch's own code (the user's, in this cell or an earlier one, or a
@@ -30,6 +32,7 @@ from .. import internal
 
 _register_pre = getattr(_optimizer, "register_optimizer_step_pre_hook", None)
 _register_post = getattr(_optimizer, "register_optimizer_step_post_hook", None)
+RECORDED_STEPS = 2  # per torch optimizer class (at most the recorder's max_repeats): torch's code, alike every step
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep  # only torch's own optimizers step out
 _is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
@@ -39,7 +42,7 @@ class StepOut:
 
     def __init__(self, mode: TorchFunctionMode, max_repeats: int) -> None:
         self._mode = mode
-        self._max_repeats = max_repeats
+        self._recorded = min(RECORDED_STEPS, max_repeats)
         self._steps: dict[type, int] = {}  # steps seen per library optimizer class
         self._handles: list[Any] = []
         self.suspended = False  # our mode is off the stack, to be put back
@@ -96,7 +99,7 @@ class StepOut:
             self._steps[kind] = seen
             return False  # the user's own step: always recorded
         self._steps[kind] = seen + 1
-        if seen < self._max_repeats:
+        if seen < self._recorded:
             return False
         depth = torch._C._len_torch_function_stack()
         return depth > 0 and torch._C._get_function_stack_at(depth - 1) is self._mode
