@@ -34,6 +34,7 @@ DEFAULT_MAX_REPEATS = 8  # calls recorded in detail per call site; later ones ar
 _INPLACE_DUNDERS = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
                               "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
                               "__imatmul__"})
+_PROFILER_OPS = "torch._ops.profiler"  # the module of torch.ops.profiler's ops, as torch-function handling sees them
 _CUTS = frozenset({"detach", "numpy", "item", "tolist", "data.__get__"})
 
 
@@ -151,6 +152,8 @@ class Recorder:
     def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
                error: BaseException | None, caller: FrameType) -> None:
         """Record one call in detail; called for the first `max_repeats` calls per call site."""
+        if error is None and getattr(func, "__module__", None) == _PROFILER_OPS:
+            return  # record_function's marks (every optimizer step and zero_grad makes two): no tensor work
         if error is not None:
             self._failed_calls += 1
         if self.functions is not None:
