@@ -7,13 +7,15 @@ user's own step pre-hook (instance hooks run after torch's global ones, so after
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import torch
 from conftest import report_of, run
 from torch.optim import optimizer as torch_optimizer
+from torch.overrides import TorchFunctionMode
 
-from autograd_magic.capture.optimizers import RECORDED_STEPS
+from autograd_magic.capture.optimizers import RECORDED_STEPS, StepOut
 from autograd_magic.views.text import summary_line
 
 SETUP = ("model = torch.nn.Linear(3, 2)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
@@ -142,3 +144,27 @@ def test_an_error_past_the_recorded_steps_gives_torchs_versions(ip: Any) -> None
     found = next(d for d in report.diagnostics if d.kind == "inplace-saved-tensor")
     assert "opt.step()" in found.message and "`w`" in found.message
     assert f"version {expected}\n" in found.message and found.message.count(f"version {current}\n") == 1
+
+
+def test_another_threads_step_never_puts_our_mode_on_its_stack() -> None:
+    """The step hooks are global but the mode stack is per thread: a step finishing in another thread,
+    while ours is stepped out, leaves that thread's stack alone and ours to our own post-hook."""
+    mode = TorchFunctionMode()
+    step_out = StepOut(mode, max_repeats=0)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    depths: list[int] = []
+
+    def other_thread_step_ends() -> None:
+        step_out._after_step(opt, (opt,), {})
+        depths.append(torch._C._len_torch_function_stack())
+
+    with mode:
+        step_out._before_step(opt, (opt,), {})  # taken off this thread's stack
+        assert step_out.suspended and torch._C._len_torch_function_stack() == 0
+        worker = threading.Thread(target=other_thread_step_ends)
+        worker.start()
+        worker.join()
+        assert depths == [0] and step_out.suspended
+        step_out._after_step(opt, (opt,), {})  # our own post-hook puts it back
+        assert not step_out.suspended and torch._C._get_function_stack_at(0) is mode
+    assert step_out.close() is False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from types import CodeType
 from typing import Any
 
@@ -45,7 +46,9 @@ class StepOut:
         self._recorded = min(RECORDED_STEPS, max_repeats)
         self._steps: dict[type, int] = {}  # steps seen per library optimizer class
         self._handles: list[Any] = []
-        self.suspended = False  # our mode is off the stack, to be put back
+        # the thread whose stack our mode is off (the stack is per thread; the step hooks are global,
+        # so another thread's steps call them too), or None
+        self._suspended_in: int | None = None
         self.stepped_out = 0  # steps run without our mode
 
     def start(self) -> None:
@@ -56,12 +59,16 @@ class StepOut:
         except Exception:
             internal.report_failure("hooking optimizer steps")
 
+    @property
+    def suspended(self) -> bool:
+        return self._suspended_in is not None
+
     def close(self) -> bool:
         """Remove our hooks; True when our mode is still off the stack (a step raised and the cell ended)."""
-        for handle in self._handles:
+        suspended, self._suspended_in = self.suspended, None
+        handles, self._handles = self._handles, []
+        for handle in handles:
             handle.remove()
-        self._handles = []
-        suspended, self.suspended = self.suspended, False
         return suspended
 
     def _before_step(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -69,9 +76,9 @@ class StepOut:
             if _is_compiling():
                 return
             self._resume()  # a step that raised never reached its post-hook
-            if self._may_step_out(optimizer, args, kwargs):
+            if self._suspended_in is None and self._may_step_out(optimizer, args, kwargs):
                 torch._C._pop_torch_function_stack()
-                self.suspended = True
+                self._suspended_in = threading.get_ident()
                 self.stepped_out += 1
         except Exception:
             internal.report_failure("stepping out of an optimizer step")
@@ -84,8 +91,9 @@ class StepOut:
             internal.report_failure("stepping back in after an optimizer step")
 
     def _resume(self) -> None:
-        if self.suspended:
-            self.suspended = False
+        """Put our mode back, on the stack it was taken from: never on another thread's."""
+        if self._suspended_in is not None and self._suspended_in == threading.get_ident():
+            self._suspended_in = None
             torch._C._push_on_torch_function_stack(self._mode)
 
     def _may_step_out(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

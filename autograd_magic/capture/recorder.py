@@ -127,10 +127,14 @@ class Recorder:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         mode, self._mode = self._mode, None
         step_out, self._step_out = self._step_out, None
-        suspended = step_out is not None and step_out.close()  # a step that raised left our mode off the stack
-        self._unwatched_steps = 0 if step_out is None else step_out.stepped_out
-        if mode is not None:
-            leave_mode(mode, self, on_stack=not suspended)
+        suspended = False
+        try:
+            if step_out is not None:
+                self._unwatched_steps = step_out.stepped_out
+                suspended = step_out.close()  # True: a step that raised left our mode off the stack
+        finally:
+            if mode is not None:
+                leave_mode(mode, self, on_stack=not suspended)
         try:
             with quiet():
                 self.trace = self._finish(exc, tb)
