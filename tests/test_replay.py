@@ -341,3 +341,17 @@ def test_values_are_read_only_for_tensors_autograd_tracks(ip: Any, monkeypatch: 
     report_of(ip, "data = torch.randn(300, 300)\nscaled = data * 2\nw = torch.ones(3, requires_grad=True)\n"
                   "loss = (w * 2).sum()")
     assert sorted(read) == [(), (3,), (3,)]  # w when made, w * 2 and the sum: never the data
+
+
+def test_a_gradient_changed_in_place_by_a_hook_is_read_again(ip: Any) -> None:
+    """What one node sends is the tensor the next receives, and its summary is reused; a tensor hook that
+    multiplies it in place changes its version, so the next node shows what truly arrived."""
+    body = ("x = torch.tensor([2.], requires_grad=True)\ny = x * 5\nh = y * 3\n"
+            "y.register_hook(lambda g: g.mul_(10))\nh.backward()")
+    plain = run(ip, body.replace("h.backward()", "h.backward()\nprint(x.grad)"))
+    report, _ = report_of(ip, body)
+    by_name = {s.name: s for s in steps(report)}
+    assert [v.values for v in by_name["h"].arrived] == [[1.0]]
+    assert [v.values for v in by_name["y"].arrived] == [[30.0]]  # 3 sent by h, times 10 by the hook
+    assert by_name["x"].sent[-1].formula == "x.grad = 150 (it was None)"
+    assert "150." in plain.stdout

@@ -6,10 +6,15 @@ the gradients that arrived (``grad_outputs``) and those it sends along each inpu
 edge (``grad_inputs``). Each gradient is summarised at once, quietly, into plain
 data (`values.value_of`); no gradient and no node is kept. The hooks are removed
 when the backward returns or raises (see backward.BackwardRecorder).
+
+What one node sends along an edge is usually the very tensor the next node receives (and a
+leaf's new ``.grad``): its summary is reused while that tensor (held weakly, never kept alive)
+is unchanged, its version included, so accumulating into it in place is read again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +23,7 @@ import torch
 
 from .. import internal
 from ..trace.events import ReplayStep, TensorValue
-from .reads import grad_fn_of, grad_of, next_functions, quiet
+from .reads import attempt, grad_fn_of, grad_of, next_functions, quiet
 from .tensors import Identity
 from .values import value_of
 
@@ -34,6 +39,7 @@ class Replay:
         self.steps: list[ReplayStep] = []
         self.dropped = 0
         self._handles: list[Any] = []
+        self._summaries: dict[int, tuple[weakref.ref[torch.Tensor], int, TensorValue | None]] = {}
 
     def attach(self, roots: list[torch.Tensor]) -> None:
         """Hook every node reachable from ``roots`` (breadth-first, up to the cap); all or none."""
@@ -49,7 +55,7 @@ class Replay:
                 targets = tuple(self._ids.node(child) if child is not None else None
                                 for child, _ in next_functions(node))
                 variable = getattr(node, "variable", None)
-                watch = _LeafWatch(variable) if isinstance(variable, torch.Tensor) else None
+                watch = _LeafWatch(variable, self.value) if isinstance(variable, torch.Tensor) else None
                 self._handles.append(node.register_hook(self._hook(self._ids.node(node), type(node).__name__,
                                                                    targets, watch)))
 
@@ -57,6 +63,20 @@ class Replay:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._summaries.clear()
+
+    def value(self, grad: Any) -> TensorValue | None:
+        """`value_of`, reused for the same unchanged tensor within this backward."""
+        if not isinstance(grad, torch.Tensor):
+            return None
+        version = attempt(lambda: int(grad._version), -1)
+        seen = self._summaries.get(id(grad))
+        if seen is not None and seen[0]() is grad and seen[1] == version >= 0:
+            return seen[2]
+        value = value_of(grad)
+        with contextlib.suppress(TypeError):  # a tensor type without weak references: summarised every time
+            self._summaries[id(grad)] = (weakref.ref(grad), version, value)
+        return value
 
     def _hook(self, nid: int, label: str, targets: tuple[int | None, ...],
               watch: _LeafWatch | None) -> Callable[[tuple[Any, ...], tuple[Any, ...]], None]:
@@ -66,7 +86,7 @@ class Replay:
                 return
             try:
                 with quiet():
-                    self.steps.append(_step(nid, label, targets, grad_inputs, grad_outputs, watch))
+                    self.steps.append(_step(nid, label, targets, grad_inputs, grad_outputs, watch, self.value))
             except Exception:
                 internal.report_failure("replaying a backward step")
         return ran
@@ -75,21 +95,22 @@ class Replay:
 class _LeafWatch:
     """A leaf's ``.grad`` before this backward, and a weak way back to read it after its step."""
 
-    def __init__(self, leaf: torch.Tensor) -> None:
+    def __init__(self, leaf: torch.Tensor, value: Callable[[Any], TensorValue | None]) -> None:
         self.leaf = weakref.ref(leaf)
+        self._value = value
         grad = grad_of(leaf)
         self.before = value_of(grad) if isinstance(grad, torch.Tensor) else None
 
     def after(self) -> TensorValue | None:
         leaf = self.leaf()
-        grad = grad_of(leaf) if leaf is not None else None
-        return value_of(grad) if isinstance(grad, torch.Tensor) else None
+        return self._value(grad_of(leaf)) if leaf is not None else None
 
 
 def _step(nid: int, label: str, targets: tuple[int | None, ...], grad_inputs: tuple[Any, ...],
-          grad_outputs: tuple[Any, ...], watch: _LeafWatch | None) -> ReplayStep:
-    arrived = tuple(value_of(g) for g in grad_outputs)
-    sent = tuple((target, value_of(g)) for target, g in zip(targets, grad_inputs, strict=False)
+          grad_outputs: tuple[Any, ...], watch: _LeafWatch | None,
+          value: Callable[[Any], TensorValue | None]) -> ReplayStep:
+    arrived = tuple(value(g) for g in grad_outputs)
+    sent = tuple((target, value(g)) for target, g in zip(targets, grad_inputs, strict=False)
                  if target is not None and isinstance(g, torch.Tensor))
     if watch is None:
         return ReplayStep(nid, label, arrived, sent)
