@@ -9,7 +9,8 @@ when the backward returns or raises (see backward.BackwardRecorder).
 
 What one node sends along an edge is usually the very tensor the next node receives (and a
 leaf's new ``.grad``): its summary is reused while that tensor (held weakly, never kept alive)
-is unchanged, its version included, so accumulating into it in place is read again.
+is unchanged, its version included, so accumulating into it in place is read again. (A write
+through ``.data`` bumps no version; a hook that wrote a gradient that way would show its old value.)
 """
 
 from __future__ import annotations
