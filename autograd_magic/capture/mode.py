@@ -37,7 +37,7 @@ class Recorder(Protocol):
 
 # Dynamo folds this call to True while it traces, with no guard; reading torch.compiler's flag
 # instead would make it guard on the flag and recompile on every call (the flag is False at run time)
-_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
 @functools.lru_cache(maxsize=1024)  # keyed by file name: cells come and go, so the cache is bounded
@@ -121,7 +121,7 @@ class RecordingMode(TorchFunctionMode):
         __tracebackhide__ = True  # noqa: F841 - tracebacks show the user's frames, not ours
         if kwargs is None:
             kwargs = {}
-        if _is_compiling():  # first, and reading nothing of ours: Dynamo would guard on it and recompile
+        if is_compiling():  # first, and reading nothing of ours: Dynamo would guard on it and recompile
             return func(*args, **kwargs)
         try:
             here = sys._getframe(1)

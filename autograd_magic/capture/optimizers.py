@@ -30,12 +30,12 @@ from torch.optim import optimizer as _optimizer
 from torch.overrides import TorchFunctionMode
 
 from .. import internal
+from .mode import is_compiling
 
 _register_pre = getattr(_optimizer, "register_optimizer_step_pre_hook", None)
 _register_post = getattr(_optimizer, "register_optimizer_step_post_hook", None)
 RECORDED_STEPS = 2  # per torch optimizer class (at most the recorder's max_repeats): torch's code, alike every step
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep  # only torch's own optimizers step out
-_is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
 class StepOut:
@@ -73,7 +73,7 @@ class StepOut:
 
     def _before_step(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            if _is_compiling():
+            if is_compiling():
                 return
             self._resume()  # a step that raised never reached its post-hook
             if self._suspended_in is None and self._may_step_out(optimizer, args, kwargs):
@@ -85,7 +85,7 @@ class StepOut:
 
     def _after_step(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            if not _is_compiling():
+            if not is_compiling():
                 self._resume()
         except Exception:
             internal.report_failure("stepping back in after an optimizer step")
