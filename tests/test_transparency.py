@@ -92,6 +92,19 @@ def test_trailing_semicolon_suppresses_out(ip: Any) -> None:
     assert not any("text/plain" in b and "7." in b["text/plain"] for b in result.bundles)
 
 
+@pytest.mark.parametrize("source", [
+    "x * 3;", "x * 3", "x * 3;\n# done\n\n", "x * 3  # a note; not code", "y = 1; x * 3", 's = """\n;\n"""',
+    "x * 3; # shh", "x * 3 ;\n    \n", "f(1,\n  2);", '"""a\n# b;"""', "", "x;\n#",
+])
+def test_semicolon_test_agrees_with_ipythons_own(source: str) -> None:
+    """Ours skips tokenizing a long cell when its last line of code has no ';': the same answers."""
+    from IPython.core.displayhook import DisplayHook
+
+    from autograd_magic.capture.cellrun import _ends_in_semicolon
+
+    assert _ends_in_semicolon(source) is bool(DisplayHook.semicolon_at_end_of_expression(source))
+
+
 def test_exception_propagates_with_same_type_and_message(ip: Any) -> None:
     plain = run(ip, "t = torch.ones(2, 3)\nt @ t")
     magic = run(ip, "%%autograd\nt = torch.ones(2, 3)\nt @ t")

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..trace.events import Binding, Trace
+from ..trace.names import all_nodes
 
 
 @dataclass
@@ -74,12 +75,8 @@ def _older(name: str, binding: Binding, versions: list[Binding]) -> str:
 
 def assignment_lines(source: str, first_line: int = 2) -> dict[str, int]:
     """name -> editor line of the last statement that assigns it (in source order)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
     lines: dict[str, int] = {}
-    for node in ast.walk(tree):
+    for node in all_nodes(source):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             line = node.lineno + first_line - 1
             lines[node.id] = max(line, lines.get(node.id, 0))

@@ -7,6 +7,7 @@ import re
 from functools import lru_cache
 
 from ..trace.events import OpEvent, Site, Trace
+from ..trace.names import all_nodes
 
 _LEADING_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -70,12 +71,8 @@ def tainted_names(source: str, seeds: set[str]) -> set[str]:
 @lru_cache(maxsize=8)
 def _flows(source: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
     """(names read, names written) for every assignment in the source."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return ()
     flows = []
-    for node in ast.walk(tree):
+    for node in all_nodes(source):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             stored = frozenset(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
@@ -84,14 +81,11 @@ def _flows(source: str) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
     return tuple(flows)
 
 
-def loop_names(source: str) -> set[str]:
+@lru_cache(maxsize=8)
+def loop_names(source: str) -> frozenset[str]:
     """Names bound by ``for`` loops and comprehensions: ``p`` in ``for p in params``."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    targets = [n.target for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension))]
-    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    targets = [n.target for n in all_nodes(source) if isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension))]
+    return frozenset(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
 
 
 
@@ -114,12 +108,8 @@ def grad_context(source: str, first_line: int, line: int | None) -> str:
 
 @lru_cache(maxsize=32)
 def _grad_blocks(source: str, first_line: int) -> dict[int, str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
     found: dict[int, str] = {}
-    for node in ast.walk(tree):
+    for node in all_nodes(source):
         if isinstance(node, (ast.With, ast.AsyncWith)):
             managers = [item.context_expr for item in node.items]
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -50,7 +50,18 @@ def compile_cell(shell: Any, cell: str, number: int) -> CompiledCell:
     with shell.compile.extra_flags(flags):
         body = tuple(_compile_node(shell, node, filename, node in shown) for node in nodes)
         expr = shell.compile(ast.Expression(last), filename, "eval") if last is not None else None
-    return CompiledCell(source, filename, body, expr, DisplayHook.semicolon_at_end_of_expression(source))
+    return CompiledCell(source, filename, body, expr, _ends_in_semicolon(source))
+
+
+def _ends_in_semicolon(source: str) -> bool:
+    """IPython's own test, which tokenizes the whole cell; only when the last line of code holds a ';'.
+
+    A ';' that ends the cell's last expression sits on its last line that is neither blank nor a
+    comment: without one there, the answer is no, and a 5,000-line cell is not tokenized again.
+    """
+    lines = source.rstrip().splitlines()
+    last = next((line for line in reversed(lines) if line.strip() and not line.lstrip().startswith("#")), "")
+    return ";" in last and bool(DisplayHook.semicolon_at_end_of_expression(source))
 
 
 def _interactive_split(nodes: list[ast.stmt], mode: str) -> tuple[list[ast.stmt], ast.expr | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import torch
@@ -11,13 +12,17 @@ from .tensors import Identity, describe, describe_tensor
 
 MAX_MODULE_TENSORS = 500  # per module: enough for any model a person reads in a table
 _IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+# values that can hold no tensor, skipped by type alone: a notebook's namespace has thousands of them,
+# and it is scanned before and after every cell
+_NEVER_TENSORS = frozenset({int, float, complex, bool, str, bytes, type(None), types.FunctionType,
+                            types.BuiltinFunctionType, types.ModuleType, type})
 
 
 def scan_namespace(namespace: dict[str, Any], ids: Identity) -> dict[str, tuple[TensorInfo, bool]]:
     """name -> (info, is_qualified_module_name) for every tensor or array named."""
     found: dict[str, tuple[TensorInfo, bool]] = {}
     for name, value in list(namespace.items()):
-        if name.startswith("_") or name in _IGNORED:
+        if type(value) in _NEVER_TENSORS or name.startswith("_") or name in _IGNORED:
             continue
         try:
             found.update(_describe_named(name, value, ids))

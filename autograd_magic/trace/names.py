@@ -15,16 +15,31 @@ def base_name(display: str) -> str:
     return display.split(" (")[0].split(".")[0]
 
 
-@functools.lru_cache(maxsize=8)  # capture and analysis ask about the same cell: parse a long one once
+@functools.lru_cache(maxsize=8)  # capture and every check read the same cell: a 5,000-line one is parsed once
+def parsed(source: str) -> ast.Module | None:
+    """The cell's syntax tree, shared: callers only read it. None for IPython syntax (%magic, !cmd)."""
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def all_nodes(source: str) -> tuple[ast.AST, ...]:
+    """Every node of the cell's tree, outer first (`ast.walk` order), walked once per cell."""
+    tree = parsed(source)
+    return () if tree is None else tuple(ast.walk(tree))
+
+
+@functools.lru_cache(maxsize=8)  # capture and analysis ask about the same cell
 def identifiers(source: str) -> frozenset[str]:
     """The variable names a cell's code uses (comments and strings do not count)."""
     return frozenset(_identifiers(source))
 
 
 def _identifiers(source: str) -> set[str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+    tree = parsed(source)
+    if tree is None:
         return set(_IDENT.findall(source))  # IPython syntax (%magic, !cmd): fall back to words
     uses = _Uses()
     uses.visit(tree)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from ...report.model import Diagnostic
@@ -54,7 +55,7 @@ def check_alias_write(trace: Trace, names: Names) -> list[Diagnostic]:
     return found
 
 
-def _who_sees(trace: Trace, names: Names, op: OpEvent, target: TensorInfo, skip: set[str]) -> list[_Seer]:
+def _who_sees(trace: Trace, names: Names, op: OpEvent, target: TensorInfo, skip: AbstractSet[str]) -> list[_Seer]:
     """Plain names, as the cell left them, that show the memory ``op`` wrote: the written one first."""
     via = written_name(op.site)
     bound_here = {op.target, assigned_name(op.site.code)} - {via}  # `y = x.add_(1)` binds y after the write
