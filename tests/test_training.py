@@ -467,7 +467,9 @@ def test_browser_training_panel_plots_one_line_per_parameter(ip: Any, browser_pa
     ratios = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.dataset.name)")
     assert ratios == [*report.training.parameters, "loss"]  # one ratio line per parameter, then the loss plot
     drawn = page.eval_on_selector_all("svg.agm-plot path.agm-series", "els => els.map(e => e.getAttribute('d'))")
-    assert all(d.count("L") == 28 for d in drawn[:-1])  # 29 ratios: the last step's update is never seen
+    rated = [s.step for s in report.training.steps if s.update_ratios]
+    assert rated == [*range(1, 10), 13, 17, 21, 25, 29]  # the first 8 steps, then every 4th (the last update
+    assert all(d.count("L") == len(rated) - 1 for d in drawn[:-1])  # is never seen): one point each
     assert page.query_selector("svg.agm-plot line.agm-plot-reference") is not None
     assert "rule of thumb" in page.inner_text(".agm-training")
     for theme in ("light", "dark"):

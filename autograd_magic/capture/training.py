@@ -6,9 +6,10 @@ the loss (when the root is one number) and the 2-norm of each tracked parameter'
 ``.grad`` — a handful of floats, bounded by `MAX_TRACKED` parameters. The parameters are
 the named leaves the recorded backward graphs reached, plus the other trainable
 parameters of the same modules (so one that never gets a gradient can be named).
-Kept steps also get their update/weight ratios, from copies of the small parameters taken at
-their backward and compared at the next one (`updates`); past `MAX_RATIOS` such steps, only every
-2nd (4th, ...) kept step gets one, as the steps themselves are thinned past `MAX_STEPS`.
+The first `DENSE_RATIOS` steps, then every `RATIO_EVERY`-th, also get their update/weight ratios, from
+copies of the small parameters taken at their backward and compared at the next one (`updates`); past
+`MAX_RATIOS` such steps, only every 2nd (4th, ...) of those gets one, as the steps themselves are thinned
+past `MAX_STEPS`.
 Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
 are ours and freed with the cell) and none happens while a profiler records. Only weak references
 to parameters are kept.
@@ -35,6 +36,10 @@ MAX_STEPS = 200  # steps kept; past it every other one is dropped and only every
 # steps with an update/weight ratio: past it, every 2nd (4th, ...) kept step gets one. Copying the
 # weights and comparing them costs about as much memory traffic as a small model's own step
 MAX_RATIOS = 32
+# which kept steps get a ratio: each of the first DENSE_RATIOS (the first updates show a learning rate that
+# is off), then every RATIO_EVERY-th. Rating every step only to thin them later computed twice what was kept
+DENSE_RATIOS = 8
+RATIO_EVERY = 4
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -56,7 +61,7 @@ class TrainingRecorder:
         self._stride = 1
         self._copies = WeightCopies()
         self._ratios: dict[int, tuple[float | None, ...]] = {}  # step -> its update/weight ratios
-        self._ratio_stride = 1  # a multiple of _stride: the steps that get a ratio are kept steps
+        self._ratio_stride = RATIO_EVERY  # a multiple of _stride: the steps that get a ratio are kept steps
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -118,7 +123,7 @@ class TrainingRecorder:
             with quiet():
                 params = [ref() for ref in self._refs]
                 grads = _grads_of(params) if kept else []
-                copy = kept and not (self._calls - 1) % self._ratio_stride
+                copy = kept and self._ratio_due()
                 if not copy and not compare:  # most steps of a long loop: the gradients' norms alone
                     self._step(grads, norms_of(grads), loss)
                     return
@@ -132,6 +137,12 @@ class TrainingRecorder:
                 del grads, ours
         except Exception:
             internal.report_failure("reading gradient norms")
+
+    def _ratio_due(self) -> bool:
+        """This kept step copies the weights, so that the next backward call can measure the update."""
+        if self._calls <= DENSE_RATIOS and self._ratio_stride == RATIO_EVERY:  # not thinned yet
+            return True
+        return not (self._calls - 1) % self._ratio_stride
 
     def _step(self, grads: list[torch.Tensor | None], norms: tuple[float | None, ...], loss: float | None) -> None:
         for i, grad in enumerate(grads):
