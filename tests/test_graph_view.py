@@ -246,3 +246,35 @@ def test_every_label_line_fits_its_box_in_a_wide_fallback_font() -> None:
             checked += 1
     assert checked >= 9
     assert "In [17] line 4: var2 - var1" in texts(root)
+
+
+@needs_renderer
+def test_graphviz_runs_for_every_graph_at_once_and_each_run_is_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The widget starts Graphviz before building the rest of its payload; when building the rest fails,
+    every process it started is still read to its end (no process or pipe is left behind)."""
+    import subprocess
+
+    from autograd_magic.views import widget
+
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        assert all(p.returncode is None for p in started), "a drawing was read before the next one started"
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(graph_view.subprocess, "Popen", popen)
+    report = seed_report()
+    report.graphs.append(seed_graph(root="d"))
+    drawn = widget.payload(report)["drawings"]
+    assert len(started) == 2 and all(p.returncode == 0 for p in started)
+    assert all(d["svg"] is not None and "<svg" in d["svg"] for d in drawn)
+
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    started.clear()
+    monkeypatch.setattr(widget, "_data", lambda report: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        widget.payload(report)
+    assert len(started) == 2 and all(p.returncode == 0 and p.stdout is not None and p.stdout.closed for p in started)

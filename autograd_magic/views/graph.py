@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,7 @@ _MONOSPACE = re.compile(r'fontname="?monospace"?')  # torchviz's font: graphviz-
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz would copy them into the SVG
 NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
 _svg_cache: dict[str, str] = {}
+_PIPE_SAFE_BYTES = 16 * 1024  # DOT text written at start: a pipe holds 64 KiB on Linux, 16 KiB on macOS
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,15 @@ def render_graph(graph: Graph, report: Report | None = None) -> Rendered:
     return render_dot(to_dot(graph, facts_of(report)))
 
 
+def start_graphs(report: Report) -> list[Callable[[], Rendered]]:
+    """Start drawing every graph of a displayed report; each call returns one drawing when it is done.
+
+    Graphviz runs while the caller builds the rest of the view: starting its process is most of its time.
+    """
+    facts = facts_of(report)
+    return [start_render(to_dot(graph, facts)) for graph in report.graphs]
+
+
 def render_first_graph(report: Report) -> Rendered:
     shown = for_display(report)
     return render_graph(shown.graphs[0], shown)
@@ -110,19 +120,50 @@ def render_first_graph(report: Report) -> Rendered:
 
 def render_dot(dot: str) -> Rendered:
     """SVG for DOT text (cached by the text), or the reason there is none."""
+    return start_render(dot)()
+
+
+def start_render(dot: str) -> Callable[[], Rendered]:
+    """Start Graphviz on DOT text now; the returned call waits for it and gives the drawing."""
     cached = _svg_cache.get(dot)
     if cached is not None:
-        return Rendered(dot, cached)
+        return lambda: Rendered(dot, cached)
     command = find_renderer()
     if command is None:
-        return Rendered(dot, None, NO_RENDERER)
+        return lambda: Rendered(dot, None, NO_RENDERER)
     try:
-        done = subprocess.run([command, "-Tsvg"], input=dot.encode(), capture_output=True, timeout=RENDER_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as error:
+        process = subprocess.Popen([command, "-Tsvg"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+    except OSError as error:
+        failed = Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
+        return lambda: failed
+    data = dot.encode()
+    if len(data) <= _PIPE_SAFE_BYTES and process.stdin is not None:  # fits the pipe: Graphviz starts laying out
+        _write_all(process, data)
+        data = b""
+    return lambda: _finish_render(dot, process, data)
+
+
+def _write_all(process: subprocess.Popen[bytes], data: bytes) -> None:
+    assert process.stdin is not None
+    try:
+        process.stdin.write(data)
+        process.stdin.close()
+    except OSError:  # Graphviz exited early: its stderr says why
+        pass
+    process.stdin = None  # written and closed: communicate() only reads
+
+
+def _finish_render(dot: str, process: subprocess.Popen[bytes], rest: bytes) -> Rendered:
+    try:
+        out, err = process.communicate(rest or None, timeout=RENDER_TIMEOUT_S)
+    except subprocess.TimeoutExpired as error:
+        process.kill()
+        process.communicate()
         return Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
-    if done.returncode != 0 or b"<svg" not in done.stdout:
-        return Rendered(dot, None, f"graph rendering failed: {done.stderr.decode(errors='replace').strip()[:200]}")
-    svg = fit_labels(_tidy_titles(_strip_prolog(done.stdout.decode(errors="replace"))))
+    if process.returncode != 0 or b"<svg" not in out:
+        return Rendered(dot, None, f"graph rendering failed: {err.decode(errors='replace').strip()[:200]}")
+    svg = fit_labels(_tidy_titles(_strip_prolog(out.decode(errors="replace"))))
     if len(_svg_cache) > 64:
         _svg_cache.clear()
     _svg_cache[dot] = svg

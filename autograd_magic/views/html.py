@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from ..report.model import Graph, Report
-from .graph import LegendItem, Rendered, legend_for, render_graph, render_torchviz
+from .graph import LegendItem, Rendered, legend_for, render_torchviz, start_graphs
 from .numbering import for_display
 from .replay import replays_html
 from .text import format_values, graph_title, shape_text, summary_line
@@ -107,7 +107,7 @@ def message_html(message: str) -> str:
 def graphs_html(report: Report) -> str:
     if not report.graphs:
         return ""
-    drawings = [render_graph(g, report) for g in report.graphs]
+    drawings = [drawn() for drawn in start_graphs(report)]  # every Graphviz run started before the first is read
     parts = "".join(graph_html(g, i, d) for i, (g, d) in enumerate(zip(report.graphs, drawings, strict=True), 1))
     drawn_any = any(d.svg is not None for d in drawings)
     return parts + (legend_html(legend_for(report.graphs, report)) if drawn_any else "")

@@ -29,7 +29,7 @@ import traitlets
 
 from .. import internal
 from ..report.model import SEVERITIES, Node, Report, Step, flatten
-from .graph import Rendered, legend_for, render_graph, render_torchviz
+from .graph import Rendered, legend_for, render_torchviz, start_graphs
 from .html import render_html
 from .numbering import for_display
 from .saved import saved_items
@@ -128,6 +128,20 @@ def payload(report: Report) -> dict[str, Any]:
     """What the frontend draws: the report's JSON in display numbering, each graph's SVG (or DOT and
     a hint), the legend, and per node its gradient and saved tensors in words."""
     report = for_display(report)
+    started = start_graphs(report)  # Graphviz draws while the rest is built
+    try:
+        data = _data(report)
+    finally:  # every process is read to its end, even when building the rest failed
+        drawn = [finish() for finish in started]
+    data["drawings"] = [_drawing(d, graph_title(g, i)) for i, (g, d) in enumerate(zip(report.graphs, drawn,
+                                                                                          strict=True), 1)]
+    data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
+    data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
+    return data
+
+
+def _data(report: Report) -> dict[str, Any]:
+    """The report's JSON with each node's and replay step's words, as the panels read them."""
     data = report.to_dict()
     for graph, graph_data in zip(report.graphs, data["graphs"], strict=True):
         for node, node_data in zip(graph.nodes, graph_data["nodes"], strict=True):
@@ -138,11 +152,7 @@ def payload(report: Report) -> dict[str, Any]:
         replay_data["title"] = replay_title(replay, index)
         replay_data["steps"] = [_replay_step(step) for step in replay.steps]
     data["summary"] = summary_line(report)
-    data["drawings"] = [_drawing(render_graph(g, report), graph_title(g, i))
-                        for i, g in enumerate(report.graphs, 1)]
-    data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
-    data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
-    data.pop("torchviz_dot", None)  # drawn above; the source would only double the size
+    data.pop("torchviz_dot", None)  # drawn apart; the source would only double the size
     data.pop("gradients", None)  # the same values as gradient_details, which the panels read
     for row in data["gradient_details"].values():  # the panel lists the first MAX_VALUES ("…" after)
         row["values"], row["before"] = _first(row["values"]), _first(row["before"])
