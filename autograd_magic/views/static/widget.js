@@ -647,7 +647,7 @@ function trainingPanel(training) {
       title: `Update / weight ratio ‖Δw‖ / ‖w‖ of the step after each backward (log scale, ${per}${per.endsWith("layer") ? ": its weight" : ""})`,
       explain: `The dashed line is ${RATIO_RULE.toExponential(0)}, the usual rule of thumb: far below it the weights barely move `
         + "(learning rate too low?), far above it (1e-1 and up) each step rewrites them (too high?). "
-        + "The last step has none (no later backward saw its update); a long loop has one every few steps.",
+        + "The last step has none (no later backward saw its update); after its first steps, a loop has one every few steps.",
       plot: () => linePlot(ratios, steps, { log: true, label: "update/weight ratios", reference: RATIO_RULE, bridge: true }),
     },
   };
