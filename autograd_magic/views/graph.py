@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ _MONOSPACE = re.compile(r'fontname="?monospace"?')  # torchviz's font: graphviz-
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz would copy them into the SVG
 NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
 _svg_cache: dict[str, str] = {}
+_last_dots: dict[str, tuple[weakref.ref[Report], list[int], list[str]]] = {}  # see _dots_of
 _PIPE_SAFE_BYTES = 16 * 1024  # DOT text written at start: a pipe holds 64 KiB on Linux, 16 KiB on macOS
 
 
@@ -109,8 +111,20 @@ def start_graphs(report: Report) -> list[Callable[[], Rendered]]:
 
     Graphviz runs while the caller builds the rest of the view: starting its process is most of its time.
     """
+    return [start_render(dot) for dot in _dots_of(report)]
+
+
+def _dots_of(report: Report) -> list[str]:
+    """Each graph's DOT text; the last report's are reused: the widget's payload and its static HTML
+    draw the same displayed report one after the other, and a big graph's DOT takes milliseconds."""
+    last = _last_dots.get("report")
+    graphs = [id(g) for g in report.graphs]
+    if last is not None and last[0]() is report and last[1] == graphs:
+        return last[2]
     facts = facts_of(report)
-    return [start_render(to_dot(graph, facts)) for graph in report.graphs]
+    dots = [to_dot(graph, facts) for graph in report.graphs]
+    _last_dots["report"] = (weakref.ref(report), graphs, dots)
+    return dots
 
 
 def render_first_graph(report: Report) -> Rendered:
