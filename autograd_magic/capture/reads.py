@@ -51,6 +51,23 @@ class quiet:  # noqa: N801 - used like a function: `with quiet():`
         self._function.__exit__(*exc)
 
 
+class quiet_no_grad(quiet):  # noqa: N801 - used like a function
+    """`quiet`, with autograd recording off too: for reads whose ops would otherwise record a graph
+    (a norm of a parameter). Two C calls instead of ``torch.no_grad()``'s Python context manager, which
+    cost as much as a small norm at every step of a training loop."""
+
+    __slots__ = ("_grad",)
+
+    def __enter__(self) -> None:
+        super().__enter__()
+        self._grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch._C._set_grad_enabled(self._grad)
+        super().__exit__(*exc)
+
+
 def attempt(read: Callable[[], T], default: T) -> T:
     """``read()``, or ``default`` when it raises: one odd tensor costs only its own detail."""
     try:
@@ -124,7 +141,7 @@ def norm_of(t: torch.Tensor) -> float | None:
     """The 2-norm in the tensor's own dtype (no float64 copy); complex magnitudes count; None if not computable."""
     if profiling():
         return None
-    with quiet(), torch.no_grad():
+    with quiet_no_grad():
         if attempt(lambda: t.layout == torch.sparse_coo, False):
             return attempt(lambda: _sparse_norm(t), None)
         if attempt(lambda: _is_zero_tensor(t), False):
@@ -193,7 +210,7 @@ def norms_of(tensors: list[torch.Tensor | None], known: list[torch.Tensor] | Non
     known = known or []
     every = tensors + known
     found: dict[int, float | None] = {}
-    with quiet(), torch.no_grad():
+    with quiet_no_grad():
         try:
             if torch._C._autograd._profiler_enabled():
                 return tuple(None for _ in every)
@@ -220,7 +237,7 @@ def copy_of(t: torch.Tensor, max_bytes: int) -> torch.Tensor | None:
     """Our own detached copy of a small plain float tensor (at most ``max_bytes``); None for any other."""
     if profiling() or not _batchable(t) or attempt(lambda: t.numel() * t.element_size() > max_bytes, True):
         return None
-    with quiet(), torch.no_grad():
+    with quiet_no_grad():
         return attempt(lambda: t.detach().clone(), None)
 
 
@@ -228,7 +245,7 @@ def copy_into(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
     """Refresh our copies from the tensors, in place (no allocation); False when it could not."""
     if profiling():
         return False
-    with quiet(), torch.no_grad():
+    with quiet_no_grad():
         try:
             torch._foreach_copy_(copies, tensors)
             return True
@@ -240,7 +257,7 @@ def subtract(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
     """``copies -= tensors`` in place, batched (our copies then hold what the tensors moved by, negated)."""
     if profiling():
         return False
-    with quiet(), torch.no_grad():
+    with quiet_no_grad():
         try:
             torch._foreach_sub_(copies, tensors)
             return True
