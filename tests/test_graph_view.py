@@ -278,3 +278,11 @@ def test_graphviz_runs_for_every_graph_at_once_and_each_run_is_reaped(monkeypatc
     with pytest.raises(ZeroDivisionError):
         widget.payload(report)
     assert len(started) == 2 and all(p.returncode == 0 and p.stdout is not None and p.stdout.closed for p in started)
+
+
+def test_label_width_counts_each_non_ascii_character_as_a_full_em() -> None:
+    w = text_width("w", 10.0)
+    assert w == pytest.approx(8.2)  # DejaVu Sans: 0.82 em
+    assert text_width("‖w‖", 10.0) == pytest.approx(w + 2 * 10.0)
+    assert text_width("中文 w", 10.0) == pytest.approx(2 * 10.0 + text_width(" ", 10.0) + w)
+    assert text_width("", 10.0) == 0
