@@ -286,3 +286,18 @@ def test_label_width_counts_each_non_ascii_character_as_a_full_em() -> None:
     assert text_width("‖w‖", 10.0) == pytest.approx(w + 2 * 10.0)
     assert text_width("中文 w", 10.0) == pytest.approx(2 * 10.0 + text_width(" ", 10.0) + w)
     assert text_width("", 10.0) == 0
+
+
+def test_a_renderer_that_exits_before_reading_a_big_graph_is_a_hint_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOT past a pipe's capacity is written from a thread while Graphviz reads: a renderer that exits
+    without reading must end that thread (broken pipe) and give the hint."""
+    monkeypatch.setenv("AUTOGRAD_MAGIC_DOT", "/bin/false")
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    nodes = tuple(Node(i, "AddBackward0", f"v{i}", 2, f"v = v + {i}", (8, 8), "op", saved=("self: (8, 8)",))
+                  for i in range(400))
+    dot = to_dot(Graph("v0", nodes, tuple((i + 1, i) for i in range(399))))
+    assert len(dot.encode()) > 128 * 1024
+    start = time.perf_counter()
+    drawn = render_dot(dot)
+    assert drawn.svg is None and drawn.hint is not None and drawn.hint.startswith("graph rendering failed")
+    assert time.perf_counter() - start < 5

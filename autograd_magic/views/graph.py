@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +49,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz
 NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
 _svg_cache: dict[str, str] = {}
 _last_dots: dict[str, tuple[weakref.ref[Report], list[int], list[str]]] = {}  # see _dots_of
-_PIPE_SAFE_BYTES = 16 * 1024  # DOT text written at start: a pipe holds 64 KiB on Linux, 16 KiB on macOS
 
 
 @dataclass(frozen=True)
@@ -151,28 +151,58 @@ def start_render(dot: str) -> Callable[[], Rendered]:
     except OSError as error:
         failed = Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
         return lambda: failed
-    data = dot.encode()
-    if len(data) <= _PIPE_SAFE_BYTES and process.stdin is not None:  # fits the pipe: Graphviz starts laying out
-        _write_all(process, data)
-        data = b""
-    return lambda: _finish_render(dot, process, data)
+    rest = _write_what_fits(process, dot.encode())
+    writer = None
+    if rest:  # a big graph: the rest from a thread, as Graphviz reads
+        writer = threading.Thread(target=_write_all, args=(process, rest), name="autograd_magic DOT", daemon=True)
+        writer.start()
+    else:
+        _write_all(process, b"")  # closed: Graphviz has its whole input and lays it out meanwhile
+    return lambda: _finish_render(dot, process, writer)
+
+
+def _write_what_fits(process: subprocess.Popen[bytes], data: bytes) -> bytes:
+    """Write as much DOT as the pipe takes without waiting (all of it, up to 64 KiB on Linux); the rest."""
+    assert process.stdin is not None
+    fd = process.stdin.fileno()
+    try:
+        os.set_blocking(fd, False)
+    except OSError:  # a platform without non-blocking pipes: the thread writes it all
+        return data
+    try:
+        written = os.write(fd, data)
+    except BlockingIOError:
+        written = 0
+    except OSError:  # Graphviz exited early: its stderr says why
+        written = len(data)
+    finally:
+        os.set_blocking(fd, True)
+    return data[written:]
 
 
 def _write_all(process: subprocess.Popen[bytes], data: bytes) -> None:
-    assert process.stdin is not None
+    stdin = process.stdin
+    if stdin is None:
+        return
     try:
-        process.stdin.write(data)
-        process.stdin.close()
-    except OSError:  # Graphviz exited early: its stderr says why
+        if data:
+            stdin.write(data)
+        stdin.close()
+    except (OSError, ValueError):  # Graphviz exited early (its stderr says why), or was killed
         pass
-    process.stdin = None  # written and closed: communicate() only reads
 
 
-def _finish_render(dot: str, process: subprocess.Popen[bytes], rest: bytes) -> Rendered:
+def _finish_render(dot: str, process: subprocess.Popen[bytes], writer: threading.Thread | None) -> Rendered:
     try:
-        out, err = process.communicate(rest or None, timeout=RENDER_TIMEOUT_S)
+        if writer is not None:
+            writer.join(RENDER_TIMEOUT_S)
+            if writer.is_alive():
+                raise subprocess.TimeoutExpired(process.args, RENDER_TIMEOUT_S)
+        process.stdin = None  # written and closed: communicate() only reads
+        out, err = process.communicate(timeout=RENDER_TIMEOUT_S)
     except subprocess.TimeoutExpired as error:
-        process.kill()
+        process.kill()  # a writer still blocked on the pipe fails now, and ends
+        process.stdin = None
         process.communicate()
         return Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
     if process.returncode != 0 or b"<svg" not in out:
