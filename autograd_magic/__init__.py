@@ -7,6 +7,7 @@ records a block), `build_report`, and `Report`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from . import views as views  # registers how a Report shows and saves itself
@@ -31,10 +32,8 @@ def load_ipython_extension(ipython: Any) -> None:
 def _import_the_widget() -> None:
     """In a kernel the reports show as the widget: import it now (ipywidgets and anywidget, ~0.1 s), so
     the first %%autograd cell is as quick as the next. Without them the view says so when it shows."""
-    try:
+    with contextlib.suppress(ImportError):
         from .views import widget  # noqa: F401
-    except ImportError:
-        pass
 
 
 def unload_ipython_extension(ipython: Any) -> None:
