@@ -167,7 +167,7 @@ def _write_what_fits(process: subprocess.Popen[bytes], data: bytes) -> bytes:
     fd = process.stdin.fileno()
     try:
         os.set_blocking(fd, False)
-    except OSError:  # a platform without non-blocking pipes: the thread writes it all
+    except (OSError, AttributeError):  # no non-blocking pipes here (Windows before 3.12): the thread writes it all
         return data
     try:
         written = os.write(fd, data)
