@@ -33,8 +33,9 @@ from .updates import WeightCopies
 
 MAX_TRACKED = 200  # parameters whose gradient norms are read at every step
 MAX_STEPS = 200  # steps kept; past it every other one is dropped and only every 2nd (4th, ...) is read
-# steps with an update/weight ratio: past it, every 2nd (4th, ...) kept step gets one. Copying the
-# weights and comparing them costs about as much memory traffic as a small model's own step
+# steps with an update/weight ratio: past it, half of them are dropped and the stride between rated steps
+# doubles (every 8th, 16th, ...). Copying the weights and comparing them costs about as much memory traffic
+# as a small model's own step
 MAX_RATIOS = 32
 # which kept steps get a ratio: each of the first DENSE_RATIOS (the first updates show a learning rate that
 # is off), then every RATIO_EVERY-th. Rating every step only to thin them later computed twice what was kept
