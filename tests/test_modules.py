@@ -242,7 +242,8 @@ def test_browser_click_unfolds_a_module_and_its_box_folds_it_back(ip: Any, monke
 
     def answer() -> None:  # what the kernel does: the request reaches Python, the new report comes back
         view.fold_request = page.evaluate("window.agmData.fold_request")
-        page.evaluate("r => window.agmModel.set('report', r)", view.report)
+        page.evaluate("([d, r]) => { window.agmModel.set('drawings', d); window.agmModel.set('report', r); }",
+                      [view.drawings, view.report])
 
     drawn = lambda: page.eval_on_selector_all("div.agm-scroll svg g.node", "els => els.length")  # noqa: E731
     before = drawn()

@@ -30,10 +30,12 @@ def test_payload_carries_the_report_svg_and_legend(seed_view: AutogradView) -> N
     json.dumps(data, allow_nan=False)  # the trait must survive the comm's JSON
     assert data["graphs"][0]["root"] == "z"
     assert data["summary"].startswith("autograd: ")
-    svg = data["drawings"][0]["svg"]
+    json.dumps(seed_view.drawings, allow_nan=False)
+    assert "drawings" not in data  # a trait of its own, sent once Graphviz is done
+    svg = seed_view.drawings[0]["svg"]
     for node in seed_view.source_report.graphs[0].nodes:
         assert f'id="n{node.id}"' in svg  # the frontend finds nodes by these ids
-    assert data["drawings"][0]["title"].startswith("Graph 1: root z")
+    assert seed_view.drawings[0]["title"].startswith("Graph 1: root z")
     assert [item["key"] for item in data["legend"]][:3] == ["leaf", "root", "op"]
     assert data["torchviz"] is None and "torchviz_dot" not in data
     assert {"x", "y"} <= set(data["gradient_details"])
@@ -142,8 +144,8 @@ window.agmReady = true;
 def widget_page(view: AutogradView) -> str:
     """The ESM with a minimal stand-in for anywidget's model, as a standalone page."""
     js = AutogradView._esm.replace("export default { render };", "")
-    traits = {name: getattr(view, name) for name in ("report", "selected", "graph", "diagnostic", "step", "tab",
-                                                     "replay_call", "replay_step", "fold_request")}
+    traits = {name: getattr(view, name) for name in ("report", "drawings", "selected", "graph", "diagnostic", "step",
+                                                     "tab", "replay_call", "replay_step", "fold_request")}
     return HARNESS.format(css=(STATIC / "widget.css").read_text(encoding="utf-8"), js=js,
                           traits=json.dumps(traits).replace("</", "<\\/"))
 

@@ -59,18 +59,24 @@ STYLE = """
 
 def render_html(report: Report) -> str:
     report = for_display(report)
-    parts = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
-    parts += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]
-    parts.append(error_html(report))
-    parts.append(diagnostics_html(report))
-    parts.append(graphs_html(report))
-    parts.append(replays_html(report))
-    parts.append(variables_html(report))
-    parts.append(gradients_html(report))
-    parts.append(training_html(report.training))
-    parts.append(torchviz_html(report))
-    parts.append("</div>")
-    return "\n".join(p for p in parts if p)
+    return html_with_graphs(report, html_around_graphs(report))
+
+
+def html_around_graphs(report: Report) -> tuple[list[str], list[str]]:
+    """The static view's parts before and after its graphs, for a displayed report (`for_display`): the
+    widget builds them while Graphviz lays the graphs out."""
+    before = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
+    before += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]
+    before.append(error_html(report))
+    before.append(diagnostics_html(report))
+    after = [replays_html(report), variables_html(report), gradients_html(report), training_html(report.training),
+             torchviz_html(report), "</div>"]
+    return before, after
+
+
+def html_with_graphs(report: Report, around: tuple[list[str], list[str]]) -> str:
+    before, after = around
+    return "\n".join(p for p in [*before, graphs_html(report), *after] if p)
 
 
 def render_page(report: Report) -> str:

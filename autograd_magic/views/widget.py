@@ -1,8 +1,10 @@
 """The interactive view: one `Report` as an anywidget.
 
-The frontend (``static/widget.js``) gets the report as one JSON trait, with
-each graph already drawn to SVG here (see `views.graph`), so the browser needs
-no Graphviz. Panels: Graph, Variables, Gradients, Diagnostics, Timeline (and
+The frontend (``static/widget.js``) gets the report as one JSON trait and each
+graph already drawn to SVG here (see `views.graph`) as another, so the browser
+needs no Graphviz. The widget is built and sent while Graphviz lays the graphs
+out; the drawings follow in one update, before the output is displayed.
+Panels: Graph, Variables, Gradients, Diagnostics, Timeline (and
 torchviz's drawing when the capture made one, and Training — gradient norms per
 step, plotted — when the cell called backward repeatedly). Clicking a graph node writes
 `AutogradView.selected`, so Python can react::
@@ -30,7 +32,7 @@ import traitlets
 from .. import internal
 from ..report.model import SEVERITIES, Node, Report, Step, flatten
 from .graph import Rendered, legend_for, render_torchviz, start_graphs
-from .html import render_html
+from .html import html_around_graphs, html_with_graphs
 from .numbering import for_display
 from .saved import saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
@@ -47,7 +49,10 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
     _esm = (STATIC / "widget.js").read_text(encoding="utf-8") + (STATIC / "replay.js").read_text(encoding="utf-8")
     _css = STATIC / "widget.css"
 
-    report = traitlets.Dict(help="The report as JSON (Report.to_dict) plus SVG drawings and the legend.").tag(sync=True)
+    report = traitlets.Dict(help="The report as JSON (Report.to_dict) plus the legend and each node's words.",
+                            ).tag(sync=True)
+    drawings: traitlets.List[dict[str, Any]] = traitlets.List(
+        help="Each graph drawn: {title, svg} or, with no renderer, {title, dot, hint}.").tag(sync=True)
     selected = traitlets.Int(None, allow_none=True, help="Id of the selected graph node.").tag(sync=True)
     graph = traitlets.Int(0, help="Index of the graph on show.").tag(sync=True)
     diagnostic = traitlets.Int(None, allow_none=True, help="Index of the selected diagnostic.").tag(sync=True)
@@ -67,7 +72,13 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         tab, diagnostic = opening(report)
         kwargs.setdefault("tab", tab)
         kwargs.setdefault("diagnostic", diagnostic)
-        super().__init__(report=payload(self._shown), **kwargs)
+        started = start_graphs(self._shown)  # Graphviz lays the graphs out while the rest is built and sent
+        try:
+            super().__init__(report=_data(self._shown), **kwargs)
+            self._static = _StaticBundle(self._shown)
+        finally:  # every process is read to its end, even when building the rest failed
+            drawn = [finish() for finish in started]
+        self.drawings = _drawings(self._shown, drawn)
 
     @traitlets.observe("fold_request")
     def _fold(self, change: dict[str, Any]) -> None:
@@ -94,7 +105,10 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         self.source_report = report
         self._shown = for_display(report)
         self.selected = None  # node ids are numbered afresh in the new drawing
-        self.report = payload(self._shown)
+        data = payload(self._shown)
+        with self.hold_sync():  # one message: the frontend draws the new report once
+            self.drawings = data.pop("drawings")
+            self.report = data
 
     @property
     def selected_node(self) -> Node | None:
@@ -109,8 +123,22 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         if bundle is None:
             return None
         data, metadata = bundle
-        data = {**data, "text/plain": render_text(self._shown), "text/html": render_html(self._shown)}
+        if self._static.report is not self._shown:  # folded since: the static views follow
+            self._static = _StaticBundle(self._shown)
+        data = {**data, "text/plain": self._static.text, "text/html": self._static.html()}
         return data, metadata
+
+
+class _StaticBundle:
+    """The widget output's text and HTML views, built while Graphviz draws (the graphs go in last)."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.text = render_text(report)
+        self._around = html_around_graphs(report)
+
+    def html(self) -> str:
+        return html_with_graphs(self.report, self._around)  # the drawings are Graphviz's cached ones by now
 
 
 def opening(report: Report) -> tuple[str, int | None]:
@@ -126,23 +154,28 @@ def opening(report: Report) -> tuple[str, int | None]:
 
 def payload(report: Report) -> dict[str, Any]:
     """What the frontend draws: the report's JSON in display numbering, each graph's SVG (or DOT and
-    a hint), the legend, and per node its gradient and saved tensors in words."""
+    a hint) as ``drawings``, the legend, and per node its gradient and saved tensors in words. The widget
+    sends ``drawings`` as a trait of its own, after the rest: see `AutogradView.__init__`."""
     report = for_display(report)
     started = start_graphs(report)  # Graphviz draws while the rest is built
     try:
         data = _data(report)
     finally:  # every process is read to its end, even when building the rest failed
         drawn = [finish() for finish in started]
-    data["drawings"] = [_drawing(d, graph_title(g, i)) for i, (g, d) in enumerate(zip(report.graphs, drawn,
-                                                                                          strict=True), 1)]
-    data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
-    data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
+    data["drawings"] = _drawings(report, drawn)
     return data
 
 
+def _drawings(report: Report, drawn: list[Rendered]) -> list[dict[str, Any]]:
+    return [_drawing(d, graph_title(g, i)) for i, (g, d) in enumerate(zip(report.graphs, drawn, strict=True), 1)]
+
+
 def _data(report: Report) -> dict[str, Any]:
-    """The report's JSON with each node's and replay step's words, as the panels read them."""
+    """The report's JSON with each node's and replay step's words, as the panels read them, and the
+    legend; not the graphs' drawings (`payload` has them too)."""
     data = report.to_dict()
+    data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
+    data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
     for graph, graph_data in zip(report.graphs, data["graphs"], strict=True):
         for node, node_data in zip(graph.nodes, graph_data["nodes"], strict=True):
             node_data["grad_text"] = node_gradient(node, report.gradients)

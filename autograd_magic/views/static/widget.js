@@ -84,18 +84,25 @@ function sourceView(report, line) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the report is sent again when a click folds or unfolds a module: draw it afresh, keeping the traits
+// the report and its drawings are sent again when a click folds or unfolds a module: draw it afresh,
+// keeping the other traits (once, when both change in one message)
 function render({ model, el }) {
   let cleanup = draw({ model, el });
-  const redraw = () => { cleanup(); el.replaceChildren(); cleanup = draw({ model, el }); };
+  let pending = false;
+  const redraw = () => {
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => { pending = false; cleanup(); el.replaceChildren(); cleanup = draw({ model, el }); });
+  };
   model.on("change:report", redraw);
-  return () => { cleanup(); model.off("change:report", redraw); };
+  model.on("change:drawings", redraw);
+  return () => { cleanup(); model.off("change:report", redraw); model.off("change:drawings", redraw); };
 }
 
 function draw({ model, el }) {
   const report = model.get("report");
   const graphs = report.graphs || [];
-  const drawings = report.drawings || [];
+  const drawings = model.get("drawings") || [];
   const ops = report.ops || [];
   const lastStep = ops.length ? ops[ops.length - 1].seq : 0;
   const tabs = ["graph", "variables", "gradients", "diagnostics", "timeline"];
