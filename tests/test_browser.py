@@ -495,6 +495,41 @@ def shoot_later_sections(lab: Lab, name: str) -> None:
     lab.cell(UNUSED_CELL).screenshot(path=str(artifact_path(f"demo-unused-{name}.png")))
 
 
+def test_a_click_on_a_folded_module_unfolds_it_through_the_kernel_and_its_box_folds_it_back(lab: Lab) -> None:
+    """The round trip a fold makes: the click reaches Python, which sends the new report and its drawings
+    (two traits, one message) back; the view draws them once, and the unfolded module's box folds it again."""
+    view = lab.view(MODEL_CELL)
+    view.get_by_role("tab", name="Graph").click()
+    nodes = view.locator("svg g.node")
+    before = nodes.count()
+    folded = nodes.filter(has=lab.page.locator("text", has_text="model.3")).filter(
+        has=lab.page.locator("text", has_text="folded module"))
+    assert folded.count() == 1
+    folded.click()
+    lab.page.wait_for_function(
+        "() => document.querySelectorAll('.agm-w g.cluster[aria-label=\"fold model.3 into one node\"]').length == 1")
+    opened = nodes.count()
+    assert opened > before
+    assert not nodes.filter(has=lab.page.locator("text", has_text="folded module")).filter(
+        has=lab.page.locator("text", has_text="model.3")).count()
+    drawn = lab.python(SELECTION.format(mark=MODEL_CELL)
+                       + "print(len(_agm_v.drawings), _agm_v.drawings[0]['svg'].count('class=\"node'))")
+    assert drawn.splitlines()[-1].split() == ["1", str(opened)], drawn  # Python's drawing is the one on screen
+    lab.cell(MODEL_CELL).screenshot(path=str(artifact_path("demo-model-unfolded.png")))
+    box = view.locator('g.cluster[aria-label="fold model.3 into one node"]')
+    box.evaluate("el => el.dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+    lab.page.wait_for_function(f"() => document.querySelectorAll('.agm-w')[{_index_of(lab, MODEL_CELL)}]"
+                               f".querySelectorAll('svg g.node').length == {before}")
+    assert [e for e in lab.console_errors if "widget" in e.lower() or "agm" in e.lower()] == []
+
+
+def _index_of(lab: Lab, mark: str) -> int:
+    """The position among the page's views of the one in the cell containing ``mark``."""
+    views = lab.page.locator(".agm-w")
+    return next(i for i in range(views.count()) if views.nth(i).evaluate(
+        f"(el) => el.closest('.jp-CodeCell').querySelector('.jp-InputArea').innerText.includes({json.dumps(mark)})"))
+
+
 # --- after a user ran it: save, restart, reload ----------------------------------------------------
 
 
