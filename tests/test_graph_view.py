@@ -280,6 +280,45 @@ def test_graphviz_runs_for_every_graph_at_once_and_each_run_is_reaped(monkeypatc
     assert len(started) == 2 and all(p.returncode == 0 and p.stdout is not None and p.stdout.closed for p in started)
 
 
+@needs_renderer
+def test_the_widget_is_built_and_its_bundle_made_while_graphviz_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order that takes Graphviz's layout off the view's path: the widget opens (its report sent) and its
+    text/HTML bundle is made before the first drawing is waited for; the drawings arrive as their own trait."""
+    from autograd_magic.views import widget
+
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    events: list[str] = []
+    real_finish, real_open = graph_view._finish_render, widget.AutogradView.open
+    real_bundle = widget._StaticBundle.__init__
+    monkeypatch.setattr(graph_view, "_finish_render", lambda *a: (events.append("wait"), real_finish(*a))[1])
+    monkeypatch.setattr(widget.AutogradView, "open", lambda self: (events.append("open"), real_open(self))[1])
+    monkeypatch.setattr(widget._StaticBundle, "__init__",
+                        lambda self, report: (events.append("bundle"), real_bundle(self, report))[1])
+    view = widget.AutogradView(seed_report())
+    assert events == ["open", "bundle", "wait"]
+    assert "drawings" not in view.report and "<svg" in view.drawings[0]["svg"]
+    data, _ = view._repr_mimebundle_()
+    assert view.drawings[0]["svg"] in data["text/html"] and "var2" in data["text/plain"]
+
+
+@needs_renderer
+def test_a_widget_that_fails_to_build_still_reads_every_graphviz_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from autograd_magic.views import widget
+
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(graph_view.subprocess, "Popen", lambda *a, **k: started.append(real_popen(*a, **k))
+                        or started[-1])
+    monkeypatch.setattr(widget._StaticBundle, "__init__", lambda self, report: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        widget.AutogradView(seed_report())
+    assert len(started) == 1 and started[0].returncode == 0 and started[0].stdout is not None
+    assert started[0].stdout.closed
+
+
 def test_label_width_counts_each_non_ascii_character_as_a_full_em() -> None:
     w = text_width("w", 10.0)
     assert w == pytest.approx(8.2)  # DejaVu Sans: 0.82 em
