@@ -319,6 +319,26 @@ def test_a_widget_that_fails_to_build_still_reads_every_graphviz_run(monkeypatch
     assert started[0].stdout.closed
 
 
+def test_a_failed_drawing_is_not_run_again_for_the_widgets_static_html(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure is not cached: the bundle's HTML must show the widget's own drawings, not run Graphviz (and
+    wait out its timeout) a second time."""
+    import subprocess
+
+    from autograd_magic.views import widget
+
+    monkeypatch.setenv("AUTOGRAD_MAGIC_DOT", "/bin/false")
+    monkeypatch.setattr(graph_view, "_svg_cache", {})
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(graph_view.subprocess, "Popen", lambda *a, **k: started.append(real_popen(*a, **k))
+                        or started[-1])
+    view = widget.AutogradView(seed_report())
+    data, _ = view._repr_mimebundle_()
+    assert len(started) == 1
+    assert view.drawings[0]["hint"].startswith("graph rendering failed")
+    assert "graph rendering failed" in data["text/html"]
+
+
 def test_label_width_counts_each_non_ascii_character_as_a_full_em() -> None:
     w = text_width("w", 10.0)
     assert w == pytest.approx(8.2)  # DejaVu Sans: 0.82 em

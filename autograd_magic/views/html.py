@@ -74,9 +74,10 @@ def html_around_graphs(report: Report) -> tuple[list[str], list[str]]:
     return before, after
 
 
-def html_with_graphs(report: Report, around: tuple[list[str], list[str]]) -> str:
+def html_with_graphs(report: Report, around: tuple[list[str], list[str]],
+                     drawings: list[Rendered] | None = None) -> str:
     before, after = around
-    return "\n".join(p for p in [*before, graphs_html(report), *after] if p)
+    return "\n".join(p for p in [*before, graphs_html(report, drawings), *after] if p)
 
 
 def render_page(report: Report) -> str:
@@ -110,10 +111,12 @@ def message_html(message: str) -> str:
     return _CODE_SPAN.sub(lambda m: f"<code>{m.group(1)}</code>", _e(message))
 
 
-def graphs_html(report: Report) -> str:
+def graphs_html(report: Report, drawings: list[Rendered] | None = None) -> str:
+    """The graphs, drawn now or, given ``drawings`` (one per graph), as drawn already."""
     if not report.graphs:
         return ""
-    drawings = [drawn() for drawn in start_graphs(report)]  # every Graphviz run started before the first is read
+    if drawings is None:  # every Graphviz run started before the first is read
+        drawings = [drawn() for drawn in start_graphs(report)]
     parts = "".join(graph_html(g, i, d) for i, (g, d) in enumerate(zip(report.graphs, drawings, strict=True), 1))
     drawn_any = any(d.svg is not None for d in drawings)
     return parts + (legend_html(legend_for(report.graphs, report)) if drawn_any else "")

@@ -78,6 +78,7 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
             self._static = _StaticBundle(self._shown)
         finally:  # every process is read to its end, even when building the rest failed
             drawn = [finish() for finish in started]
+        self._static.drawings = drawn  # the bundle's HTML shows these: a failed run is not run again
         self.drawings = _drawings(self._shown, drawn)
 
     @traitlets.observe("fold_request")
@@ -136,9 +137,10 @@ class _StaticBundle:
         self.report = report
         self.text = render_text(report)
         self._around = html_around_graphs(report)
+        self.drawings: list[Rendered] | None = None  # None: from Graphviz's cache (a fold's were just drawn)
 
     def html(self) -> str:
-        return html_with_graphs(self.report, self._around)  # the drawings are Graphviz's cached ones by now
+        return html_with_graphs(self.report, self._around, self.drawings)
 
 
 def opening(report: Report) -> tuple[str, int | None]:
