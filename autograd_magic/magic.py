@@ -19,6 +19,7 @@ from . import internal
 from .analysis import DEFAULT_MAX_NODES, build_report
 from .capture import DEFAULT_MAX_REPEATS, Recorder
 from .capture.cellrun import cell_number, compile_cell, run_compiled
+from .capture.compat import parser_actions
 from .capture.session import Session
 from .views.display import show_report
 
@@ -176,7 +177,7 @@ def _usage(magic: Any) -> str:
 
 def _statement_text(line: str, parser: Any) -> str:
     """The statement after the options, exactly as typed (the parser's tokens lose spacing and quotes)."""
-    actions = getattr(parser, "_actions", ())
+    actions = parser_actions(parser)
     known = {opt for action in actions for opt in action.option_strings}
     takes_value = {opt for action in actions if action.nargs != 0 for opt in action.option_strings}
     rest = line.lstrip()

@@ -18,6 +18,8 @@ from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 
+from .compat import set_running_loop
+
 _TOP_LEVEL_AWAIT = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
 
 
@@ -127,9 +129,9 @@ def _run(shell: Any, value: Any) -> Any:
     # in a kernel the cell already runs inside the kernel's loop, which cannot be re-entered: run this
     # coroutine to its end on a loop of its own, in this thread (so torch's thread-local modes still apply)
     loop = asyncio.new_event_loop()
-    asyncio.events._set_running_loop(None)
+    set_running_loop(None)
     try:
         return loop.run_until_complete(value)
     finally:
-        asyncio.events._set_running_loop(running)
+        set_running_loop(running)
         loop.close()

@@ -18,16 +18,16 @@ from typing import Any
 import torch
 
 from ..trace.events import GradcheckEvent, Site
+from .compat import APPLY_CODE
 from .finitediff import Argument, compare
 from .reads import attempt, is_plain, profiling, quiet
 from .sites import SiteTable
 
 MAX_ELEMENTS = 1000  # tensor elements per call, all inputs together: bigger calls are not copied
 MAX_FRAMES = 64  # how far up from an op the apply frame is looked for
-APPLY_CODE = torch.autograd.function.Function.apply.__func__.__code__  # type: ignore[attr-defined]
 _CONSTANTS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout,
               torch.memory_format)
-_BASE_SETUP_CONTEXT = torch.autograd.function._SingleLevelFunction.setup_context  # as Function.apply tells
+_BASE_SETUP_CONTEXT = torch.autograd.Function.setup_context  # not overridden: an old-style forward takes ctx
 _TORCH_MODULES = ("torch.", "functorch.")  # torch's own Functions (checkpoint, ...) are not the user's
 _TORCH_EXAMPLES = "torch.testing."  # ... but the ones its tests define as examples are
 

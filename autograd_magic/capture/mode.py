@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from types import CodeType, FrameType, FunctionType, TracebackType
 from typing import Any, Protocol
 
-import torch
 from torch.overrides import TorchFunctionMode
 
 from .. import internal
 from .backward import BACKWARD_FUNCS, BackwardRecorder
+from .compat import getframe, is_compiling, len_function_stack, pop_function_stack, push_function_stack
 
 
 class Recorder(Protocol):
@@ -34,10 +33,6 @@ class Recorder(Protocol):
     def absorb_counts(self, sites: dict[tuple[int, int], list[Any]]) -> None: ...
 
     def is_user_code(self, code: CodeType) -> bool: ...
-
-# Dynamo folds this call to True while it traces, with no guard; reading torch.compiler's flag
-# instead would make it guard on the flag and recompile on every call (the flag is False at run time)
-is_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 
 
 @functools.lru_cache(maxsize=1024)  # keyed by file name: cells come and go, so the cache is bounded
@@ -66,15 +61,15 @@ def leave_mode(mode: RecordingMode, recorder: Recorder, on_stack: bool = True) -
 
 def _pop_ours(mode: RecordingMode) -> None:
     above = []
-    while torch._C._len_torch_function_stack() > 0:
-        top = torch._C._pop_torch_function_stack()
+    while len_function_stack() > 0:
+        top = pop_function_stack()
         if top is mode:
             break
         above.append(top)
     else:
         internal.report_failure("our mode was not on the stack")
     for other in reversed(above):
-        torch._C._push_on_torch_function_stack(other)
+        push_function_stack(other)
 
 
 class RecordingMode(TorchFunctionMode):
@@ -124,7 +119,7 @@ class RecordingMode(TorchFunctionMode):
         if is_compiling():  # first, and reading nothing of ours: Dynamo would guard on it and recompile
             return func(*args, **kwargs)
         try:
-            here = sys._getframe(1)
+            here = getframe(1)
             code = here.f_code
             site = self.sites.get((id(code), here.f_lasti))  # by id: hashing a code object costs its whole length
             if site is None or site[2] is not code:  # first call from here, Python dispatch wrappers, a backward

@@ -30,7 +30,7 @@ from torch.optim import optimizer as _optimizer
 from torch.overrides import TorchFunctionMode
 
 from .. import internal
-from .mode import is_compiling
+from .compat import function_stack_at, is_compiling, len_function_stack, pop_function_stack, push_function_stack
 
 _register_pre = getattr(_optimizer, "register_optimizer_step_pre_hook", None)
 _register_post = getattr(_optimizer, "register_optimizer_step_post_hook", None)
@@ -77,7 +77,7 @@ class StepOut:
                 return
             self._resume()  # a step that raised never reached its post-hook
             if self._suspended_in is None and self._may_step_out(optimizer, args, kwargs):
-                torch._C._pop_torch_function_stack()
+                pop_function_stack()
                 self._suspended_in = threading.get_ident()
                 self.stepped_out += 1
         except Exception:
@@ -94,7 +94,7 @@ class StepOut:
         """Put our mode back, on the stack it was taken from: never on another thread's."""
         if self._suspended_in is not None and self._suspended_in == threading.get_ident():
             self._suspended_in = None
-            torch._C._push_on_torch_function_stack(self._mode)
+            push_function_stack(self._mode)
 
     def _may_step_out(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         if len(args) > 1 or kwargs.get("closure") is not None:
@@ -109,8 +109,8 @@ class StepOut:
         self._steps[kind] = seen + 1
         if seen < self._recorded:
             return False
-        depth = torch._C._len_torch_function_stack()
-        return depth > 0 and torch._C._get_function_stack_at(depth - 1) is self._mode
+        depth = len_function_stack()
+        return depth > 0 and function_stack_at(depth - 1) is self._mode
 
     def _is_library_step(self, kind: type) -> bool:
         step = inspect.unwrap(getattr(kind, "step", None))  # type: ignore[arg-type]

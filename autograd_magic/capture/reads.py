@@ -20,6 +20,27 @@ from typing import Any, TypeVar
 
 import torch
 
+from .compat import (
+    NOT_AVAILABLE,
+    NOT_AVAILABLE_TEXT,
+    DisableTorchDispatch,
+    DisableTorchFunction,
+    base_of_view,
+    foreach_copy_,
+    foreach_norm,
+    foreach_sub_,
+    is_functorch_wrapped,
+    is_zero_tensor,
+    profiler_enabled,
+    raw_saved,
+    saved_slot_names,
+    saved_unpack_hook,
+    set_grad_enabled,
+    sparse_values,
+    unpacked_saved,
+    version_of,
+)
+
 T = TypeVar("T")
 FULL_VALUES_LIMIT = 1000  # elements: larger tensors are summarised, not listed
 FINGERPRINT_LIMIT = 32 * 1024  # bytes: values of larger tensors are not compared
@@ -28,8 +49,6 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _NORM_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
                           torch.complex128})
 _REAL_NORM_DTYPES = _NORM_DTYPES - {torch.complex64, torch.complex128}
-_is_zero_tensor = getattr(torch._C, "_is_zerotensor", lambda t: False)  # an efficient zero: no storage to read
-_is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", lambda t: False)
 
 
 class quiet:  # noqa: N801 - used like a function: `with quiet():`
@@ -41,8 +60,8 @@ class quiet:  # noqa: N801 - used like a function: `with quiet():`
     __slots__ = ("_function", "_dispatch")
 
     def __enter__(self) -> None:
-        self._function = torch._C.DisableTorchFunction()
-        self._dispatch = torch._C._DisableTorchDispatch()
+        self._function = DisableTorchFunction()
+        self._dispatch = DisableTorchDispatch()
         self._function.__enter__()
         self._dispatch.__enter__()
 
@@ -61,10 +80,10 @@ class quiet_no_grad(quiet):  # noqa: N801 - used like a function
     def __enter__(self) -> None:
         super().__enter__()
         self._grad = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
+        set_grad_enabled(False)
 
     def __exit__(self, *exc: Any) -> None:
-        torch._C._set_grad_enabled(self._grad)
+        set_grad_enabled(self._grad)
         super().__exit__(*exc)
 
 
@@ -85,8 +104,8 @@ def is_plain(t: torch.Tensor) -> bool:
 
 def _plain_data(t: torch.Tensor) -> bool:
     """`is_plain` for a tensor of a plain type, unguarded: for callers that guard a whole block."""
-    return (t.layout == torch.strided and not t.is_nested and not t.is_meta and not _is_functorch_wrapped(t)
-            and not _is_uninitialized(t) and not _is_zero_tensor(t))
+    return (t.layout == torch.strided and not t.is_nested and not t.is_meta and not is_functorch_wrapped(t)
+            and not _is_uninitialized(t) and not is_zero_tensor(t))
 
 
 def _is_uninitialized(t: torch.Tensor) -> bool:
@@ -119,14 +138,14 @@ def fingerprint(t: torch.Tensor) -> tuple[tuple[int, int], int, bytes] | None:
         return None
     try:
         raw = (ctypes.c_char * (span[1] - span[0])).from_address(span[0])
-        return span, int(t._version), hashlib.blake2b(memoryview(raw), digest_size=8).digest()
+        return span, version_of(t), hashlib.blake2b(memoryview(raw), digest_size=8).digest()
     except (RuntimeError, ValueError, TypeError):
         return None
 
 
 def profiling() -> bool:
     """A profiler is recording: it sees every aten op, ours too, so data reads wait or are left out."""
-    return bool(attempt(torch._C._autograd._profiler_enabled, False))
+    return bool(attempt(profiler_enabled, True))
 
 
 def small_values(t: torch.Tensor) -> Any:
@@ -144,7 +163,7 @@ def norm_of(t: torch.Tensor) -> float | None:
     with quiet_no_grad():
         if attempt(lambda: t.layout == torch.sparse_coo, False):
             return attempt(lambda: _sparse_norm(t), None)
-        if attempt(lambda: _is_zero_tensor(t), False):
+        if attempt(lambda: is_zero_tensor(t), False):
             return 0.0
         if not is_plain(t) or attempt(lambda: t.dtype not in _NORM_DTYPES, True):
             return None  # complex32 would make torch warn "experimental" into the user's cell
@@ -165,7 +184,7 @@ def summary_of(t: torch.Tensor, listed: int, summarised: int) -> tuple[tuple[int
         return None
     with quiet():  # no no_grad: every op below reads a detached tensor, so none records a graph
         try:
-            if torch._C._autograd._profiler_enabled() or not _plain_data(t):
+            if profiler_enabled() or not _plain_data(t):
                 return None
             shape = tuple(t.shape)
             count = t.numel()
@@ -192,7 +211,7 @@ def scalar_of(t: torch.Tensor) -> float | None:
         return None
     with quiet():  # one guarded block: it runs at every step of a training loop. No no_grad: detached
         try:
-            if torch._C._autograd._profiler_enabled() or t.numel() != 1 or not _plain_data(t) or t.is_complex():
+            if profiler_enabled() or t.numel() != 1 or not _plain_data(t) or t.is_complex():
                 return None
             return float(t.detach())
         except Exception:
@@ -212,11 +231,11 @@ def norms_of(tensors: list[torch.Tensor | None], known: list[torch.Tensor] | Non
     found: dict[int, float | None] = {}
     with quiet_no_grad():
         try:
-            if torch._C._autograd._profiler_enabled():
+            if profiler_enabled():
                 return tuple(None for _ in every)
             batch = [*_batchable_indices(tensors), *range(len(tensors), len(every))]
             if len(batch) > 1:
-                norms = list(torch._foreach_norm([every[i] for i in batch]))  # type: ignore[misc]
+                norms = list(foreach_norm([every[i] for i in batch]))
                 if len({n.dtype for n in norms}) > 1:  # stack needs one dtype: f64 holds every float exactly
                     norms = [n.double() for n in norms]
                 found = dict(zip(batch, torch.stack(norms).tolist(), strict=True))
@@ -247,7 +266,7 @@ def copy_into(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
         return False
     with quiet_no_grad():
         try:
-            torch._foreach_copy_(copies, tensors)
+            foreach_copy_(copies, tensors)
             return True
         except Exception:  # a parameter whose shape, dtype or device changed: copies must be taken again
             return False
@@ -259,7 +278,7 @@ def subtract(copies: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
         return False
     with quiet_no_grad():
         try:
-            torch._foreach_sub_(copies, tensors)
+            foreach_sub_(copies, tensors)
             return True
         except Exception:  # changed shapes or devices: the copies must be taken again
             return False
@@ -272,11 +291,11 @@ def _batchable(t: torch.Tensor) -> bool:
 def _batchable_data(t: torch.Tensor) -> bool:
     """A real float strided tensor with elements (unguarded: the callers guard)."""
     return (t.layout == torch.strided and t.dtype in _REAL_NORM_DTYPES and t.numel() > 0
-            and not _is_zero_tensor(t) and not _is_functorch_wrapped(t))
+            and not is_zero_tensor(t) and not is_functorch_wrapped(t))
 
 
 def _sparse_norm(t: torch.Tensor) -> float | None:
-    if t._values().numel() > MAX_SPARSE_VALUES:  # coalescing copies the values: only while they are few
+    if sparse_values(t).numel() > MAX_SPARSE_VALUES:  # coalescing copies the values: only while they are few
         return None
     return float(torch.linalg.vector_norm(t.detach().coalesce().values()))
 
@@ -292,20 +311,17 @@ def grad_fn_of(t: torch.Tensor) -> Any:
 
 def base_of(t: torch.Tensor) -> torch.Tensor | None:
     """The tensor ``t`` is a view of, if any."""
-    return attempt(lambda: t._base, None)
+    return attempt(lambda: base_of_view(t), None)
 
 
 def next_functions(node: Any) -> tuple[tuple[Any, int], ...]:
     return attempt(lambda: tuple(node.next_functions), ())
 
 
-def _unpack_hook(saved: Any) -> Any:
-    return attempt(lambda: saved.unpack_hook, None)
-
-
 # -- what a node saved for backward ---------------------------------------------------------------
 HIDDEN_BY_HOOKS = "kept by a saved_tensors_hooks (not unpacked, so your hooks run as they would)"
 RECOMPUTED = "recomputed in backward (checkpoint)"
+HOOKS_UNKNOWN = f"not read ({NOT_AVAILABLE_TEXT}: it cannot tell whether a hook packed it)"
 _saved_names: dict[type, tuple[str, ...]] = {}
 
 
@@ -313,7 +329,7 @@ def saved_slots(node: Any) -> tuple[str, ...]:
     """The names of a node's saved tensors ('self', 'other', 'result', ...)."""
     names = _saved_names.get(type(node))
     if names is None:
-        names = _saved_names[type(node)] = tuple(a[11:] for a in dir(node) if a.startswith("_raw_saved_"))
+        names = _saved_names[type(node)] = saved_slot_names(node)
     return names
 
 
@@ -324,18 +340,20 @@ def saved_tensor(node: Any, slot: str) -> torch.Tensor | str | None:
     unpacked: that would call the user's unpack hook, or run the forward again.
     """
     try:
-        raw = getattr(node, "_raw_saved_" + slot)
+        raw = raw_saved(node, slot)
     except RuntimeError as error:
         return "modified in place" if "inplace" in str(error) else "freed"
     items = raw if isinstance(raw, (list, tuple)) else (raw,)
     for item in items:
-        hook = _unpack_hook(item)
+        hook = saved_unpack_hook(item)
+        if hook is NOT_AVAILABLE:  # unpacking might run a user's hook: we cannot tell, so we don't
+            return HOOKS_UNKNOWN
         if hook is not None:
             return RECOMPUTED if "checkpoint" in getattr(hook, "__qualname__", "") else HIDDEN_BY_HOOKS
     if isinstance(raw, (list, tuple)):
         return None  # a list of tensors (cat, stack): nothing more to say than its slot
     try:
-        value = getattr(node, "_saved_" + slot)  # no hook: unpacking runs no user code
+        value = unpacked_saved(node, slot)  # no hook: unpacking runs no user code
     except RuntimeError as error:
         return "modified in place" if "inplace" in str(error) else "freed"
     return value if isinstance(value, torch.Tensor) else None

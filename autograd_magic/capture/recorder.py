@@ -20,7 +20,8 @@ from .. import internal
 from ..trace.events import Binding, ErrorInfo, GradcheckEvent, OpEvent, Site, TensorInfo, Trace
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
-from .gradcheck import APPLY_CODE, FunctionCalls
+from .compat import APPLY_CODE
+from .gradcheck import FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
 from .namespace import scan_namespace
@@ -164,8 +165,9 @@ class Recorder:
             self._note_function(caller)
         try:
             frame = self.sites.user_frame_from(caller)
-            if frame is not None and frame.f_back is not None and frame.f_back.f_code is APPLY_CODE:
-                self._note_apply(frame.f_back)
+            apply = frame.f_back if frame is not None and APPLY_CODE is not None else None
+            if apply is not None and apply.f_code is APPLY_CODE:
+                self._note_apply(apply)
             with quiet():
                 self._record(func, args, kwargs, result, error, frame, direct=frame is caller,
                              module=None if frame is caller else self.modules.module_of(caller))

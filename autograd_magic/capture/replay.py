@@ -24,6 +24,7 @@ import torch
 
 from .. import internal
 from ..trace.events import ReplayStep, TensorValue
+from .compat import version_of
 from .reads import attempt, grad_fn_of, grad_of, next_functions, quiet
 from .tensors import Identity
 from .values import value_of
@@ -70,7 +71,7 @@ class Replay:
         """`value_of`, reused for the same unchanged tensor within this backward."""
         if not isinstance(grad, torch.Tensor):
             return None
-        version = attempt(lambda: int(grad._version), -1)
+        version = attempt(lambda: version_of(grad), -1)
         seen = self._summaries.get(id(grad))
         if seen is not None and seen[0]() is grad and seen[1] == version >= 0:
             return seen[2]

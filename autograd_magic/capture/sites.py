@@ -7,10 +7,10 @@ cached, because it runs on the recorder's hot path.
 from __future__ import annotations
 
 import dis
-import sys
 from types import CodeType, FrameType
 
 from ..trace.events import Site
+from .compat import getframe, instruction_index, positions
 
 _STORES = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF"}
 
@@ -59,7 +59,7 @@ class SiteTable:
 
     def user_frame(self, depth: int) -> FrameType | None:
         """The innermost frame of user code above the caller at ``depth``."""
-        frame: FrameType | None = sys._getframe(depth + 1)
+        frame: FrameType | None = getframe(depth + 1)
         while frame is not None and not self.is_user_code(frame.f_code):
             frame = frame.f_back
         return frame
@@ -99,12 +99,12 @@ class SiteTable:
     def _make_site(self, code: CodeType, lasti: int) -> Site:
         found = self._positions.get(id(code))
         if found is None or found[0] is not code:
-            found = self._positions[id(code)] = (code, _positions(code))
-        positions = found[1]
-        index = lasti // 2
-        if not 0 <= index < len(positions) or positions[index][0] is None:
+            found = self._positions[id(code)] = (code, positions(code))
+        table = found[1]
+        index = instruction_index(lasti)
+        if not 0 <= index < len(table) or table[index][0] is None:
             return Site(None)
-        start, stop, col, end_col = positions[index]
+        start, stop, col, end_col = table[index]
         line = self.editor_line(start)
         return Site(line, self.line_text(line), self._expr_text(start, stop, col, end_col))
 
@@ -122,12 +122,3 @@ class SiteTable:
 
 _LIBRARY_MARKERS = ("/torch/", "\\torch\\", "/autograd_magic/", "\\autograd_magic\\", "<frozen ", "/contextlib.py")
 
-
-def _positions(code: CodeType) -> list[tuple[int | None, int | None, int | None, int | None]]:
-    """(line, end line, column, end column) per instruction; columns need Python 3.11+."""
-    if hasattr(code, "co_positions"):
-        return list(code.co_positions())
-    positions: list[tuple[int | None, int | None, int | None, int | None]] = []
-    for start, end, line in code.co_lines():  # Python 3.10: lines only
-        positions.extend([(line, line, None, None)] * ((end - start) // 2))
-    return positions

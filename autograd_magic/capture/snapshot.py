@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..trace.events import GraphNode, GraphSnapshot, Site, TensorInfo, TensorValue
+from .compat import forward_class, input_metadata, version_of
 from .reads import attempt, base_of, fingerprint, grad_fn_of, next_functions, quiet, saved_slots, saved_tensor, shape_of
 from .tensors import Identity
 from .values import value_of
@@ -179,7 +180,8 @@ class GraphWalker:
         Function, when it was applied from one line only (else we cannot tell which call made this node)."""
         if not self.apply_sites:
             return None
-        sites = self.apply_sites.get(attempt(lambda: node._forward_cls, None))
+        cls = forward_class(node)
+        sites = self.apply_sites.get(cls) if cls is not None else None
         return next(iter(sites)) if sites is not None and len(sites) == 1 else None
 
     def _leaf_value(self, tid: int, leaf: torch.Tensor) -> TensorValue | None:
@@ -236,18 +238,16 @@ class GraphWalker:
 
 
 def _version_of(t: torch.Tensor) -> int:
-    return attempt(lambda: int(t._version), -1)
+    return attempt(lambda: version_of(t), -1)
 
 
 def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:
     """Shape and dtype of the tensor a node produced (its gradient's metadata)."""
-    try:
-        meta = node._input_metadata
-        if not meta:
-            return (), ""
-        return tuple(meta[0].shape), str(meta[0].dtype).removeprefix("torch.")
-    except (AttributeError, RuntimeError, IndexError, TypeError):
+    meta = input_metadata(node)
+    if not meta:
         return (), ""
+    shape, dtype = meta
+    return shape, str(dtype).removeprefix("torch.")
 
 
 def _grad_fn_now(obj: Any, default: Any) -> Any:

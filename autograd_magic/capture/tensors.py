@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..trace.events import GradValue, TensorInfo
+from .compat import version_of
 from .reads import attempt, grad_fn_of, is_plain, norm_of, quiet, shape_of, small_values
 
 try:  # numpy is optional for torch; describe arrays only when it is there
@@ -134,7 +135,7 @@ def describe_tensor(t: torch.Tensor, ids: Identity) -> TensorInfo:
             grad_fn=None if grad_fn is None else type(grad_fn).__name__,
             node=None if grad_fn is None else ids.node(grad_fn),
             memory=tensor_memory(t),
-            version=attempt(lambda: int(t._version), 0),
+            version=attempt(lambda: version_of(t), 0),
         )
 
 
