@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "autograd_magic"
 
 # top to bottom: a module may import its own layer or any layer below it, never one above
-LAYERS = ("magic", "capture", "analysis", "views", "report", "trace", "internal")
+LAYERS = ("__main__", "magic", "script", "capture", "analysis", "views", "report", "trace", "internal")
 
 
 def module_name(path: Path) -> str:
