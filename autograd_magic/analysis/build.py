@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
-from ..report.model import ErrorRow, GradRow, Graph, OpRow, Replay, Report, Step, TensorRow
+from ..report.model import ErrorRow, GradRow, Graph, OpRow, Replay, Report, Step, TensorRow, Value
 from ..trace.events import BackwardEvent, GraphSnapshot, Trace
 from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
 from .modules import node_modules, with_modules
 from .naming import Names, name_tensors
 from .registry import TRAINING_KINDS, analyze
-from .replay import build_replay
+from .replay import build_replay, value_row
 from .training import build_training
 from .why import why_answers
 
@@ -93,7 +93,7 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
         out.append(build_graph(graph, names, grads, root_name=root, site=event.site, backward=True,
                                calls=event.calls, cuts=cuts, max_nodes=max_nodes, steps=steps,
                                modules=node_modules(trace, names, graph), depth=depth, classes=trace.modules,
-                               folds=folds.get(len(out))))
+                               folds=folds.get(len(out)), seed=_seed(event)))
     drawn = {(shape_of(e.graph), _root_line(e.graph)) for e in shown if e.graph is not None}
     extra = [s for s in _unbackwarded(trace.graphs, covered) if not _repeats(s, drawn)]
     for snap in extra[:MAX_EXTRA_GRAPHS]:
@@ -102,6 +102,13 @@ def _graphs(trace: Trace, names: Names, grads: dict[str, GradRow], max_nodes: in
                                modules=node_modules(trace, names, snap), depth=depth, classes=trace.modules,
                                folds=folds.get(len(out))))
     return out
+
+
+def _seed(event: BackwardEvent) -> Value | None:
+    """The gradient that reached the root in the drawn call (1 for ``loss.backward()``), when replayed."""
+    root = event.graph.nodes[0].nid if event.graph and event.graph.nodes else None
+    arrived = next((s.arrived for s in event.steps if s.nid == root), ())
+    return value_row(arrived[0]) if arrived else None
 
 
 _RECEIVER = re.compile(r"\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.backward\(")

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..report.model import Cut, GradRow, Graph, Node
+from ..report.model import Cut, GradRow, Graph, Node, Value
 from ..trace.events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
 from .blocks import Block, block_label, find_blocks, fold_block
 from .modules import depth_of, fold_modules, fold_point
@@ -20,12 +20,15 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
                 site: Site | None, backward: bool, calls: int, cuts: Iterable[Cut], max_nodes: int,
                 steps: dict[int, int], modules: dict[int, str] | None = None, depth: int | None = None,
                 classes: dict[str, str] | None = None,
-                folds: tuple[frozenset[str], frozenset[str]] | None = None) -> Graph:
-    """The drawn graph; ``folds``: (opened, closed) modules, what clicks in the widget asked for."""
+                folds: tuple[frozenset[str], frozenset[str]] | None = None, seed: Value | None = None) -> Graph:
+    """The drawn graph; ``folds``: (opened, closed) modules, what clicks in the widget asked for; ``seed``:
+    the gradient backward started from, drawn on the root."""
     root_nid = snap.nodes[0].nid if snap.nodes else None
     nodes = []
     for raw in snap.nodes:
-        name = names.label(raw.tid)
+        root = raw.nid == root_nid
+        # in a loop the drawn call's root was rebound since: it is what `root_name.backward()` was called on
+        name = names.label(raw.tid) or (root_name if root else None)
         grad = grads.get(name.split(", ")[0]) if name else None
         nodes.append(Node(
             id=raw.nid,
@@ -35,7 +38,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             code=raw.site.code if raw.site else "",
             expr=raw.site.expr if raw.site else "",
             shape=raw.shape,
-            kind=_kind(raw.label, raw.nid == root_nid),
+            kind=_kind(raw.label, root),
             saved=raw.saved,
             grad_norm=None if grad is None else grad.norm,
             step=steps.get(raw.nid, 0),
@@ -43,6 +46,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             cell=raw.site.cell if raw.site else None,
             value=value_row(raw.value),
             module=modules.get(raw.nid) if modules else None,
+            grad=seed if root else None,
         ))
     ids = {n.id for n in nodes}
     leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
+from itertools import islice
+from math import prod
 
 from ..report.model import Graph, ModuleRow, Node
 from ..trace.events import GraphSnapshot, Trace
 from .naming import Names
 
+MAX_HOLDS = 400  # names and node classes a folded module lists for the widget's find box
 INFER_PASSES = 50  # rounds of placing unrecorded nodes from their consumers (one per link of a chain)
 
 
@@ -86,23 +89,39 @@ def fold_modules(nodes: list[Node], edges: list[tuple[int, int]], depth: int | N
     in its parent's cluster; a module in ``opened`` is not folded by ``depth``."""
     if depth is None and not closed:
         return nodes, edges
-    folded: dict[str, Node] = {}
-    alias: dict[int, int] = {}
-    out: list[Node] = []
+    tops = {n.id: fold_point(n.module, depth, closed, opened) for n in nodes if n.kind != "root"}
+    groups: dict[str, list[Node]] = {}
     for node in nodes:
-        top = None if node.kind == "root" else fold_point(node.module, depth, closed, opened)
+        if tops.get(node.id) is not None:
+            groups.setdefault(tops[node.id], []).append(node)  # type: ignore[index]
+    folded = {top: _folded(top, -(index + 1), members, edges, tops, classes)
+              for index, (top, members) in enumerate(groups.items())}
+    alias = {node.id: folded[top].id for top, members in groups.items() for node in members}
+    out, placed = [], set()
+    for node in nodes:
+        top = tops.get(node.id)
         if top is None:
             out.append(node)
-            continue
-        first = folded.get(top)
-        if first is None:
-            first = folded[top] = Node(id=-(len(folded) + 1), label=classes.get(top, "Module"), name=top,
-                                       line=node.line, code=node.code, shape=(), kind="module", module=top,
-                                       step=node.step, repeat=node.repeat)
-            out.append(first)
-        alias[node.id] = first.id
+        elif top not in placed:
+            placed.add(top)
+            out.append(folded[top])
     kept = dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges)
     return out, [(a, b) for a, b in kept if a != b]
+
+
+def _folded(top: str, nid: int, members: list[Node], edges: list[tuple[int, int]], tops: dict[int, str | None],
+            classes: dict[str, str]) -> Node:
+    """The one node a module is drawn as: what it is (class, parameters, output shape), not the line
+    that called it, which every layer of a model shares."""
+    first = members[0]
+    inside = {n.id for n in members}
+    outputs = {src for src, dst in edges if src in inside and tops.get(dst) != top}
+    output = next((n for n in members if n.id in outputs), first)  # nodes run from the root: the last output
+    params = sum(prod(n.shape) for n in members if n.kind == "leaf")
+    holds = dict.fromkeys(x for n in members for x in (*(n.name or "").split(", "), n.label, n.module or "") if x)
+    return Node(id=nid, label=classes.get(top, "Module"), name=top, line=first.line, code=first.code,
+                shape=output.shape, kind="module", module=top, step=first.step, repeat=first.repeat,
+                dtype=output.dtype, params=params, holds=tuple(islice(holds, MAX_HOLDS)))
 
 
 def fold_point(module: str | None, depth: int | None, closed: AbstractSet[str],

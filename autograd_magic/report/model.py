@@ -79,6 +79,9 @@ class Node:
     cell: int | None = None  # execution count of the earlier cell that made it; None: this cell
     value: Value | None = None  # what the cell computed here, read when the op ran
     module: str | None = None  # qualified name of the nn.Module whose forward made it (a "module" node: that module)
+    grad: Value | None = None  # the gradient that reached it in the drawn backward call (the root's: the seed)
+    params: int | None = None  # a folded module: the parameter elements of its leaves in this graph
+    holds: tuple[str, ...] = ()  # a folded module: the names, node classes and modules folded into it
 
 
 @dataclass(frozen=True)

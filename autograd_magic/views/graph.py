@@ -37,7 +37,7 @@ from .fit import fit_labels
 from .modules import cluster_lines
 from .numbering import for_display
 from .saved import saved_sentence
-from .text import format_values, node_gradient, node_value, shape_text
+from .text import format_values, module_facts, node_gradient, node_value, shape_text
 
 RENDER_TIMEOUT_S = 20
 BIG_GRAPH = 60  # nodes past which layout effort is capped
@@ -289,6 +289,9 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     parts = []
     if node.name:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
+    if node.kind == "module":  # what it is; the line that called the model is every layer's
+        facts = module_facts(node)
+        return [*parts, " · ".join(facts[:-1]), facts[-1], "folded module" if node.repeat == 1 else "folded blocks"]
     parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
     if node.line is not None:
         parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
@@ -297,8 +300,6 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     value = node_value(node) if node.repeat == 1 else ""  # a folded box stands for many values
     if value:
         parts.append(_clip(value, 40))
-    if node.kind == "module":
-        parts.append("folded module" if node.repeat == 1 else "folded blocks")  # the live view says how to unfold
     grad = node_gradient(node, dict(facts.gradients))
     if grad:
         parts.append(grad)
@@ -310,14 +311,16 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
     first = _names(node)[0] if node.name else ""
     bits = [f"{node.name or '(unnamed)'}: {node.label}" + (f" ×{node.repeat}" if node.repeat > 1 else ""),
             f"shape {shape_text(node.shape)}" + (f", {facts.dtypes[first]}" if first in facts.dtypes else "")]
+    if node.kind == "module":
+        bits[:2] = [f"{node.name}: folded module {', '.join(module_facts(node))}"]
     if node.line is not None:
-        bits.append(f"{where(node)}: {node.code}")
+        bits.append(("called at " if node.kind == "module" else "") + f"{where(node)}: {node.code}")
     if node.value is not None and node.repeat == 1:
         bits.append(node_value(node))
     if first in facts.grads:
         bits.append(f"grad {facts.grads[first]}")
-    elif node.grad_norm is not None:
-        bits.append(f"grad norm {node.grad_norm:.4g}")
+    elif node.grad is not None or node.grad_norm is not None:
+        bits.append(node_gradient(node, dict(facts.gradients)).replace(" = ", " ", 1))
     if node.saved:
         bits.append(saved_sentence(node.saved))
     return bits

@@ -139,6 +139,8 @@ def node_text(node: Any, short: bool = False, grad: str = "") -> str:
     name = f"{node.name} " if node.name else ""
     if short:
         return f"{name}{node.label}".strip()
+    if node.kind == "module":
+        return f"{name}{', '.join(module_facts(node))} (folded module)"
     cell = f"In [{node.cell}] " if getattr(node, "cell", None) is not None else ""
     where = f" ({cell}line {node.line}: {node.expr or node.code})" if node.line is not None else ""
     repeat = f" ×{node.repeat}" if node.repeat > 1 else ""
@@ -153,6 +155,9 @@ def node_gradient(node: Node, grads: dict[str, GradRow]) -> str:
     if row is not None and row.values is not None and len(flat) <= MAX_INLINE_GRAD:
         shown = _number(flat[0]) if len(flat) == 1 else "[" + ", ".join(map(_number, flat)) + "]"
         return f"grad = {shown}"
+    if row is None and node.grad is not None:  # the drawn call's own (a loop's earlier root: its seed)
+        text = value_text(node.grad)
+        return f"grad {text}" if text.startswith("(") else f"grad = {text}"
     norm = row.norm if row is not None else node.grad_norm
     return "" if norm is None else f"grad norm = {norm:.4g}"
 
@@ -234,6 +239,21 @@ def format_values(values: Any, shape: tuple[int, ...]) -> str:
     shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat[:MAX_LISTED])
     more = ", ..." if len(flat) > MAX_LISTED else ""
     return f"[{shown}{more}]" if shape else shown
+
+
+def module_facts(node: Node) -> list[str]:
+    """What a folded module is: ``Linear ×3``, ``34 params`` (none for ReLU), ``out (64, 2)``."""
+    what = node.label + (f" ×{node.repeat}" if node.repeat > 1 else "")
+    params = f"{count_text(node.params)} params" if node.params else ""
+    return [x for x in (what, params, f"out {shape_text(node.shape)}") if x]
+
+
+def count_text(count: int) -> str:
+    """``34``, ``12.3k``, ``4.1M``: a parameter count at a glance."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= size:
+            return f"{count / size:.3g}{unit}"
+    return str(count)
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
