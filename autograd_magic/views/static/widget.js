@@ -75,31 +75,42 @@ function table(headers, rows) {
 
 function sourceView(report, line) {
   const lines = (report.source || "").replace(/\n$/, "").split("\n");
-  return h("pre", { class: "agm-source", "aria-label": "cell source" }, lines.map((text, i) => {
+  const pre = h("pre", { class: "agm-source", "aria-label": "cell source" }, lines.map((text, i) => {
     const number = report.first_line + i;
     const here = number === line;
     return h("div", { class: here ? "agm-line agm-here" : "agm-line", "aria-current": here ? "true" : null },
       h("span", { class: "agm-lno" }, here ? `▶${number}` : String(number)), text);
   }));
+  requestAnimationFrame(() => showHere(pre)); // once attached; a hidden panel does it when shown (showTab)
+  return pre;
+}
+
+// the excerpt scrolls (within itself, not the page) so its marked line sits in the middle
+function showHere(pre) {
+  const here = pre.querySelector(".agm-here");
+  if (!here || !pre.clientHeight) return;
+  const offset = here.getBoundingClientRect().top - pre.getBoundingClientRect().top;
+  pre.scrollTop += offset - (pre.clientHeight - here.offsetHeight) / 2;
 }
 
 // ---------------------------------------------------------------------------------------------
 // the report and its drawings are sent again when a click folds or unfolds a module: draw it afresh,
 // keeping the other traits (once, when both change in one message)
 function render({ model, el }) {
-  let cleanup = draw({ model, el });
+  const found = { query: "", refocus: false, opened: new Set(), opening: null }; // the find box, kept across redraws
+  let cleanup = draw({ model, el, found });
   let pending = false;
   const redraw = () => {
     if (pending) return;
     pending = true;
-    queueMicrotask(() => { pending = false; cleanup(); el.replaceChildren(); cleanup = draw({ model, el }); });
+    queueMicrotask(() => { pending = false; cleanup(); el.replaceChildren(); cleanup = draw({ model, el, found }); });
   };
   model.on("change:report", redraw);
   model.on("change:drawings", redraw);
   return () => { cleanup(); model.off("change:report", redraw); model.off("change:drawings", redraw); };
 }
 
-function draw({ model, el }) {
+function draw({ model, el, found }) {
   const report = model.get("report");
   const graphs = report.graphs || [];
   const drawings = model.get("drawings") || [];
@@ -139,7 +150,8 @@ function draw({ model, el }) {
   const picker = graphs.length > 1 ? h("select", { "aria-label": "graph", onchange: (e) => setTrait("graph", Number(e.target.value)) },
     drawings.map((d, i) => h("option", { value: i }, d.title))) : null;
   const zoomLabel = h("span", { class: "agm-zoom", "aria-live": "polite" }, "");
-  const toolbar = h("div", { class: "agm-toolbar" }, picker,
+  const finder = findBox();
+  const toolbar = h("div", { class: "agm-toolbar" }, picker, finder.box,
     h("button", { type: "button", "aria-label": "zoom out", title: "zoom out (or Ctrl + wheel)", onclick: () => zoomBy(-1) }, "−"),
     h("button", { type: "button", "aria-label": "zoom in", title: "zoom in (or Ctrl + wheel)", onclick: () => zoomBy(1) }, "+"),
     h("button", { type: "button", title: "fit the drawing to the width", onclick: () => setZoom(fitZoom(), true) }, "fit"),
@@ -172,6 +184,106 @@ function draw({ model, el }) {
     const target = tabs[(next + tabs.length) % tabs.length];
     setTrait("tab", target);
     tabButtons[target].focus();
+  }
+
+  // -- find: a name, an op, a module or a parameter; Enter goes to the next match -------------------
+  // A match inside a folded module marks the module's node; Enter on it unfolds it (through the kernel,
+  // like a click), and the redrawn graph goes to the match inside.
+  function findBox() {
+    const input = h("input", {
+      type: "search", class: "agm-find", placeholder: "find: name, op, module, parameter", value: found.query,
+      "aria-label": "find in the graph: a variable, an op, a module or a parameter (Enter: next match, Shift+Enter: previous)",
+      oninput: (e) => { found.query = e.target.value; found.opening = null; search(true); },
+      onkeydown: (e) => {
+        if (e.key === "Enter") { e.preventDefault(); step(e.shiftKey ? -1 : 1); }
+        if (e.key === "Escape" && input.value) { e.preventDefault(); input.value = found.query = ""; search(true); }
+      },
+    });
+    const status = h("span", { class: "agm-find-status", "aria-live": "polite" });
+    let matches = [];
+    let current = -1;
+
+    function targets() { // every node and module box of the drawing, with the words it answers to
+      if (!svg) return [];
+      const out = [];
+      const rows = currentGraph().modules || [];
+      for (const g of svg.querySelectorAll("g.cluster")) {
+        const m = /^m(\d+)$/.exec(g.id);
+        const row = m ? rows[Number(m[1])] : null;
+        if (row) out.push({ g, own: [row.name, row.cls, row.label], inside: [], module: null });
+      }
+      for (const node of currentGraph().nodes) {
+        const g = svg.querySelector(`g.node[id="n${node.id}"]`);
+        const folded = node.kind === "module" ? node.module : null;
+        if (g) out.push({ g, own: [...nodeNames(node), node.label], inside: folded ? node.holds || [] : [], module: folded });
+      }
+      return out;
+    }
+
+    function top(g) {
+      try { return g.getBBox().y; } catch (error) { return 0; } // not laid out (a hidden panel): keep the order
+    }
+
+    function search(jump) {
+      const query = found.query.trim().toLowerCase();
+      const hit = (texts) => texts.some((t) => t && String(t).toLowerCase().includes(query));
+      matches = !query ? [] : targets().map((t) => ({ ...t, hidden: !hit(t.own) }))
+        .filter((t) => !t.hidden || hit(t.inside));
+      matches = matches.map((t, i) => ({ ...t, i, y: top(t.g) })).sort((a, b) => a.y - b.y || a.i - b.i);
+      const opened = found.opening;
+      current = matches.length ? Math.max(0, opened ? matches.findIndex((t) => inModule(t, opened)) : 0) : -1;
+      paintFound();
+      if (jump || opened) reveal();
+    }
+
+    function settle() { // after a redraw, once the drawing is laid out: go to the match the unfold was for
+      if (found.opening || found.refocus) search(false);
+    }
+
+    const inModule = (t, name) => { // a drawn node of the unfolded module (its id names it: see to_dot)
+      const node = findNode(Number((/^n(\d+)$/.exec(t.g.id) || [])[1]));
+      return !!node && !t.hidden && !!node.module && (node.module === name || node.module.startsWith(name + "."));
+    };
+
+    function step(direction) {
+      if (!matches.length) return search(true);
+      const here = matches[current];
+      if (direction > 0 && here && here.hidden && !found.opened.has(here.module)) return unfold(here.module);
+      current = (current + direction + matches.length) % matches.length;
+      paintFound();
+      reveal();
+    }
+
+    function unfold(module) {
+      found.opened.add(module); // once per module: a match that stays folded is not asked for again
+      found.opening = module;
+      found.refocus = true; // the redraw replaces this box: typing goes on in the new one
+      status.textContent = `unfolding ${module}…`;
+      foldModule(module, true);
+    }
+
+    function paintFound() {
+      if (svg) svg.querySelectorAll(".agm-found, .agm-found-current").forEach((g) => g.classList.remove("agm-found", "agm-found-current"));
+      matches.forEach((t, i) => t.g.classList.add(i === current ? "agm-found-current" : "agm-found"));
+      const here = matches[current];
+      status.textContent = !found.query.trim() ? "" : !matches.length ? "no match"
+        : `${current + 1} of ${matches.length}` + (here.hidden ? ` · inside folded ${here.module}: Enter unfolds it` : "");
+    }
+
+    function reveal() { // scroll the drawing (not the page) so the current match is in the middle
+      const here = matches[current];
+      if (!scroller.clientHeight) return; // not laid out yet: settle() comes back
+      if (found.refocus) input.focus();
+      found.opening = null;
+      found.refocus = false;
+      if (!here) return;
+      const r = here.g.getBoundingClientRect();
+      const s = scroller.getBoundingClientRect();
+      scroller.scrollLeft += r.left - s.left - (scroller.clientWidth - r.width) / 2;
+      scroller.scrollTop += r.top - s.top - (scroller.clientHeight - r.height) / 2;
+    }
+
+    return { box: h("span", { class: "agm-findbox", role: "search" }, input, status), search, settle };
   }
 
   // -- the drawing ------------------------------------------------------------------------------
@@ -233,6 +345,7 @@ function draw({ model, el }) {
     scroller.append(svg);
     setZoom(zoomed ? zoom : fitZoom());
     paint();
+    finder.search(false);
   }
 
   function fitZoom() {
@@ -328,7 +441,8 @@ function draw({ model, el }) {
     };
     const rows = [
       ["name", node.name || "(unnamed)"], ["grad_fn", node.label + (node.repeat > 1 ? ` ×${node.repeat}` : "")],
-      ["kind", node.kind], ["shape", shapeText(node.shape)],
+      ["kind", node.kind], [node.kind === "module" ? "output" : "shape", shapeText(node.shape)],
+      ...(node.kind === "module" ? [["parameters", String(node.params || 0)]] : []),
       ["dtype", tensor ? `${tensor.dtype} on ${tensor.device}` : "—"],
       ["line", node.cell != null ? `In [${node.cell}] line ${lineText(node.line)}` : lineText(node.line)], ["code", node.code ? h("code", {}, node.code) : "—"],
       ["expression", node.expr ? h("code", {}, node.expr) : "—"],
@@ -475,6 +589,8 @@ function draw({ model, el }) {
     if (!drawings.length) panels.graph.replaceChildren(noGraph, stage);
     if (!zoomed && svg) setZoom(fitZoom());
     paint();
+    panels[tab].querySelectorAll(".agm-source").forEach(showHere);
+    finder.settle();
   }
 
   fillVariables();
@@ -493,7 +609,7 @@ function draw({ model, el }) {
   drawGraph();
   showDetails();
   showTab();
-  requestAnimationFrame(() => { if (!zoomed) setZoom(fitZoom()); }); // the width is known once attached
+  requestAnimationFrame(() => { if (!zoomed) setZoom(fitZoom()); finder.settle(); }); // the width is known once attached
 
   const handlers = [];
   const on = (name, fn) => { model.on(`change:${name}`, fn); handlers.push([`change:${name}`, fn]); };
