@@ -116,12 +116,13 @@ def _folded(top: str, nid: int, members: list[Node], edges: list[tuple[int, int]
     first = members[0]
     inside = {n.id for n in members}
     outputs = {src for src, dst in edges if src in inside and tops.get(dst) != top}
-    output = next((n for n in members if n.id in outputs), first)  # nodes run from the root: the last output
+    # nodes run from the root: the first is its last output; with none drawn (only its parameters), none
+    output = next((n for n in members if n.id in outputs and n.kind != "leaf"), None)
     params = sum(prod(n.shape) for n in members if n.kind == "leaf")
     holds = dict.fromkeys(x for n in members for x in (*(n.name or "").split(", "), n.label, n.module or "") if x)
     return Node(id=nid, label=classes.get(top, "Module"), name=top, line=first.line, code=first.code,
-                shape=output.shape, kind="module", module=top, step=first.step, repeat=first.repeat,
-                dtype=output.dtype, params=params, holds=tuple(islice(holds, MAX_HOLDS)))
+                shape=output.shape if output else (), kind="module", module=top, step=first.step,
+                repeat=first.repeat, dtype=output.dtype if output else "", params=params, holds=tuple(islice(holds, MAX_HOLDS)))
 
 
 def fold_point(module: str | None, depth: int | None, closed: AbstractSet[str],

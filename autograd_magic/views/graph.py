@@ -291,7 +291,8 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
     if node.kind == "module":  # what it is; the line that called the model is every layer's
         facts = module_facts(node)
-        return [*parts, " · ".join(facts[:-1]), facts[-1], "folded module" if node.repeat == 1 else "folded blocks"]
+        lines = [" · ".join(facts[:2]), *facts[2:]] if node.dtype else [" · ".join(facts)]
+        return [*parts, *lines, "folded module" if node.repeat == 1 else "folded blocks"]
     parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
     if node.line is not None:
         parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")

@@ -242,10 +242,12 @@ def format_values(values: Any, shape: tuple[int, ...]) -> str:
 
 
 def module_facts(node: Node) -> list[str]:
-    """What a folded module is: ``Linear ×3``, ``34 params`` (none for ReLU), ``out (64, 2)``."""
+    """What a folded module is: ``Linear ×3``, ``34 params`` (none for ReLU), ``out (64, 2)`` (none when
+    no output of it is drawn: its node has no dtype then)."""
     what = node.label + (f" ×{node.repeat}" if node.repeat > 1 else "")
     params = f"{count_text(node.params)} params" if node.params else ""
-    return [x for x in (what, params, f"out {shape_text(node.shape)}") if x]
+    out = f"out {shape_text(node.shape)}" if node.dtype else ""
+    return [x for x in (what, params, out) if x]
 
 
 def count_text(count: int) -> str:
