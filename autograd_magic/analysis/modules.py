@@ -92,8 +92,9 @@ def fold_modules(nodes: list[Node], edges: list[tuple[int, int]], depth: int | N
     tops = {n.id: fold_point(n.module, depth, closed, opened) for n in nodes if n.kind != "root"}
     groups: dict[str, list[Node]] = {}
     for node in nodes:
-        if tops.get(node.id) is not None:
-            groups.setdefault(tops[node.id], []).append(node)  # type: ignore[index]
+        top = tops.get(node.id)
+        if top is not None:
+            groups.setdefault(top, []).append(node)
     folded = {top: _folded(top, -(index + 1), members, edges, tops, classes)
               for index, (top, members) in enumerate(groups.items())}
     alias = {node.id: folded[top].id for top, members in groups.items() for node in members}
@@ -122,7 +123,8 @@ def _folded(top: str, nid: int, members: list[Node], edges: list[tuple[int, int]
     holds = dict.fromkeys(x for n in members for x in (*(n.name or "").split(", "), n.label, n.module or "") if x)
     return Node(id=nid, label=classes.get(top, "Module"), name=top, line=first.line, code=first.code,
                 shape=output.shape if output else (), kind="module", module=top, step=first.step,
-                repeat=first.repeat, dtype=output.dtype if output else "", params=params, holds=tuple(islice(holds, MAX_HOLDS)))
+                repeat=first.repeat, dtype=output.dtype if output else "", params=params,
+                holds=tuple(islice(holds, MAX_HOLDS)))
 
 
 def fold_point(module: str | None, depth: int | None, closed: AbstractSet[str],

@@ -290,8 +290,8 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     if node.name:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
     if node.kind == "module":  # what it is; the line that called the model is every layer's
-        facts = module_facts(node)
-        lines = [" · ".join(facts[:2]), *facts[2:]] if node.dtype else [" · ".join(facts)]
+        what = module_facts(node)
+        lines = [" · ".join(what[:2]), *what[2:]] if node.dtype else [" · ".join(what)]
         return [*parts, *lines, "folded module" if node.repeat == 1 else "folded blocks"]
     parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
     if node.line is not None:
