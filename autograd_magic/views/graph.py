@@ -291,7 +291,8 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
     if node.kind == "module":  # what it is; the line that called the model is every layer's
         what = module_facts(node)
-        lines = [" · ".join(what[:2]), *what[2:]] if node.dtype else [" · ".join(what)]
+        out = what.pop() if node.dtype else None  # its own line; class and parameters share the first
+        lines = [" · ".join(what), *([out] if out else [])]
         return [*parts, *lines, "folded module" if node.repeat == 1 else "folded blocks"]
     parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
     if node.line is not None:
