@@ -13,8 +13,9 @@ green dotted view bases); shapes, borders and text repeat what colour says.
 What a node saved for backward is a sentence in its tooltip and details, with an
 orange border as the only mark, so a small graph is not half saved-tensor boxes.
 Node ``id`` attributes (``n<id>``) and ``agm-<kind>`` classes survive into the
-SVG so the widget can find nodes and themes can recolour them; Graphviz escapes
-all label and tooltip text. Graphviz sizes boxes with its own font metrics, so
+SVG so the widget can find nodes and themes can recolour them. Every string goes into
+DOT through `escape.dot_string`, and what Graphviz returns is made safe before any view
+sees it (`escape.safe_svg`). Graphviz sizes boxes with its own font metrics, so
 lines that a browser's wider fallback font would push past their box are
 squeezed to fit (`fit_labels`).
 """
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..report.model import Cut, GradRow, Graph, Node, Report
+from .escape import dot_string, requote_dot, safe_svg
 from .fit import fit_labels
 from .modules import cluster_lines
 from .numbering import for_display
@@ -45,7 +47,6 @@ FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3
 _TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
 _ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
 _MONOSPACE = re.compile(r'fontname="?monospace"?')  # torchviz's font: graphviz-pure measures it as Times and clips
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # not valid in XML; Graphviz would copy them into the SVG
 NO_RENDERER = "no Graphviz renderer found: `pip install graphviz-pure` (or install Graphviz) to draw graphs"
 _svg_cache: dict[str, str] = {}
 _last_dots: dict[str, tuple[weakref.ref[Report], list[int], list[str]]] = {}  # see _dots_of
@@ -207,7 +208,9 @@ def _finish_render(dot: str, process: subprocess.Popen[bytes], writer: threading
         return Rendered(dot, None, f"graph rendering failed ({type(error).__name__}); showing the DOT source")
     if process.returncode != 0 or b"<svg" not in out:
         return Rendered(dot, None, f"graph rendering failed: {err.decode(errors='replace').strip()[:200]}")
-    svg = fit_labels(_tidy_titles(_strip_prolog(out.decode(errors="replace"))))
+    svg = safe_svg(fit_labels(_tidy_titles(_strip_prolog(out.decode(errors="replace")))))
+    if svg is None:
+        return Rendered(dot, None, "graph rendering failed: Graphviz's SVG was not well-formed; showing the DOT source")
     if len(_svg_cache) > 64:
         _svg_cache.clear()
     _svg_cache[dot] = svg
@@ -218,7 +221,7 @@ def render_torchviz(source: str) -> Rendered:
     """torchviz's own DOT (``--torchviz``), or the note capture left when it could not make one."""
     if not source.lstrip().startswith(("digraph", "strict", "graph")):
         return Rendered("", None, source.strip().lstrip("#").strip() or "torchviz made no drawing")
-    return render_dot(_MONOSPACE.sub("fontname=Courier", source))  # see _MONOSPACE
+    return render_dot(_MONOSPACE.sub("fontname=Courier", requote_dot(source)))  # see _MONOSPACE
 
 
 def find_renderer() -> str | None:
@@ -292,9 +295,9 @@ def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
     if node.kind == "module":  # what it is; the line that called the model is every layer's
         what = module_facts(node)
         out = what.pop() if node.dtype else None  # its own line; class and parameters share the first
-        lines = [" · ".join(what), *([out] if out else [])]
+        lines = [_clip(" · ".join(what), 48), *([out] if out else [])]
         return [*parts, *lines, "folded module" if node.repeat == 1 else "folded blocks"]
-    parts.append(node.label + (f" ×{node.repeat}" if node.repeat > 1 else ""))
+    parts.append(_clip(node.label, 40) + (f" ×{node.repeat}" if node.repeat > 1 else ""))
     if node.line is not None:
         parts.append(f"{where(node)}: {_clip(node.expr or node.code)}")
     if node.kind == "leaf":
@@ -367,13 +370,7 @@ def _names(node: Node) -> list[str]:
 
 
 def _attrs(attrs: Mapping[str, str]) -> str:
-    return ", ".join(f'{key}="{_esc(value)}"' for key, value in attrs.items())
-
-
-def _esc(text: str) -> str:
-    """Escape for a DOT double-quoted string; Graphviz escapes XML itself when writing SVG."""
-    text = _CONTROL.sub("\ufffd", text)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "\\n")
+    return ", ".join(f"{key}={dot_string(value)}" for key, value in attrs.items())
 
 
 def _clip(text: str, width: int = 34) -> str:

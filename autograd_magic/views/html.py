@@ -1,7 +1,7 @@
 """The static HTML view: what nbconvert, GitHub and a saved notebook show.
 
-Every user string goes through `html.escape`; SVG comes from Graphviz, which
-escapes label text itself. Colours use JupyterLab's CSS variables with
+Every user string goes through `escape.html_text`; SVG comes from Graphviz through
+`escape.safe_svg`. Colours use JupyterLab's CSS variables with
 fallbacks, so the view reads in light and dark themes and outside Jupyter; the
 graph's lines, borders and op boxes are recoloured with the theme (the light
 leaf and output boxes keep dark text). Line numbers are the cell body's (see
@@ -10,11 +10,12 @@ leaf and output boxes keep dark text). Line numbers are the cell body's (see
 
 from __future__ import annotations
 
-import html
 import re
 from typing import Any
 
 from ..report.model import Graph, Report
+from .escape import html_text as _e
+from .escape import readable_dot
 from .graph import LegendItem, Rendered, legend_for, render_torchviz, start_graphs
 from .numbering import for_display
 from .replay import replays_html
@@ -127,7 +128,7 @@ def graph_html(graph: Graph, index: int, drawn: Rendered) -> str:
     if drawn.svg is not None:
         return f'<h4>{title}</h4><div class="graph" role="img" aria-label="{title}">{drawn.svg}</div>'
     return (f'<h4>{title}</h4><div class="hint">{_e(drawn.hint or "")}</div>'
-            f"<details><summary>DOT source</summary><pre>{_e(drawn.dot)}</pre></details>")
+            f"<details><summary>DOT source</summary><pre>{_e(readable_dot(drawn.dot))}</pre></details>")
 
 
 def legend_html(items: list[LegendItem]) -> str:
@@ -143,7 +144,7 @@ def torchviz_html(report: Report) -> str:
         return ""
     drawn = render_torchviz(report.torchviz_dot)
     body = (f'<div class="graph">{drawn.svg}</div>' if drawn.svg is not None else
-            f'<div class="hint">{_e(drawn.hint or "")}</div>' + (f"<pre>{_e(drawn.dot)}</pre>" if drawn.dot else ""))
+            f'<div class="hint">{_e(drawn.hint or "")}</div>' + (f"<pre>{_e(readable_dot(drawn.dot))}</pre>" if drawn.dot else ""))
     return f"<details><summary>torchviz's drawing (make_dot)</summary>{body}</details>"
 
 
@@ -183,10 +184,7 @@ def _head(*titles: str) -> str:
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _line(line: int | None) -> str:
     return "—" if line is None else str(line)
-

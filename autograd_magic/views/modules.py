@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..report.model import ModuleRow
+from .escape import dot_string
 
 
 def cluster_lines(modules: Iterable[ModuleRow]) -> list[str]:
@@ -25,12 +26,17 @@ def _cluster(row: ModuleRow, children: dict[str | None, list[ModuleRow]], key: s
              position: dict[str, int]) -> list[str]:
     """The cluster's SVG id is ``m<i>``, ``i`` its row in ``Graph.modules``: the widget folds it on click."""
     text = f"{row.label} ({row.cls}) ×{row.repeat}" if row.repeat > 1 else f"{row.name} ({row.cls})"
-    label = text.replace("\\", "\\\\").replace('"', '\\"')
     lines = [f'{indent}subgraph "cluster_m{key}" {{',
-             f'{indent}  graph [label="{label}", id="m{position[row.name]}", class="agm-module", '
+             f'{indent}  graph [label={dot_string(_clip(text))}, id="m{position[row.name]}", class="agm-module", '
              f'style="rounded,dashed", color="gray50", fontcolor="gray30", fontsize=10, labeljust="l"];']
     lines += [f"{indent}  n{nid};" for nid in row.nodes]
     for index, child in enumerate(children.get(row.name, [])):
         lines.extend(_cluster(child, children, f"{key}_{index}", indent + "  ", position))
     lines.append(f"{indent}}}")
     return lines
+
+
+def _clip(text: str, width: int = 80) -> str:
+    """A module's label on one line, as long as a wide box's title (node labels clip the same way)."""
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-import html
 
 from ..report.model import Report, Step
+from .escape import html_text as _e
 from .text import replay_title, shown_steps, value_text
 
 MAX_HTML_STEPS = 60  # steps listed per backward in the static page; the widget steps through all
@@ -46,7 +46,3 @@ def step_html(step: Step) -> str:
     lines.append(f'<span class="words">{_e(step.words)}</span>')
     lines += [f"<code>{_e(flow.formula)}</code>" for flow in step.sent if flow.formula]
     return "<br>".join(lines)
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)

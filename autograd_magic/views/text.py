@@ -1,6 +1,7 @@
 """The plain-text view: terminal IPython, logs, and every output's text/plain.
 
-Line numbers are the cell body's (see `numbering`); diagnostic messages keep their
+Names, code and messages are the notebook's own text: `escape.terminal_text` shows
+any control character in them as an escape. Line numbers are the cell body's (see `numbering`); diagnostic messages keep their
 `backtick` code spans, which read as code in plain text.
 """
 
@@ -10,6 +11,7 @@ from itertools import groupby, islice
 from typing import Any
 
 from ..report.model import GradRow, Graph, Node, Replay, Report, Value, flatten
+from .escape import terminal_text
 from .numbering import for_display
 from .training import training_text
 
@@ -19,6 +21,7 @@ MAX_INLINE_GRAD = 4  # a gradient with at most this many values is shown as valu
 
 
 def render_text(report: Report) -> str:
+    """The whole text view, through `escape.terminal_text`: nothing in it is a terminal control."""
     report = for_display(report)
     parts = [summary_line(report)]
     parts += [f"  hint: {hint}" for hint in report.hints]
@@ -27,7 +30,7 @@ def render_text(report: Report) -> str:
         if lines:
             parts.append("")
             parts.extend(lines)
-    return "\n".join(parts)
+    return terminal_text("\n".join(parts))
 
 
 def summary_line(report: Report) -> str:

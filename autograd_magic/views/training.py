@@ -8,12 +8,12 @@ total gradient norm at a few sampled steps. The widget draws the full series as 
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..report.model import Training
+from .escape import html_text as _e
 
 MAX_PARAMETER_ROWS = 30
 SAMPLED_STEPS = 6
@@ -131,7 +131,3 @@ def _num(value: float | None) -> str:
 
 def _head(*titles: str) -> str:
     return "<tr>" + "".join(f"<th>{title}</th>" for title in titles) + "</tr>"
-
-
-def _e(value: str) -> str:
-    return html.escape(value, quote=True)

@@ -31,6 +31,7 @@ import traitlets
 
 from .. import internal
 from ..report.model import SEVERITIES, Node, Report, Step, flatten
+from .escape import readable_dot
 from .graph import Rendered, legend_for, render_torchviz, start_graphs
 from .html import html_around_graphs, html_with_graphs
 from .numbering import for_display
@@ -210,4 +211,4 @@ def _replay_step(step: Step) -> dict[str, Any]:
 def _drawing(rendered: Rendered, title: str) -> dict[str, Any]:
     if rendered.svg is not None:
         return {"title": title, "svg": rendered.svg, "dot": None, "hint": None}
-    return {"title": title, "svg": None, "dot": rendered.dot, "hint": rendered.hint}
+    return {"title": title, "svg": None, "dot": readable_dot(rendered.dot), "hint": rendered.hint}
