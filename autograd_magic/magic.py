@@ -7,6 +7,8 @@ exception re-raised, after the report of what ran.
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -22,6 +24,7 @@ from .capture.cellrun import cell_number, compile_cell, run_compiled
 from .capture.compat import parser_actions
 from .capture.session import Session
 from .views.display import show_report
+from .views.escape import terminal_text
 
 
 @magics_class
@@ -119,7 +122,8 @@ class AutogradMagic(Magics):
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         try:
             # the options, and the words after them (a %autograd statement); IPython 8 has no partial parse
-            args, extra = self.autograd.parser.parse_known_args(arg_split(line))
+            parser = self.autograd.parser
+            args, extra = parser.parse_known_args(_words(line, parser))
         except UsageError as error:
             raise UsageError(f"{error}\n{_usage(self.autograd)}") from None
         statement = _statement_text(line, getattr(self.autograd, "parser", None)) if extra else ""
@@ -166,7 +170,26 @@ def _save(report: Any, path: str) -> None:
     try:
         report.save(path)
     except (ValueError, OSError) as error:  # a bad path or suffix must not hide the report
-        print(f"autograd_magic: could not save the report to {path}: {error}")
+        print(terminal_text(f"autograd_magic: could not save the report to {path}: {error}"))
+
+
+_SHELL_WORD = re.compile(r"""(?:"[^"]*"|'[^']*'|[^\s"']+)+""")
+
+
+def _words(line: str, parser: Any) -> list[str]:
+    """The options' words as a shell reads them (`--save "my report.html"`: one path, quotes removed,
+    backslashes kept for Windows paths), then the statement's words as IPython splits them."""
+    options, statement = _split_options(line, parser)
+    return [_unquote(word) for word in options] + (arg_split(statement) if statement else [])
+
+
+def _unquote(word: str) -> str:
+    lexer = shlex.shlex(word, posix=True)
+    lexer.whitespace_split, lexer.escape, lexer.commenters = True, "", ""
+    try:
+        return "".join(lexer)
+    except ValueError:  # an unpaired quote: the word as typed
+        return word
 
 
 def _usage(magic: Any) -> str:
@@ -177,19 +200,28 @@ def _usage(magic: Any) -> str:
 
 def _statement_text(line: str, parser: Any) -> str:
     """The statement after the options, exactly as typed (the parser's tokens lose spacing and quotes)."""
+    return _split_options(line, parser)[1]
+
+
+def _split_options(line: str, parser: Any) -> tuple[list[str], str]:
+    """The leading option words (with their values) as typed, and the statement after them."""
     actions = parser_actions(parser)
     known = {opt for action in actions for opt in action.option_strings}
     takes_value = {opt for action in actions if action.nargs != 0 for opt in action.option_strings}
+    words: list[str] = []
     rest = line.lstrip()
     while rest.startswith("-"):
-        word, _, after = rest.partition(" ")
+        found = _SHELL_WORD.match(rest)
+        word = found.group() if found else rest
         if word.split("=", 1)[0] not in known:
             break  # an unknown option stays in the statement, where `_parse` rejects it
-        rest = after.lstrip()
-        if word in takes_value:  # `-o NAME`: its value is an option word too (`--save=PATH` is one word)
-            _, _, rest = rest.partition(" ")
-            rest = rest.lstrip()
-    return rest.rstrip()
+        words.append(word)
+        rest = rest[len(word):].lstrip()
+        value = _SHELL_WORD.match(rest) if word in takes_value else None
+        if value:  # `-o NAME`: its value is an option word too (`--save=PATH` is one word)
+            words.append(value.group())
+            rest = rest[value.end():].lstrip()
+    return words, rest.rstrip()
 
 
 def _same_lines(a: str, b: str) -> bool:

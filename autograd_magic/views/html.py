@@ -11,7 +11,6 @@ leaf and output boxes keep dark text). Line numbers are the cell body's (see
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from ..report.model import Graph, Report
 from .escape import html_text as _e
@@ -143,8 +142,9 @@ def torchviz_html(report: Report) -> str:
     if not report.torchviz_dot:
         return ""
     drawn = render_torchviz(report.torchviz_dot)
+    source = f"<pre>{_e(readable_dot(drawn.dot))}</pre>" if drawn.dot else ""
     body = (f'<div class="graph">{drawn.svg}</div>' if drawn.svg is not None else
-            f'<div class="hint">{_e(drawn.hint or "")}</div>' + (f"<pre>{_e(readable_dot(drawn.dot))}</pre>" if drawn.dot else ""))
+            f'<div class="hint">{_e(drawn.hint or "")}</div>{source}')
     return f"<details><summary>torchviz's drawing (make_dot)</summary>{body}</details>"
 
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-
 from ..report.model import Report, Step
 from .escape import html_text as _e
 from .text import replay_title, shown_steps, value_text

@@ -1,8 +1,8 @@
 """The plain-text view: terminal IPython, logs, and every output's text/plain.
 
-Names, code and messages are the notebook's own text: `escape.terminal_text` shows
-any control character in them as an escape. Line numbers are the cell body's (see `numbering`); diagnostic messages keep their
-`backtick` code spans, which read as code in plain text.
+Names, code and messages are the notebook's own text: `escape.terminal_text` shows any
+control character in them as an escape. Line numbers are the cell body's (see `numbering`);
+diagnostic messages keep their `backtick` code spans, which read as code in plain text.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ text views, so a saved notebook, nbconvert and a terminal still show everything.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from itertools import islice
@@ -41,6 +43,7 @@ from .text import graph_title, node_gradient, node_value, render_text, replay_ti
 STATIC = Path(__file__).parent / "static"
 Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
 MAX_VALUES = 12  # gradient values the widget lists (widget.js MAX_VALUES)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 TABS = ("graph", "variables", "gradients", "diagnostics", "timeline", "torchviz", "replay", "training")
 
 
@@ -170,7 +173,8 @@ def payload(report: Report) -> dict[str, Any]:
 
 
 def _drawings(report: Report, drawn: list[Rendered]) -> list[dict[str, Any]]:
-    return [_drawing(d, graph_title(g, i)) for i, (g, d) in enumerate(zip(report.graphs, drawn, strict=True), 1)]
+    return transportable([_drawing(d, graph_title(g, i))
+                          for i, (g, d) in enumerate(zip(report.graphs, drawn, strict=True), 1)])
 
 
 def _data(report: Report) -> dict[str, Any]:
@@ -192,6 +196,23 @@ def _data(report: Report) -> dict[str, Any]:
     data.pop("gradients", None)  # the same values as gradient_details, which the panels read
     for row in data["gradient_details"].values():  # the panel lists the first MAX_VALUES ("…" after)
         row["values"], row["before"] = _first(row["values"]), _first(row["before"])
+    return transportable(data)
+
+
+def transportable(data: Any) -> Any:
+    """``data`` with every lone surrogate (a class may be named one) as U+FFFD: Jupyter sends messages as
+    UTF-8, which has no lone surrogates, and one in a name would lose the whole widget. The panels show
+    text with ``textContent``, so nothing else in a string needs escaping."""
+    return _replace_surrogates(data) if _LONE_SURROGATE.search(json.dumps(data, ensure_ascii=False)) else data
+
+
+def _replace_surrogates(data: Any) -> Any:
+    if isinstance(data, str):
+        return _LONE_SURROGATE.sub("\ufffd", data)
+    if isinstance(data, dict):
+        return {_replace_surrogates(key): _replace_surrogates(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_replace_surrogates(value) for value in data]
     return data
 
 
