@@ -14,6 +14,7 @@ The rules, from PyTorch's own debugging modes:
 from __future__ import annotations
 
 import ctypes
+import math
 import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -357,3 +358,50 @@ def saved_tensor(node: Any, slot: str) -> torch.Tensor | str | None:
     except RuntimeError as error:
         return "modified in place" if "inplace" in str(error) else "freed"
     return value if isinstance(value, torch.Tensor) else None
+
+
+# -- finiteness (the non-finite diagnostic) ---------------------------------------------------------
+def all_finite(t: Any) -> bool | None:
+    """True when every element of a plain floating tensor is finite; None when not read (not floating,
+    not plain, a profiler records).
+
+    One reduction and one read back: a finite sum means every element is finite (nan and ±inf
+    survive any sum). Only a sum that overflowed (float16) needs the exact second look.
+    """
+    if type(t) not in _PLAIN:
+        return None
+    with quiet():  # no no_grad: the sum reads a detached tensor, so it records no graph
+        try:
+            if (torch._C._autograd._profiler_enabled() or not t.is_floating_point() or not _plain_data(t)
+                    or t.numel() == 0):
+                return None if t.numel() else True
+            data = t.detach()
+            total = float(data.sum())
+            if total - total == 0:
+                return True
+            return bool(torch.isfinite(data).all())
+        except Exception:  # a backend or subclass limit: this output goes unchecked
+            return None
+
+
+def counts_of(t: Any) -> tuple[int, int, int, int, int, int, float | None, float | None, int] | None:
+    """(elements, nan, +inf, -inf, zeros, negatives, finite min, finite max, |x| > 1) of a plain real
+    tensor, for the rare op that made a non-finite value; None when it may not be read."""
+    if type(t) not in _PLAIN:
+        return None
+    with quiet():
+        try:
+            if torch._C._autograd._profiler_enabled() or not _plain_data(t) or t.is_complex() or t.dtype == torch.bool:
+                return None
+            data = t.detach()
+            count = data.numel()
+            if not data.is_floating_point():
+                data = data.double()
+            finite = data[torch.isfinite(data)]
+            numbers = torch.stack([torch.isnan(data).sum(), (data == math.inf).sum(), (data == -math.inf).sum(),
+                                   (data == 0).sum(), (data < 0).sum(), (finite.abs() > 1).sum()]).tolist()
+            low, high = (None, None) if finite.numel() == 0 else (float(finite.min()), float(finite.max()))
+            nan, posinf, neginf, zeros, negatives, outside = (int(n) for n in numbers)
+            return count, nan, posinf, neginf, zeros, negatives, low, high, outside
+        except Exception:  # this input's detail is left out
+            return None

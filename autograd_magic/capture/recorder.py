@@ -21,6 +21,7 @@ from ..trace.events import Binding, ErrorInfo, GradcheckEvent, OpEvent, Site, Te
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
 from .compat import APPLY_CODE
+from .finite import SCALER_FILE, non_finite, scaler_scales
 from .gradcheck import FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
@@ -170,7 +171,8 @@ class Recorder:
                 self._note_apply(apply)
             with quiet():
                 self._record(func, args, kwargs, result, error, frame, direct=frame is caller,
-                             module=None if frame is caller else self.modules.module_of(caller))
+                             module=None if frame is caller else self.modules.module_of(caller),
+                             caller_file=caller.f_code.co_filename)
         except Exception:
             internal.report_failure("recording an op")
 
@@ -201,25 +203,28 @@ class Recorder:
 
     def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
                 error: BaseException | None, frame: FrameType | None, direct: bool = True,
-                module: str | None = None) -> None:
+                module: str | None = None, caller_file: str = "") -> None:
         name = func_name(func)
         inputs = self._describe_all(args, kwargs)
         outputs = self._describe_all((result,), None) if error is None else ()
         target = self.sites.target(frame)
         site = self.sites.site(frame)
+        inplace = is_inplace(name, kwargs)
         event = OpEvent(
             seq=len(self._ops) + 1,
             func=name,
             site=site,
             inputs=inputs,
             outputs=outputs,
-            inplace=is_inplace(name, kwargs),
+            inplace=inplace,
             grad_enabled=torch.is_grad_enabled(),
             target=target if isinstance(target, str) else None,
             scope=_scope(frame),
             error=None if error is None else f"{type(error).__name__}: {error}",
             args=_scalar_args(args),
             module=module,
+            nonfinite=non_finite(name, args, kwargs, result, inplace, caller_file) if outputs else None,
+            scaler=caller_file.endswith(SCALER_FILE),
         )
         self._ops.append(event)
         if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`
@@ -332,6 +337,7 @@ class Recorder:
             training=self.backward.training.result(),
             modules=self.modules.classes(),
             gradchecks=self._gradchecks,
+            scales=scaler_scales(self.namespace),
         )
 
     def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:

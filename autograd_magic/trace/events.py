@@ -63,6 +63,43 @@ class OpEvent:
     error: str | None = None  # "Type: message" when the call raised
     args: tuple[str, ...] = ()  # reprs of plain scalar arguments (True in requires_grad_(True))
     module: str | None = None  # qualified name of the nn.Module whose forward made the call
+    nonfinite: NonFinite | None = None  # set only when a floating output held nan or inf
+    scaler: bool = False  # called by a torch.amp.GradScaler (scaling a loss or unscaling gradients)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What a tensor held, counted when an op made a non-finite value (the rare path: see capture.reads)."""
+
+    numel: int
+    nan: int = 0
+    posinf: int = 0
+    neginf: int = 0
+    zeros: int = 0
+    negatives: int = 0
+    low: float | None = None  # the smallest and largest finite values
+    high: float | None = None
+    outside_unit: int = 0  # elements with |x| > 1 (acos/asin)
+
+    @property
+    def finite(self) -> bool:
+        return self.nan == self.posinf == self.neginf == 0
+
+
+@dataclass(frozen=True, slots=True)
+class NonFinite:
+    """An op whose floating output held nan or ±inf, and what its inputs held at that moment.
+
+    ``inputs`` is aligned with `OpEvent.inputs` (None: not read, e.g. the target of an in-place op,
+    already overwritten). ``written``: why the value is not the op's own doing: "value" (a nan/inf the
+    code passed in, or data from outside autograd: ``torch.tensor(float('inf'))``, ``masked_fill(m, -inf)``),
+    "scaler" (a GradScaler's scaled loss), "read" (an attribute read such as ``.grad``); "" when computed.
+    """
+
+    output: Stats
+    inputs: tuple[Stats | None, ...] = ()
+    written: str = ""
+    dtype_max: float = 3.4028234663852886e38
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +237,7 @@ class Trace:
     training: TrainingTrace | None = None  # per-step loss and gradient norms when backward ran more than once
     modules: dict[str, str] = field(default_factory=dict)  # qualified module name -> class, for the namespace's modules
     gradchecks: tuple[GradcheckEvent, ...] | None = None  # --gradcheck's findings; None: the option was off
+    scales: tuple[float, ...] = ()  # the scale each torch.amp.GradScaler in the namespace settled on
 
 
 @dataclass(frozen=True, slots=True)

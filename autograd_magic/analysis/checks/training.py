@@ -23,7 +23,7 @@ MIN_STEPS = 3  # steps needed before a trend means anything
 def check_exploding_gradients(trace: Trace, names: Names) -> list[Diagnostic]:
     """A loss or gradient norm that became inf/nan, or gradient norms that grew by orders of magnitude."""
     training = trace.training
-    if training is None:
+    if training is None or trace.scales:  # a GradScaler's gradients are scaled, and it skips overflows itself
         return []
     first = _first_non_finite(training)
     if first is not None:
