@@ -13,6 +13,7 @@ from ..trace.names import base_name, identifiers
 from .graphs import build_graph, cuts_of, renumber
 from .modules import node_modules, with_modules
 from .naming import Names, name_tensors
+from .nonfinite import marks
 from .registry import TRAINING_KINDS, analyze
 from .replay import build_replay, value_row
 from .training import build_training
@@ -35,7 +36,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.gradients = {n: GradRow(n, g.shape, g.values, g.norm, g.before, g.source)
                         for n, g in trace.gradients.items() if _shown(n, used)}
     if graphs:
-        built = _graphs(trace, names, report.gradients, max_nodes, depth, folds or {})
+        built = _marked(_graphs(trace, names, report.gradients, max_nodes, depth, folds or {}), marks(trace))
         report.graphs = [with_modules(g, trace.modules) for g in renumber(built)]
         report.backward_steps = _replays(trace, names, built, report.graphs)
     report.answers = why_answers(trace, names, report.gradients, report.backward_steps, cuts_of(trace, names),
@@ -51,6 +52,14 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.training = build_training(trace.training, report.diagnostics, TRAINING_KINDS)
     report.torchviz_dot = trace.torchviz
     return report
+
+
+def _marked(graphs: list[Graph], found: dict[int, str]) -> list[Graph]:
+    """Mark the nodes where the non-finite diagnostic's values started and went (see nonfinite.marks)."""
+    if not found:
+        return graphs
+    return [replace(g, nodes=tuple(replace(n, nonfinite=found[n.id]) if n.id in found else n for n in g.nodes))
+            for g in graphs]
 
 
 def _shown(name: str, used: AbstractSet[str]) -> bool:
@@ -170,12 +179,13 @@ def _replays(trace: Trace, names: Names, built: list[Graph], numbered: list[Grap
     ids = {a.id: b.id for old, new in zip(built, numbered, strict=True)
            for a, b in zip(old.nodes, new.nodes, strict=True)}
     drawn = {id(event): i for i, event in enumerate(per_site(trace.backwards)) if i < len(built)}
+    found = marks(trace)
     out = []
     for event in trace.backwards:
         index = drawn.get(id(event))  # one graph per call site: the other calls there replay without a drawing
         graph = built[index] if index is not None else None
         if event.steps:
-            replay = build_replay(event, index, graph, names)
+            replay = build_replay(event, index, graph, names, found)
             out.append(replace(replay, steps=tuple(_renumbered(s, ids) for s in replay.steps)))
     return out
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..report.model import flatten
 from ..trace.events import BackwardEvent, GraphNode, OpEvent, ReplayStep, TensorValue, Trace
 
+IN_BACKWARD = "(backward)"  # a mark's suffix: the node's derivative made it, not its forward values
 BEFORE = 0  # the origin of values the cell did not make (earlier cells, unrecorded ops)
 _BACKWARD_FUNCS = frozenset({"backward", "grad"})
 
@@ -167,3 +168,58 @@ def backward_origin(trace: Trace) -> BackwardOrigin | None:
 def _consumers(event: BackwardEvent, nid: int, nodes: dict[int, GraphNode]) -> tuple[str, ...]:
     edges = event.graph.edges if event.graph else ()
     return tuple(nodes[dst].label for src, dst in edges if src == nid and dst in nodes)
+
+
+# -- what the graph marks -------------------------------------------------------------------------
+def marks(trace: Trace) -> dict[int, str]:
+    """Graph node id -> "nan"/"inf" where the reported non-finite values started, "carried" where they went.
+
+    Forward: the origin op's node, and the nodes of the ops that carried its values. Backward: the
+    node whose derivative made them, and the nodes its non-finite gradient reached after it.
+    """
+    if trace.scales:
+        return {}
+    spread = spread_of(trace)
+    origin = spread.first_reaching()
+    if origin is not None:
+        return _forward_marks(trace, spread, origin)
+    found = backward_origin(trace)
+    return {} if found is None else _backward_marks(found)
+
+
+def _forward_marks(trace: Trace, spread: Spread, origin: Origin) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for op in trace.ops:
+        for info in op.outputs:
+            if info.node is not None and spread.carried.get(info.tid) == origin.op.seq:
+                out.setdefault(info.node, "carried")
+    for info in origin.op.outputs[:1]:
+        if info.node is not None:
+            out[info.node] = "nan" if origin.kind == "nan" else "inf"
+    return out
+
+
+def _backward_marks(found: BackwardOrigin) -> dict[int, str]:
+    out = {found.step.nid: f"{found.kind or 'nan'} {IN_BACKWARD}"}
+    started = False
+    for step in found.event.steps:
+        started = started or step is found.step
+        if started and step is not found.step and any(is_finite(v) is False for v in step.arrived):
+            out.setdefault(step.nid, "carried")
+    return out
+
+
+def origin_words(trace: Trace) -> str:
+    """Where the reported nan/inf started, as a clause for other answers: "at line 3, `torch.log(x)` (log)"."""
+    if trace.scales:
+        return ""
+    origin = spread_of(trace).first_reaching()
+    if origin is not None:
+        site = origin.op.site
+        return f"in the forward pass at line {site.line}, `{site.expr or site.code}` ({origin.op.func})"
+    found = backward_origin(trace)
+    if found is None:
+        return ""
+    back = found.node.site if found.node is not None else None
+    where = f" of `{back.expr or back.code}` at line {back.line}" if back is not None and back.line else ""
+    return f"in backward, at {found.step.label}{where}: its derivative, not its forward values"

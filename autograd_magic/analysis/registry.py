@@ -25,8 +25,8 @@ from .checks.flow import check_eval_keeps_grad, check_history_growing, check_non
 from .checks.gradcheck import check_gradcheck
 from .checks.grads import check_grad_accumulated, check_saved_tensor_mutated
 from .checks.inplace import check_inplace_saved_tensor
-from .checks.nonfinite import check_non_finite
 from .checks.memory import check_alias_write, check_shared_memory
+from .checks.nonfinite import check_non_finite
 from .checks.provenance import check_backward_no_grad_fn
 from .checks.training import (
     check_constant_loss,

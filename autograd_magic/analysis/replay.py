@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..report.model import Flow, Graph, Replay, Step, Value
 from ..trace.events import BackwardEvent, GraphNode, ReplayStep, TensorValue
 from .formulas import ACCUMULATE, edge_formula, value_text, words_for
 from .naming import Names
+from .nonfinite import IN_BACKWARD
 
 MAX_DETAILED_CALLS = 3  # see capture.backward.MAX_BACKWARD_DETAIL: later calls at a line are not replayed
 
@@ -16,8 +19,10 @@ def value_row(value: TensorValue | None) -> Value | None:
     return Value(value.shape, value.values, value.norm, value.low, value.high)
 
 
-def build_replay(event: BackwardEvent, graph_index: int | None, graph: Graph | None, names: Names) -> Replay:
-    """The report's replay of one backward call; node ids are the graph's (before renumbering)."""
+def build_replay(event: BackwardEvent, graph_index: int | None, graph: Graph | None, names: Names,
+                 marks: dict[int, str] | None = None) -> Replay:
+    """The report's replay of one backward call; node ids are the graph's (before renumbering).
+    ``marks``: where the non-finite diagnostic's values started (see nonfinite.marks)."""
     raw = {n.nid: n for n in event.graph.nodes} if event.graph else {}
     shown = _shown_ids(graph, raw)
     steps: list[Step] = []
@@ -25,7 +30,9 @@ def build_replay(event: BackwardEvent, graph_index: int | None, graph: Graph | N
     for number, step in enumerate(event.steps, 1):
         node = raw.get(step.nid)
         name = names.label(node.tid) if node is not None and node.tid is not None else None
-        steps.append(_step(number, step, node, name, shown.get(step.nid), raw, names, received))
+        made = _step(number, step, node, name, shown.get(step.nid), raw, names, received)
+        mark = (marks or {}).get(step.nid, "carried")
+        steps.append(made if mark == "carried" else replace(made, words=f"{made.words} {_started(mark)}"))
     root = names.label(event.root.tid) if event.root else None
     return Replay(graph_index, event.func, event.site.line, root, tuple(steps), event.steps_dropped,
                   _notes(event, graph))
@@ -49,6 +56,14 @@ def _step(number: int, step: ReplayStep, node: GraphNode | None, name: str | Non
     return Step(number, shown, step.label, name, site.line if site else None, code,
                 arrived, tuple(flows), words_for(step.label), _summed(received.get(step.nid, []), arrived),
                 value_row(step.before), value_row(step.after))
+
+
+def _started(kind: str) -> str:
+    """The replay's word on the node where the reported nan/inf started."""
+    if kind.endswith(IN_BACKWARD):
+        return (f"⚠ Here the gradient became {kind.split()[0]}: what arrived was finite, what it sent is not "
+                "(its derivative, not its forward values; see the non-finite diagnostic).")
+    return f"⚠ The {kind} started here, in the forward pass (see the non-finite diagnostic)."
 
 
 def _accumulated(name: str, arrived: tuple[Value | None, ...], step: ReplayStep) -> Flow:

@@ -7,12 +7,14 @@ it), why it is zero (where the replay saw the gradient stop), or how it was summ
 
 from __future__ import annotations
 
+import math
 from itertools import islice
 
 from ..report.model import Cut, GradRow, Replay, Step, flatten
 from ..trace.events import CUT_FUNCS, BackwardEvent, OpEvent, Trace
 from .formulas import number, value_text
 from .naming import Names
+from .nonfinite import origin_words
 
 _MAKERS = {"tensor": "torch.tensor", "as_tensor": "torch.as_tensor", "from_numpy": "torch.from_numpy"}
 _DETACHERS = {"detach": ".detach()", "detach_": ".detach_()", "data.__get__": ".data"}
@@ -60,9 +62,17 @@ class _Asker:
                      f"{name}.grad (from an earlier cell), because .grad accumulates")
         elif calls:
             text += f", from backward() at {where}"
-        stop = self._stopped(tid) if _all_zero(grad.values, grad.norm) else ""
+        stop = self._stopped(tid) if _all_zero(grad.values, grad.norm) else self._non_finite(grad)
         summed = self._summed_at(tid)
         return text + (f". {stop}" if stop else "") + (f". {summed}" if summed and not stop else "") + "."
+
+    def _non_finite(self, grad: GradRow) -> str:
+        """Where a nan/inf gradient started (see the non-finite diagnostic)."""
+        numbers = list(flatten(grad.values)) if grad.values is not None else [grad.norm]
+        if all(not isinstance(v, float) or math.isfinite(v) for v in numbers):
+            return ""
+        where = origin_words(self.trace)
+        return f"It is not finite because the nan/inf started {where} (see the non-finite diagnostic)" if where else ""
 
     def _stopped(self, tid: int) -> str:
         """Where the replay saw a nonzero gradient turn into zero on the way to ``tid``."""

@@ -82,14 +82,15 @@ def _holds_non_finite_number(values: list[Any]) -> bool:
 
 def scaler_scales(namespace: dict[str, Any]) -> tuple[float, ...]:
     """The scale each enabled ``torch.amp.GradScaler`` the cell's namespace holds settled on (read quietly)."""
-    kind = getattr(getattr(torch, "amp", None), "GradScaler", None)
+    kind: Any = getattr(getattr(torch, "amp", None), "GradScaler", None)
     if not isinstance(kind, type):
         return ()
     found = []
     with quiet():
-        for value in list(namespace.values()):
-            if isinstance(value, kind) and attempt(value.is_enabled, False):
-                scale = attempt(value.get_scale, None)
+        scalers: list[Any] = [v for v in list(namespace.values()) if isinstance(v, kind)]
+        for scaler in scalers:
+            if attempt(scaler.is_enabled, False):
+                scale = attempt(scaler.get_scale, None)
                 if isinstance(scale, float):
                     found.append(scale)
     return tuple(found)

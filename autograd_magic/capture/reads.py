@@ -14,8 +14,8 @@ The rules, from PyTorch's own debugging modes:
 from __future__ import annotations
 
 import ctypes
-import math
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 

@@ -337,7 +337,7 @@ class Recorder:
             training=self.backward.training.result(),
             modules=self.modules.classes(),
             gradchecks=self._gradchecks,
-            scales=scaler_scales(self.namespace),
+            scales=scaler_scales(self.namespace) if any(op.scaler for op in self._ops) else (),
         )
 
     def _earlier_chains(self) -> dict[int, tuple[OpEvent, ...]]:

@@ -82,6 +82,8 @@ class Node:
     grad: Value | None = None  # the gradient that reached it in the drawn backward call (the root's: the seed)
     params: int | None = None  # a folded module: the parameter elements of its leaves in this graph
     holds: tuple[str, ...] = ()  # a folded module: the names, node classes and modules folded into it
+    nonfinite: str = ""  # "nan"/"inf" ("nan (backward)": in its derivative): the non-finite diagnostic's values
+    # started here; "carried": it carries them
 
 
 @dataclass(frozen=True)

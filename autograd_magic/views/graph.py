@@ -43,6 +43,7 @@ from .text import format_values, module_facts, node_gradient, node_value, shape_
 
 RENDER_TIMEOUT_S = 20
 BIG_GRAPH = 60  # nodes past which layout effort is capped
+NONFINITE_FILL = {True: "#ffc8c8", False: "#ffe9e9"}  # where nan/inf started, and the nodes that carry it
 FILL = {"leaf": "lightblue", "root": "darkolivegreen1", "base": "darkolivegreen3", "op": "white", "module": "lavender"}
 _TITLE_BEFORE_TOOLTIP = re.compile(r'<title>[^<]*</title>(\n<g id="a_[^"]*"><a xlink:title="([^"]*)")')
 _ID_TITLE = re.compile(r"<title>(?:autograd|[a-z]+\d+(?:_\d+)?(?:&#45;&gt;[a-z]+\d+(?:_\d+)?)?)</title>\n?")
@@ -74,6 +75,7 @@ LEGEND = (
     LegendItem("saved", "", "2px solid #ffa500", "keeps tensors for backward (hover or click it to see which)"),
     LegendItem("base", "#a2cd5a", "1px dotted currentColor", "base of a view"),
     LegendItem("flagged", "#ffffff", "3px solid #cd0000", "⚠ involved in a diagnostic"),
+    LegendItem("nonfinite", "#ffc8c8", "3px solid #cd0000", "⚠ nan/inf started here (tinted: nodes that carry it)"),
     LegendItem("folded", "#ffffff", "2px solid currentColor", "×N: a repeated op drawn once"),
     LegendItem("module", "#e6e6fa", "1px solid currentColor",
                "an nn.Module folded into one node (live view: click to unfold)"),
@@ -285,11 +287,15 @@ def node_attrs(node: Node, facts: Facts) -> dict[str, str]:
         attrs["style"] = "rounded,filled,bold"
     if flagged:
         attrs.update(penwidth="2.5", color="red3")
+    if node.nonfinite:
+        origin = node.nonfinite != "carried"
+        attrs.update(fillcolor=NONFINITE_FILL[origin], color="red3", penwidth="3" if origin else "1.5")
+        attrs["class"] += " agm-nonfinite"  # keeps its text dark on the pink fill in a dark theme
     return attrs
 
 
 def _label_parts(node: Node, flagged: bool, facts: Facts) -> list[str]:
-    parts = []
+    parts = [f"⚠ {node.nonfinite}"] if node.nonfinite not in ("", "carried") else []
     if node.name:
         parts.append(("⚠ " if flagged else "") + _clip(node.name, 40))
     if node.kind == "module":  # what it is; the line that called the model is every layer's
@@ -328,6 +334,8 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
         bits.append(node_gradient(node, dict(facts.gradients)).replace(" = ", " ", 1))
     if node.saved:
         bits.append(saved_sentence(node.saved))
+    if node.nonfinite:
+        bits.append(f"⚠ {node.nonfinite} started here" if node.nonfinite != "carried" else "carries that nan/inf")
     return bits
 
 
@@ -360,6 +368,7 @@ def legend_for(graphs: Iterable[Graph], report: Report | None = None) -> list[Le
             ("saved", any(n.saved for n in graph.nodes)),
             ("folded", any(n.repeat > 1 for n in graph.nodes)),
             ("cut", bool(graph.cuts)),
+            ("nonfinite", any(n.nonfinite for n in graph.nodes)),
             ("flagged", any(set(_names(n)) & flagged for n in graph.nodes if n.name)),
         ) if present)
     return [item for item in LEGEND if item.key in used]

@@ -44,6 +44,7 @@ STYLE = """
 .agm .graph g.edge [fill="black"]{fill:var(--jp-ui-font-color1,black)}
 .agm .graph g.agm-op [fill="white"],.agm .graph g.agm-cut [fill="white"]{fill:var(--jp-layout-color1,white)}
 .agm .graph g.agm-op text,.agm .graph g.agm-cut text{fill:var(--jp-ui-font-color1,black)}
+.agm .graph g.agm-nonfinite text{fill:#000}
 .agm .graph g.agm-module>text{fill:var(--jp-ui-font-color2,#4d4d4d)}
 .agm .graph g.edge text[fill="#cd0000"]{fill:var(--agm-error)}
 .agm .graph g.edge [stroke="#cd0000"]{stroke:var(--agm-error)}

@@ -281,7 +281,9 @@ def _all_held(inputs: list[str], nf: NonFinite) -> str:
 
 
 def _span(stats: Stats) -> str:
-    return f"values from {stats.low:.4g} to {stats.high:.4g}" if stats.low is not None and stats.high is not None else ""
+    if stats.low is None or stats.high is None:
+        return ""
+    return f"values from {stats.low:.4g} to {stats.high:.4g}"
 
 
 def _has(nf: NonFinite, attr: str) -> bool:
