@@ -224,3 +224,12 @@ def test_infinities_on_purpose_stay_silent(ip: Any, cell: str) -> None:
     assert [(d.kind, d.severity, d.message) for d in report.diagnostics if d.severity != "note"] == []
     assert not [d for d in report.diagnostics if d.kind == "non-finite"]
     assert not [n for g in report.graphs for n in g.nodes if n.nonfinite]
+
+
+def test_a_nan_the_model_computes_is_still_found_under_a_grad_scaler(ip: Any) -> None:
+    body = ("w = torch.tensor([1., 2.], requires_grad=True)\nopt = torch.optim.SGD([w], lr=0.1)\n"
+            "scaler = torch.amp.GradScaler('cpu')\nfor step in range(3):\n    opt.zero_grad()\n"
+            "    loss = torch.log(w - 1).sum()\n    scaler.scale(loss).backward()\n    scaler.step(opt)\n"
+            "    scaler.update()\n")
+    d = one(diagnose(ip, SETUP + body), "non-finite", "error")
+    assert d.line == line_of(SETUP + body, "loss = torch.log") and "log of 0" in d.message

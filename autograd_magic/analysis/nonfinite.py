@@ -177,13 +177,11 @@ def marks(trace: Trace) -> dict[int, str]:
     Forward: the origin op's node, and the nodes of the ops that carried its values. Backward: the
     node whose derivative made them, and the nodes its non-finite gradient reached after it.
     """
-    if trace.scales:
-        return {}
     spread = spread_of(trace)
     origin = spread.first_reaching()
     if origin is not None:
         return _forward_marks(trace, spread, origin)
-    found = backward_origin(trace)
+    found = None if trace.scales else backward_origin(trace)  # a GradScaler's overflows are its own business
     return {} if found is None else _backward_marks(found)
 
 
@@ -211,13 +209,11 @@ def _backward_marks(found: BackwardOrigin) -> dict[int, str]:
 
 def origin_words(trace: Trace) -> str:
     """Where the reported nan/inf started, as a clause for other answers: "at line 3, `torch.log(x)` (log)"."""
-    if trace.scales:
-        return ""
     origin = spread_of(trace).first_reaching()
     if origin is not None:
         site = origin.op.site
         return f"in the forward pass at line {site.line}, `{site.expr or site.code}` ({origin.op.func})"
-    found = backward_origin(trace)
+    found = None if trace.scales else backward_origin(trace)
     if found is None:
         return ""
     back = found.node.site if found.node is not None else None

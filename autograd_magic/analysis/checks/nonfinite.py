@@ -35,12 +35,12 @@ _SQUASH = frozenset({"softmax", "_softmax", "sigmoid", "softmin"})
 
 def check_non_finite(trace: Trace, names: Names) -> list[Diagnostic]:
     """The first nan/inf the cell computed that reached a loss, a gradient or a named result."""
-    if trace.scales:
-        return _scaler_note(trace)
     spread = spread_of(trace)
     origin = spread.first_reaching()
     if origin is not None:
         return [_forward(trace, names, spread, origin)]
+    if trace.scales:  # a GradScaler's scaled gradients overflow on purpose: it skips those steps itself
+        return _scaler_note(trace)
     found = backward_origin(trace)
     if found is not None:
         return [_backward(trace, names, found)]

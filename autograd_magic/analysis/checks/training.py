@@ -26,6 +26,8 @@ def check_exploding_gradients(trace: Trace, names: Names) -> list[Diagnostic]:
     if training is None or trace.scales:  # a GradScaler's gradients are scaled, and it skips overflows itself
         return []
     first = _first_non_finite(training)
+    if first is not None and training.steps and first[0] == training.steps[0].step:
+        return []  # broken from the first step: nothing grew, the non-finite check says where it started
     if first is not None:
         step, what = first
         return [_diagnostic(trace, training, "exploding-gradients", "error", (what,) if what != "the loss" else (),
