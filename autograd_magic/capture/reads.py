@@ -372,7 +372,7 @@ def all_finite(t: Any) -> bool | None:
         return None
     with quiet():  # no no_grad: the sum reads a detached tensor, so it records no graph
         try:
-            if (torch._C._autograd._profiler_enabled() or not t.is_floating_point() or not _plain_data(t)
+            if (profiler_enabled() or not t.is_floating_point() or not _plain_data(t)
                     or t.numel() == 0):
                 return None if t.numel() else True
             data = t.detach()
@@ -391,7 +391,7 @@ def counts_of(t: Any) -> tuple[int, int, int, int, int, int, float | None, float
         return None
     with quiet():
         try:
-            if torch._C._autograd._profiler_enabled() or not _plain_data(t) or t.is_complex() or t.dtype == torch.bool:
+            if profiler_enabled() or not _plain_data(t) or t.is_complex() or t.dtype == torch.bool:
                 return None
             data = t.detach()
             count = data.numel()
