@@ -233,3 +233,26 @@ def test_a_nan_the_model_computes_is_still_found_under_a_grad_scaler(ip: Any) ->
             "    scaler.update()\n")
     d = one(diagnose(ip, SETUP + body), "non-finite", "error")
     assert d.line == line_of(SETUP + body, "loss = torch.log") and "log of 0" in d.message
+
+
+# -- the analysis on hand-built traces -------------------------------------------------------------
+def _op(seq: int, func: str, ins: tuple[int, ...], out: int, nf: Any = None) -> Any:
+    from autograd_magic.trace.events import OpEvent, Site, TensorInfo
+    return OpEvent(seq, func, Site(seq + 1, f"line {seq}"), tuple(TensorInfo(t, dtype="float32") for t in ins),
+                   (TensorInfo(out, dtype="float32"),), nonfinite=nf)
+
+
+def test_a_written_infinity_is_no_origin_and_a_nan_dropped_by_a_later_op_reaches_nothing() -> None:
+    from autograd_magic.analysis.nonfinite import spread_of
+    from autograd_magic.trace.events import NonFinite, Stats, TensorInfo, Trace
+    finite, neg_inf, nan = Stats(4), Stats(4, neginf=4), Stats(4, nan=4)
+    ops = (_op(1, "masked_fill", (1,), 2, NonFinite(Stats(4, neginf=2), (finite,), written="value")),
+           _op(2, "softmax", (2,), 3, NonFinite(Stats(4, nan=4), (neg_inf,))),  # a fully masked row: nan
+           _op(3, "nan_to_num", (3,), 4))  # cleaned: finite
+    spread = spread_of(Trace(ops=ops, final={"p": TensorInfo(4, dtype="float32")}))
+    assert not spread.origins[1].computed and spread.origins[2].computed
+    assert spread.first_reaching() is None  # nothing non-finite is left anywhere
+    kept = spread_of(Trace(ops=ops[:2], final={"p": TensorInfo(3, dtype="float32")}))
+    found = kept.first_reaching()
+    assert found is not None and found.op.seq == 2  # left in `p`: reported
+    assert nan.nan == 4
