@@ -121,6 +121,12 @@ LOW_CONTRAST = """() => {
   return bad;
 }"""
 
+# a diagnostic's marked line inside its code excerpt's visible box
+EXCERPT_SHOWS_ITS_LINE = """(line) => {
+  const r = line.getBoundingClientRect(), s = line.closest('.agm-source').getBoundingClientRect();
+  return r.top >= s.top - 1 && r.bottom <= s.bottom + 1;
+}"""
+
 # each node's label lines against its box, as the browser drew them (its own fallback font)
 LABEL_OVERFLOW = """(view) => {
   const out = [];
@@ -483,6 +489,10 @@ def shoot_later_sections(lab: Lab, name: str) -> None:
     lab.cell(CUBE_CELL).screenshot(path=str(artifact_path(f"demo-cube-{name}.png")))
     model = lab.view(MODEL_CELL)
     model.get_by_role("tab", name="Graph").click()
+    root = [t.strip() for t in model.locator("svg g.node.agm-root text").all_text_contents()]
+    assert root[0] == "loss" and "grad = 1" in root, root  # the drawn iteration's loss, as its DOT says
+    layer = model.locator("svg g.node.agm-module").filter(has_text="model.7").locator("text").all_text_contents()
+    assert [t.strip() for t in layer] == ["model.7", "Linear · 34 params", "out (64, 2)", "folded module"], layer
     lab.cell(MODEL_CELL).screenshot(path=str(artifact_path(f"demo-model-{name}.png")))
     model.get_by_role("tab", name="Training").click()
     model.get_by_role("tabpanel", name="Training").wait_for(state="visible")
@@ -492,6 +502,8 @@ def shoot_later_sections(lab: Lab, name: str) -> None:
     assert "the insides of 18 later optimizer steps are not counted" in label  # 20 Adam steps, the first 2 recorded
     lab.view(MODEL_CELL).screenshot(path=str(artifact_path(f"demo-timeline-{name}.png")))
     model.get_by_role("tab", name="Graph").click()
+    unused = lab.view(UNUSED_CELL)
+    assert unused.locator(".agm-diag-detail .agm-here").evaluate(EXCERPT_SHOWS_ITS_LINE), "the flagged line is cut off"
     lab.cell(UNUSED_CELL).screenshot(path=str(artifact_path(f"demo-unused-{name}.png")))
 
 

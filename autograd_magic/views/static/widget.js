@@ -81,7 +81,10 @@ function sourceView(report, line) {
     return h("div", { class: here ? "agm-line agm-here" : "agm-line", "aria-current": here ? "true" : null },
       h("span", { class: "agm-lno" }, here ? `▶${number}` : String(number)), text);
   }));
-  requestAnimationFrame(() => showHere(pre)); // once attached; a hidden panel does it when shown (showTab)
+  // whenever it comes into view: a notebook that scrolled the cell away may have detached it, losing its scroll
+  if (typeof IntersectionObserver === "function") {
+    new IntersectionObserver((seen) => { if (seen.some((e) => e.isIntersecting)) showHere(pre); }).observe(pre);
+  } else requestAnimationFrame(() => showHere(pre));
   return pre;
 }
 
@@ -193,7 +196,7 @@ function draw({ model, el, found }) {
     const input = h("input", {
       type: "search", class: "agm-find", placeholder: "find: name, op, module, parameter", value: found.query,
       "aria-label": "find in the graph: a variable, an op, a module or a parameter (Enter: next match, Shift+Enter: previous)",
-      oninput: (e) => { found.query = e.target.value; found.opening = null; search(true); },
+      oninput: (e) => { found.query = e.target.value; found.opening = null; found.opened.clear(); search(true); },
       onkeydown: (e) => {
         if (e.key === "Enter") { e.preventDefault(); step(e.shiftKey ? -1 : 1); }
         if (e.key === "Escape" && input.value) { e.preventDefault(); input.value = found.query = ""; search(true); }
@@ -255,7 +258,7 @@ function draw({ model, el, found }) {
     }
 
     function unfold(module) {
-      found.opened.add(module); // once per module: a match that stays folded is not asked for again
+      found.opened.add(module); // once per module and query: a match that stays folded is not asked for again
       found.opening = module;
       found.refocus = true; // the redraw replaces this box: typing goes on in the new one
       status.textContent = `unfolding ${module}…`;
