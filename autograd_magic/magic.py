@@ -39,6 +39,8 @@ class AutogradMagic(Magics):
     quiet = Bool(False, help="Display nothing (the report is still stored with -o).").tag(config=True)
     gradcheck = Bool(False, help="Compare each custom autograd.Function's backward with finite differences "
                                  "(runs its forward again on float64 copies).").tag(config=True)
+    every_step = Bool(False, help="Watch every step of a training loop (slower): by default a loop with a torch "
+                                  "optimizer runs unwatched once its first steps were recorded.").tag(config=True)
     depth = Int(None, allow_none=True,
                 help="Draw nn.Modules nested deeper than this many levels as one node each.").tag(config=True)
 
@@ -61,6 +63,9 @@ class AutogradMagic(Magics):
     @argument("--gradcheck", action="store_true", default=None,
               help="After the cell, compare each custom autograd.Function's backward with finite differences "
                    "(calls its forward again on float64 copies of inputs of at most 1,000 elements).")
+    @argument("--every-step", action="store_true", default=None,
+              help="Watch every step of a training loop, not only the first ones (slower; to find a problem "
+                   "that appears late in a loop).")
     @line_cell_magic
     def autograd(self, line: str = "", cell: str | None = None) -> Any:
         """Run a cell (or one statement) as usual and show what autograd did.
@@ -89,6 +94,10 @@ class AutogradMagic(Magics):
             %%autograd --gradcheck      # is MyFn's backward right? (its forward runs again, on float64 copies)
             y = MyFn.apply(x)
 
+            %%autograd --every-step     # a training loop watched at every step, not only its first ones
+            for step in range(1000):
+                ...
+
             %autograd y = x.detach()      # one statement
 
             %config AutogradMagic.view = 'text'
@@ -109,10 +118,11 @@ class AutogradMagic(Magics):
             cell=number,
             torchviz=args.torchviz,
             gradcheck=self.gradcheck if args.gradcheck is None else args.gradcheck,
+            every_step=self.every_step if args.every_step is None else args.every_step,
         )
         try:
             with recorder:
-                value = run_compiled(self.shell, compiled)
+                value = run_compiled(self.shell, compiled, between=recorder.between_statements)
         except BaseException:
             self._present(recorder, args)
             raise

@@ -43,7 +43,24 @@ SETUP = {
     "training": ("model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))\n"
                  "opt = torch.optim.SGD(model.parameters(), lr=0.01)\n"
                  "data = torch.randn(64, 256)\nlabels = torch.randint(0, 10, (64,))"),
+    "transformer": ("torch.manual_seed(0)\n"
+                    "layer = torch.nn.TransformerEncoderLayer(d_model=128, nhead=4, dim_feedforward=256, "
+                    "dropout=0.0, batch_first=True)\n"
+                    "encoder = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)\n"
+                    "head = torch.nn.Linear(128, 10)\n"
+                    "params = [*encoder.parameters(), *head.parameters()]\n"
+                    "opt = torch.optim.AdamW(params, lr=1e-3)\n"
+                    "tokens = torch.randn(8, 32, 128)\nlabels = torch.randint(0, 10, (8,))"),
+    "cnn": ("torch.manual_seed(0)\n"
+            "cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),\n"
+            "                          torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),\n"
+            "                          torch.nn.Flatten(), torch.nn.Linear(16 * 7 * 7, 10))\n"
+            "opt = torch.optim.Adam(cnn.parameters(), lr=1e-3)\n"
+            "images = torch.randn(32, 1, 28, 28)\nlabels = torch.randint(0, 10, (32,))"),
 }
+SETUP["transformer-q"] = SETUP["transformer"]
+SETUP["cnn-q"] = SETUP["cnn"]
+SETUP["mlp500-q"] = SETUP["mlp-ce"]
 CELLS = {
     "loop": "for i in range(5000):\n    t = t * 1.0001 + 0.0001",
     "mlp": ("for step in range(100):\n    opt.zero_grad()\n    loss = ((model(data) - target) ** 2).mean()\n"
@@ -56,8 +73,20 @@ CELLS = {
                  "    loss = torch.nn.functional.cross_entropy(model(data), labels)\n"
                  "    loss.backward()\n    opt.step()"),
 }
-TARGETS = {"loop": 1.7, "mlp": 1.30, "mlp-ce": 1.30, "matmul": 1.03, "training": 1.30}
+_TRANSFORMER_STEP = ("    opt.zero_grad()\n"
+                     "    loss = torch.nn.functional.cross_entropy(head(encoder(tokens).mean(1)), labels)\n"
+                     "    loss.backward()\n    opt.step()")
+_CNN_STEP = ("    opt.zero_grad()\n    loss = torch.nn.functional.cross_entropy(cnn(images), labels)\n"
+             "    loss.backward()\n    opt.step()")
+CELLS["transformer"] = "for step in range(20):\n" + _TRANSFORMER_STEP
+CELLS["transformer-q"] = "for step in range(100):\n" + _TRANSFORMER_STEP
+CELLS["cnn"] = "for step in range(30):\n" + _CNN_STEP
+CELLS["cnn-q"] = "for step in range(150):\n" + _CNN_STEP
+CELLS["mlp500-q"] = CELLS["mlp-ce"].replace("range(100)", "range(500)")
+TARGETS = {"loop": 1.7, "mlp": 1.30, "mlp-ce": 1.30, "matmul": 1.03, "training": 1.30,
+           "transformer": 1.25, "transformer-q": 1.03, "cnn": 1.25, "cnn-q": 1.03, "mlp500-q": 1.05}
 MAGIC = "%%autograd --view widget\n"  # built and displayed, as in JupyterLab
+QUIET = "%%autograd -q\n"  # rows named *-q: recorded, report built, nothing displayed
 FILLER = "".join(f"unrelated_{i} = {i}\n" for i in range(5000))
 
 
@@ -82,7 +111,8 @@ def measure(shell: InteractiveShell, name: str, repeats: int) -> tuple[float, fl
     """Medians of plain, magic and a do-nothing TorchFunctionMode (the floor any mode pays)."""
     shell.run_cell(SETUP[name] + "\n" + BARE_MODE, store_history=False)
     body = CELLS[name]
-    cells = [body, MAGIC + body, "with _BareMode():\n" + "\n".join("    " + ln for ln in body.splitlines())]
+    magic = QUIET if name.endswith("-q") else MAGIC
+    cells = [body, magic + body, "with _BareMode():\n" + "\n".join("    " + ln for ln in body.splitlines())]
     for cell in cells:
         timed(shell, cell)  # warm up every path
     runs: list[list[float]] = [[], [], []]
@@ -157,25 +187,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--only", choices=[*CELLS, "long", "view"])
+    parser.add_argument("--only", choices=[*CELLS, "long", "view"], nargs="+")
     args = parser.parse_args()
     torch.set_num_threads(1)
     shell = InteractiveShell.instance()
     shell.run_cell("import torch\n%load_ext autograd_magic", store_history=False)
     print(f"torch {torch.__version__}, 1 thread, median of {args.repeats} interleaved runs")
-    for name in [args.only] if args.only in CELLS else ([] if args.only else CELLS):
+    only = set(args.only or [])
+    for name in [n for n in CELLS if n in only] if only else CELLS:
         plain, magic, bare = measure(shell, name, args.repeats)
         ratio = magic / plain
         verdict = "ok" if ratio <= TARGETS[name] else "OVER TARGET"
-        print(f"{name:7s} plain {plain * 1e3:8.1f} ms  magic {magic * 1e3:8.1f} ms  ratio {ratio:5.2f} "
+        print(f"{name:13s} plain {plain * 1e3:8.1f} ms  magic {magic * 1e3:8.1f} ms  ratio {ratio:5.2f} "
               f"(target <= {TARGETS[name]}) {verdict:11s} [floor, a do-nothing mode: {bare / plain:4.2f}; "
               f"magic/floor {magic / bare:4.2f}]")
-    if args.only in (None, "long"):
+    if not only or "long" in only:
         magic_growth, plain_growth = long_cell_ratio(shell, args.repeats)
         verdict = "ok" if magic_growth / plain_growth <= 1.10 else "OVER TARGET"
         print(f"long    20,000 ops in a 5,000-line cell vs a 2-line cell: magic x{magic_growth:.2f}, "
               f"plain x{plain_growth:.2f} (target: magic within 1.10 of plain's) {verdict}")
-    if args.only in (None, "view"):
+    if not only or "view" in only:
         for name in VIEW_CELLS:
             seconds, nodes = view_cost(shell, name, args.repeats)
             verdict = "ok" if seconds <= 0.015 or nodes > 150 else "OVER TARGET"

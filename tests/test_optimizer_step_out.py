@@ -44,7 +44,8 @@ def test_a_library_step_runs_without_our_mode_after_its_recorded_calls(ip: Any) 
     assert report.training is not None and report.training.calls == 20
     # and the call count says what it leaves out
     assert report.ops_unwatched_steps == 20 - RECORDED_STEPS
-    assert f"not counting the insides of {20 - RECORDED_STEPS} later optimizer steps" in summary_line(report)
+    assert (f"steps {RECORDED_STEPS + 1}–20 ran unwatched: loss and gradient norms kept, their torch calls not "
+            "counted" in summary_line(report))
 
 
 def test_the_loop_ends_with_the_same_parameters_as_a_plain_run(ip: Any) -> None:
@@ -86,7 +87,7 @@ def test_a_step_that_raised_and_was_caught_does_not_end_the_recording(ip: Any) -
                     "opt.register_step_pre_hook(fail_once)\n")
     report, cell = report_of(ip, "for step in range(20):\n    opt.zero_grad()\n    loss = model(data).pow(2).mean()\n"
                                  "    loss.backward()\n    try:\n        opt.step()\n    except ValueError:\n"
-                                 "        pass\n")
+                                 "        pass\n", "--every-step")
     assert cell.error is None
     assert report.training is not None and report.training.calls == 19  # all but the one before the next step
     base = torch._C._len_torch_function_stack()
@@ -144,6 +145,7 @@ def test_an_error_past_the_recorded_steps_gives_torchs_versions(ip: Any) -> None
     found = next(d for d in report.diagnostics if d.kind == "inplace-saved-tensor")
     assert "opt.step()" in found.message and "`w`" in found.message
     assert f"version {expected}\n" in found.message and found.message.count(f"version {current}\n") == 1
+    assert "raised after recording stopped: the loop ran unwatched after its first 2 optimizer steps" in found.message
 
 
 def test_another_threads_step_never_puts_our_mode_on_its_stack() -> None:

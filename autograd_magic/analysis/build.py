@@ -17,6 +17,7 @@ from .nonfinite import marks
 from .registry import TRAINING_KINDS, analyze
 from .replay import build_replay, value_row
 from .training import build_training
+from .unwatched import note_unwatched, with_unwatched_error
 from .why import why_answers
 
 DEFAULT_MAX_NODES = 150
@@ -29,6 +30,7 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
                  depth: int | None = None, folds: Folds | None = None) -> Report:
     """``depth``: draw modules nested deeper than this many levels as one node each (None: every op).
     ``folds``: per graph index, the modules (opened, closed) by clicks in the widget."""
+    trace = with_unwatched_error(trace)
     names = name_tensors(trace)
     used = identifiers(trace.source) | _backwarded_names(trace, names)
     report = Report(source=trace.source, first_line=trace.first_line)
@@ -46,9 +48,10 @@ def build_report(trace: Trace, *, max_nodes: int = DEFAULT_MAX_NODES, graphs: bo
     report.ops_total = trace.total_ops
     report.ops_folded = trace.folded_ops
     report.ops_unwatched_steps = trace.unwatched_steps
+    report.loop_left_after, report.loop_unwatched = trace.loop_left_after, trace.loop_unwatched
     if trace.error is not None:
         report.error = ErrorRow(trace.error.type, trace.error.message, trace.error.site.line, trace.error.site.code)
-    report.diagnostics = analyze(trace, names)
+    report.diagnostics = note_unwatched(analyze(trace, names), trace)
     report.training = build_training(trace.training, report.diagnostics, TRAINING_KINDS)
     report.torchviz_dot = trace.torchviz
     return report

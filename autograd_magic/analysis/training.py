@@ -17,7 +17,8 @@ def build_training(training: TrainingTrace | None, diagnostics: list[Diagnostic]
     return Training(parameters=training.parameters, steps=steps,
                     diagnostics=tuple(d for d in diagnostics if d.kind in kinds),
                     line=training.line, untracked=training.untracked, unread=training.unread,
-                    stride=training.stride, calls=training.calls, no_ratio=training.no_ratio)
+                    stride=training.stride, calls=training.calls, no_ratio=training.no_ratio,
+                    unwatched_from=training.unwatched_from)
 
 
 def _by_name(names: tuple[str, ...], values: tuple[float | None, ...]) -> dict[str, float]:

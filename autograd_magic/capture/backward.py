@@ -62,6 +62,8 @@ class BackwardRecorder:
         self._before_grads: dict[int, Any] = {}
         self._roots: dict[int, weakref.ref[torch.Tensor]] = {}  # id(grad_fn) -> a root backward ran from
         self._roots_limit = 64  # a loop keeping every loss (losses.append(loss)) keeps them all alive
+        self._last_root: weakref.ref[torch.Tensor] | None = None
+        self._last_key: tuple[int | None, str, str] | None = None  # the site of the last backward call seen
         self.training = TrainingRecorder(recorder.ids)  # every backward call: loss and gradient norms
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
@@ -82,6 +84,8 @@ class BackwardRecorder:
     def _note_roots(self, roots: list[torch.Tensor]) -> None:
         # every call, past the detail cap too: a weak reference per root (kept with its node's id,
         # which is unique while the tensor, holding its node, lives); dead ones are dropped as we go
+        if roots:
+            self._last_root = weakref.ref(roots[0])
         for root in roots:
             node = grad_fn_of(root)
             if node is not None:
@@ -89,6 +93,16 @@ class BackwardRecorder:
         if len(self._roots) > self._roots_limit:  # dead ones go; the limit doubles when most are alive
             self._roots = {key: ref for key, ref in self._roots.items() if ref() is not None}
             self._roots_limit = max(64, 2 * len(self._roots))
+
+    def count_unwatched(self) -> None:
+        """An optimizer step of a loop run unwatched: its backward is taken to be the loop's last one seen
+        (one backward per step; a loop that accumulates gradients over several is undercounted)."""
+        if self._last_key is not None:
+            self._calls[self._last_key] += 1
+
+    def last_root(self) -> torch.Tensor | None:
+        """The tensor the last backward call ran from, while it lives."""
+        return self._last_root() if self._last_root is not None else None
 
     def cut_graphs(self) -> tuple[GraphSnapshot, ...]:
         return tuple(self._cut_graphs)
@@ -116,7 +130,7 @@ class BackwardRecorder:
         try:
             with quiet():
                 site, count = self._rec.count_site(func, 3)
-                key = (site.line, site.code, func.__name__)
+                key = self._last_key = (site.line, site.code, func.__name__)
                 self._calls[key] = self._calls.get(key, 0) + 1
                 self._note_roots(roots)
                 if count > max(MAX_BACKWARD_DETAIL, self._rec.max_repeats):
@@ -273,6 +287,7 @@ class BackwardRecorder:
         self._hook_grads.clear()
         self._before_grads.clear()
         self._roots.clear()
+        self._last_root = None
         self.walker.apply_sites.clear()
         self.training.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
@@ -105,11 +106,17 @@ def _compile_node(shell: Any, node: ast.stmt, filename: str, shown: bool) -> Cod
     return shell.compile(module, filename, "exec")
 
 
-def run_compiled(shell: Any, cell: CompiledCell) -> Any:
-    """Execute the cell in the user namespace; returns the trailing expression's value."""
+def run_compiled(shell: Any, cell: CompiledCell, between: Callable[[], None] | None = None) -> Any:
+    """Execute the cell in the user namespace; returns the trailing expression's value.
+
+    ``between`` runs after each top-level statement, outside the user's code (the recorder puts back
+    what a training loop left off).
+    """
     __tracebackhide__ = True  # noqa: F841 - IPython hides this frame in tracebacks
     for code in cell.body:
         _run(shell, eval(code, shell.user_global_ns, shell.user_ns))
+        if between is not None:
+            between()
     if cell.last_expr is not None:
         value = _run(shell, eval(cell.last_expr, shell.user_global_ns, shell.user_ns))
         # IPython checks for ';' on the magic call, not the cell body: suppress here as a plain cell would

@@ -10,6 +10,13 @@ caused by a later step still names its line (checks/inplace.py prints torch's ow
 torch's global step hooks are the way out and back in: the pre-hook takes our mode off the stack,
 the post-hook puts it back.
 
+The loop: once `RECORDED_STEPS` steps of a library optimizer were recorded whole, the post-hook of the
+last one leaves our mode off (`loop`): the rest of the running top-level statement (the training loop's
+later iterations, forward and backward included) runs unwatched, at plain speed. The recorder puts the
+mode back before the cell's next top-level statement (`resume`), at the depth it was taken from. Each
+unwatched step's pre-hook hands over to ``on_unwatched`` (the recorder keeps the step's loss and gradient
+norms). ``loop=False`` (``--every-step``) keeps the step-by-step way: only the step's own calls go unseen.
+
 Never stepped out of: a step given a closure (LBFGS: the closure is the user's forward and backward),
 an optimizer whose ``step`` is not torch's own code (the user's, in this cell or an earlier one, or a
 third party's that may call back into the user's), a step while someone else's mode is above ours (it
@@ -22,6 +29,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+from collections.abc import Callable
 from types import CodeType
 from typing import Any
 
@@ -39,9 +47,11 @@ _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep  # only t
 
 
 class StepOut:
-    """The global optimizer step hooks that take ``mode`` off the stack during a library step."""
+    """The global optimizer step hooks that take ``mode`` off the stack during a library step, or for the
+    rest of a loop once its steps were recorded (``loop``)."""
 
-    def __init__(self, mode: TorchFunctionMode, max_repeats: int) -> None:
+    def __init__(self, mode: TorchFunctionMode, max_repeats: int, loop: bool = False,
+                 on_leave: Callable[[], None] | None = None, on_unwatched: Callable[[], None] | None = None) -> None:
         self._mode = mode
         self._recorded = min(RECORDED_STEPS, max_repeats)
         self._steps: dict[type, int] = {}  # steps seen per library optimizer class
@@ -49,7 +59,15 @@ class StepOut:
         # the thread whose stack our mode is off (the stack is per thread; the step hooks are global,
         # so another thread's steps call them too), or None
         self._suspended_in: int | None = None
+        self._depth = 0  # where on the stack our mode was when taken off
+        self._loop = loop
+        self._on_leave = on_leave  # called as the loop is left, while the last recorded step's values live
+        self._on_unwatched = on_unwatched  # called before each step of a loop left
+        self._out_of_loop = False  # off the stack until `resume`, not only during one step
         self.stepped_out = 0  # steps run without our mode
+        self.steps = 0  # steps seen, recorded or not
+        self.left_after: int | None = None  # steps seen when the first loop was left
+        self.unwatched_loop_steps = 0  # steps run while a loop was left: their whole iteration unwatched
 
     def start(self) -> None:
         if _register_pre is None or _register_post is None:
@@ -63,38 +81,81 @@ class StepOut:
     def suspended(self) -> bool:
         return self._suspended_in is not None
 
+    @property
+    def out_of_loop(self) -> bool:
+        return self._out_of_loop
+
     def close(self) -> bool:
         """Remove our hooks; True when our mode is still off the stack (a step raised and the cell ended)."""
-        suspended, self._suspended_in = self.suspended, None
+        suspended, self._suspended_in, self._out_of_loop = self.suspended, None, False
         handles, self._handles = self._handles, []
         for handle in handles:
             handle.remove()
         return suspended
 
+    def resume(self) -> None:
+        """Between two top-level statements: a loop left is over, our mode goes back where it was."""
+        if self._out_of_loop:
+            self._out_of_loop = False
+            self._resume()
+
     def _before_step(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
             if is_compiling():
                 return
+            self.steps += 1
+            if self._out_of_loop and self._suspended_in == threading.get_ident():
+                self.stepped_out += 1
+                self.unwatched_loop_steps += 1
+                if self._on_unwatched is not None:
+                    self._on_unwatched()
+                return
             self._resume()  # a step that raised never reached its post-hook
             if self._suspended_in is None and self._may_step_out(optimizer, args, kwargs):
-                pop_function_stack()
-                self._suspended_in = threading.get_ident()
+                self._step_out()
                 self.stepped_out += 1
         except Exception:
             internal.report_failure("stepping out of an optimizer step")
 
     def _after_step(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            if not is_compiling():
-                self._resume()
+            if is_compiling() or self._out_of_loop:
+                return
+            self._resume()
+            if self._loop and self._may_leave_loop(optimizer, args, kwargs):
+                self._step_out()
+                self._out_of_loop = True
+                if self.left_after is None:
+                    self.left_after = self.steps
+                if self._on_leave is not None:
+                    self._on_leave()
         except Exception:
             internal.report_failure("stepping back in after an optimizer step")
 
+    def _step_out(self) -> None:
+        self._depth = len_function_stack() - 1
+        pop_function_stack()
+        self._suspended_in = threading.get_ident()
+
     def _resume(self) -> None:
-        """Put our mode back, on the stack it was taken from: never on another thread's."""
+        """Put our mode back, on the stack it was taken from (never on another thread's), below any mode
+        the cell entered since and left open."""
         if self._suspended_in is not None and self._suspended_in == threading.get_ident():
             self._suspended_in = None
+            above = [pop_function_stack()
+                     for _ in range(max(0, len_function_stack() - self._depth))]
             push_function_stack(self._mode)
+            for other in reversed(above):
+                push_function_stack(other)
+
+    def _may_leave_loop(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """After a whole recorded step of a library optimizer: its class has had its recorded steps."""
+        if len(args) > 1 or kwargs.get("closure") is not None:
+            return False
+        if self._steps.get(type(optimizer), -1) < self._recorded:
+            return False  # the user's own step (-1), or one still recorded
+        depth = len_function_stack()
+        return depth > 0 and function_stack_at(depth - 1) is self._mode
 
     def _may_step_out(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         if len(args) > 1 or kwargs.get("closure") is not None:

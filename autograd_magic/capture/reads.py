@@ -219,6 +219,20 @@ def scalar_of(t: torch.Tensor) -> float | None:
             return None
 
 
+def scalars_of(tensors: list[torch.Tensor]) -> list[float | None]:
+    """`scalar_of` for many one-element tensors: one stacked read back (per tensor when that fails)."""
+    with quiet_no_grad():
+        try:
+            if torch._C._autograd._profiler_enabled():
+                return [None] * len(tensors)
+            if all(type(t) in _PLAIN and _plain_data(t) and not t.is_complex() for t in tensors):
+                stacked = torch.stack([t.reshape(()) for t in tensors])
+                return [float(v) for v in stacked.double().tolist()]
+        except Exception:  # mixed devices or dtypes: one at a time below
+            pass
+    return [scalar_of(t) for t in tensors]
+
+
 def norms_of(tensors: list[torch.Tensor | None], known: list[torch.Tensor] | None = None) -> tuple[float | None, ...]:
     """`norm_of` for many tensors at once: the plain ones in one ``_foreach_norm`` and one read back.
 

@@ -83,6 +83,7 @@ class Recorder:
         cell: int | None = None,
         torchviz: bool = False,
         gradcheck: bool = False,
+        every_step: bool = False,
     ) -> None:
         self.sites = SiteTable(source, filename, first_line)
         self.ids = Identity()
@@ -104,6 +105,11 @@ class Recorder:
         self._mode: RecordingMode | None = None
         self._step_out: StepOut | None = None
         self._unwatched_steps = 0
+        self._every_step = every_step  # never leave a loop: record (or count) every step's calls
+        self._loss_name: str | None = None  # the name the last recorded backward's root was bound to
+        self._left_after: int | None = None  # the loop was left after this many optimizer steps
+        self._loop_unwatched = 0  # steps of a loop left: not one of their calls seen
+        self._error_unwatched = False
         self._previous: dict[str, TensorInfo] = {}
         self.modules = ModuleNames(self.namespace, self.sites.is_user_code)
         # --gradcheck: the custom Functions called, checked after the cell (None: off, nothing is looked at)
@@ -122,9 +128,15 @@ class Recorder:
             internal.report_failure("reading the namespace before the cell")
         self._mode = RecordingMode(self)
         self._mode.__enter__()
-        self._step_out = StepOut(self._mode, self.max_repeats)
+        self._step_out = StepOut(self._mode, self.max_repeats, loop=not self._every_step,
+                                 on_leave=self._leave_loop, on_unwatched=self._unwatched_step)
         self._step_out.start()
         return self
+
+    def between_statements(self) -> None:
+        """Called between the cell's top-level statements: a loop left in the last one is over."""
+        if self._step_out is not None:
+            self._step_out.resume()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         mode, self._mode = self._mode, None
@@ -133,6 +145,8 @@ class Recorder:
         try:
             if step_out is not None:
                 self._unwatched_steps = step_out.stepped_out
+                self._left_after, self._loop_unwatched = step_out.left_after, step_out.unwatched_loop_steps
+                self._error_unwatched = exc is not None and step_out.out_of_loop
                 suspended = step_out.close()  # True: a step that raised left our mode off the stack
         finally:
             if mode is not None:
@@ -153,6 +167,22 @@ class Recorder:
             self.ids.clear()
             self.backward.close()
             self.modules.clear()
+
+    # -- a loop left after its recorded steps (see optimizers.StepOut) -------------------------
+    def _leave_loop(self) -> None:
+        """The loop runs unwatched from here: remember which name holds its loss (the last recorded
+        backward's root), to keep each later step's loss from it."""
+        root = self.backward.last_root()
+        if root is None or self._loss_name is not None:
+            return
+        self._loss_name = next((name for name, value in list(self.namespace.items())
+                                if value is root and not name.startswith("_")), None)
+
+    def _unwatched_step(self) -> None:
+        """Before an unwatched optimizer step: its backward ran, unseen; keep its loss and gradient norms."""
+        loss = self.namespace.get(self._loss_name) if self._loss_name is not None else None
+        self.backward.training.unwatched(loss if isinstance(loss, torch.Tensor) else None)
+        self.backward.count_unwatched()
 
     # -- the hot path (see mode.RecordingMode.__torch_function__) ------------------------
     def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
@@ -330,6 +360,8 @@ class Recorder:
             folded_ops=max(0, self.total_calls() - len(self._ops)),
             total_ops=self.total_calls(),
             unwatched_steps=self._unwatched_steps,
+            loop_left_after=self._left_after,
+            loop_unwatched=self._loop_unwatched,
             error=self._error_info(exc, tb),
             previous=self._previous,
             provenance=self._provenance,
@@ -374,7 +406,8 @@ class Recorder:
             if self.sites.is_user_code(tb.tb_frame.f_code):
                 line = self.sites.editor_line(tb.tb_lineno)
             tb = tb.tb_next
-        return ErrorInfo(type(exc).__name__, str(exc), Site(line, self.sites.line_text(line)))
+        return ErrorInfo(type(exc).__name__, str(exc), Site(line, self.sites.line_text(line)),
+                         unwatched=self._error_unwatched)
 
 
 def _scope(frame: FrameType | None) -> str:

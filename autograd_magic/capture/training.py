@@ -10,6 +10,10 @@ The first `DENSE_RATIOS` steps, then every `RATIO_EVERY`-th, also get their upda
 copies of the small parameters taken at their backward and compared at the next one (`updates`); past
 `MAX_RATIOS` such steps, only every 2nd (4th, ...) of those gets one, as the steps themselves are thinned
 past `MAX_STEPS`.
+Past a loop's recorded steps (optimizers.StepOut) backward runs unseen: each optimizer step's pre-hook
+makes the step instead (`unwatched`), with the same norms and ratios; its loss is kept as a detached
+view of the tensor the loop's loss name holds, and all those are read at once after the cell
+(`result`), so a GPU loop is not synchronised at every step for its loss.
 Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
 are ours and freed with the cell) and none happens while a profiler records. Only weak references
 to parameters are kept.
@@ -27,7 +31,7 @@ from .. import internal
 from ..trace.events import Binding, TrainingStep, TrainingTrace
 from ..trace.names import base_name
 from .namespace import module_tensors
-from .reads import attempt, norms_of, profiling, quiet, scalar_of
+from .reads import attempt, norms_of, profiling, quiet, scalar_of, scalars_of
 from .tensors import Identity
 from .updates import WeightCopies
 
@@ -63,6 +67,8 @@ class TrainingRecorder:
         self._copies = WeightCopies()
         self._ratios: dict[int, tuple[float | None, ...]] = {}  # step -> its update/weight ratios
         self._ratio_stride = RATIO_EVERY  # a multiple of _stride: the steps that get a ratio are kept steps
+        self._losses: dict[int, torch.Tensor] = {}  # unwatched step -> its loss, detached, read in `result`
+        self._unwatched_from: int | None = None
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -111,6 +117,20 @@ class TrainingRecorder:
         since the previous call, when that one was a kept step."""
         if getattr(func, "__name__", "") not in STEP_FUNCS or error is not None:
             return
+        self._advance(loss)
+
+    def unwatched(self, loss: torch.Tensor | None) -> None:
+        """Before an optimizer step of a loop running unwatched: the step its unseen backward made.
+        ``loss``: what the loss's name holds now, kept (detached, no copy) and read after the cell."""
+        if self._unwatched_from is None:
+            self._unwatched_from = self._calls + 1
+        if loss is not None and not self._calls % self._stride and not profiling():
+            detached = attempt(lambda: _detached(loss), None)
+            if detached is not None:
+                self._losses[self._calls + 1] = detached
+        self._advance(None)
+
+    def _advance(self, loss: float | None) -> None:
         self._calls += 1
         kept = not (self._calls - 1) % self._stride
         compare = self._copies.taken_at == self._calls - 1
@@ -155,6 +175,7 @@ class TrainingRecorder:
             self._ratio_stride = max(self._ratio_stride, self._stride)
             kept = {s.step for s in self._steps}
             self._ratios = {step: r for step, r in self._ratios.items() if step in kept}
+            self._losses = {step: t for step, t in self._losses.items() if step in kept}
 
     def _add_ratios(self, step: int, ratios: tuple[float | None, ...]) -> None:
         self._ratios[step] = ratios
@@ -166,16 +187,27 @@ class TrainingRecorder:
         """The steps, or None when backward did not run more than once."""
         if self._calls < 2:
             return None
-        steps = tuple(replace(s, update_ratios=self._ratios[s.step]) if s.step in self._ratios else s
+        losses = self._read_losses()
+        steps = tuple(replace(s, update_ratios=self._ratios.get(s.step, s.update_ratios),
+                              loss=losses.get(s.step, s.loss)) if s.step in self._ratios or s.step in losses else s
                       for s in self._steps)
         return TrainingTrace(parameters=tuple(self._names), reached=tuple(self._reached),
                              got_grad=tuple(self._got_grad), steps=steps,
                              line=self._line, untracked=len(self._untracked), unread=self._unread,
                              optimizer=self._optimizer, stride=self._stride,
-                             calls=self._calls, no_ratio=self._copies.uncopied)
+                             calls=self._calls, no_ratio=self._copies.uncopied, unwatched_from=self._unwatched_from)
+
+    def _read_losses(self) -> dict[int, float | None]:
+        """The unwatched steps' losses, in one read (one GPU synchronisation for the whole loop)."""
+        steps, tensors = list(self._losses), list(self._losses.values())
+        self._losses = {}
+        if not tensors or profiling():
+            return {}
+        return dict(zip(steps, scalars_of(tensors), strict=True))
 
     def close(self) -> None:
         self._refs.clear()
+        self._losses.clear()
         self._copies.close()  # our copies go with the cell
 
 
@@ -214,3 +246,11 @@ def _grads_of(tensors: list[torch.Tensor | None]) -> list[torch.Tensor | None]:
 
 def _grad_of(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else attempt(lambda: tensor.grad, None)
+
+
+def _detached(loss: torch.Tensor) -> torch.Tensor | None:
+    """A detached view of a one-element loss (no copy, no graph kept), or None for anything else."""
+    with quiet():
+        if type(loss) not in (torch.Tensor, torch.nn.Parameter) or loss.numel() != 1:
+            return None
+        return loss.detach()

@@ -206,6 +206,7 @@ class Training:
     stride: int = 1  # a long loop keeps every stride-th step
     calls: int = 0  # backward calls the cell made
     no_ratio: int = 0  # followed parameters too big to copy (or not real floats): no update/weight ratio
+    unwatched_from: int | None = None  # steps from this one on ran unwatched: read at their optimizer step
 
 
 @dataclass
@@ -222,6 +223,8 @@ class Report:
     ops_total: int = 0
     ops_folded: int = 0
     ops_unwatched_steps: int = 0  # torch optimizer steps whose own calls were not looked into (not in ops_total)
+    loop_left_after: int | None = None  # a training loop ran unwatched after this many recorded optimizer steps
+    loop_unwatched: int = 0  # its optimizer steps run unwatched (of ops_unwatched_steps): no call of theirs counted
     error: ErrorRow | None = None
     hints: list[str] = field(default_factory=list)  # one-line notes about the view itself
     torchviz_dot: str | None = None

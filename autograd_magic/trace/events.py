@@ -184,6 +184,7 @@ class ErrorInfo:
     type: str
     message: str
     site: Site
+    unwatched: bool = False  # raised after recording stopped: in a loop run unwatched past its recorded steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,7 @@ class TrainingTrace:
     stride: int = 1  # every stride-th step was kept (long loops: see capture.training.MAX_STEPS)
     calls: int = 0  # backward calls the cell made
     no_ratio: int = 0  # followed parameters too big to copy, so without an update/weight ratio
+    unwatched_from: int | None = None  # steps from this one on were read at their optimizer step, unwatched
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +231,8 @@ class Trace:
     folded_ops: int = 0  # ops counted but not recorded (repeats past the cap)
     total_ops: int = 0
     unwatched_steps: int = 0  # torch optimizer steps run without our mode: their calls are not in total_ops
+    loop_left_after: int | None = None  # a loop ran unwatched after this many optimizer steps (recorded whole)
+    loop_unwatched: int = 0  # optimizer steps of that loop run unwatched: their iterations' calls not counted
     graphs: tuple[GraphSnapshot, ...] = ()  # named results with a grad_fn that no backward covered
     error: ErrorInfo | None = None
     previous: dict[str, TensorInfo] = field(default_factory=dict)  # name -> info before the cell

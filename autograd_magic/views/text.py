@@ -36,16 +36,23 @@ def render_text(report: Report) -> str:
 def summary_line(report: Report) -> str:
     counts = {sev: sum(d.severity == sev for d in report.diagnostics) for sev in ("error", "warning", "note")}
     found = ", ".join(f"{n} {sev}{'s' if n != 1 else ''}" for sev, n in counts.items() if n) or "no diagnostics"
-    counted = ", ".join(plural(n, what) for n, what in (
-        (report.ops_total, "torch call"), (len(report.tensors), "tensor"), (len(report.graphs), "graph")))
-    if report.ops_unwatched_steps:
-        counted = counted.replace(" torch calls", f" torch calls ({unwatched(report)})", 1)
+    calls = plural(report.ops_total, "torch call") + (f" ({unwatched(report)})" if report.ops_unwatched_steps else "")
+    counted = ", ".join([calls, plural(len(report.tensors), "tensor"), plural(len(report.graphs), "graph")])
     return f"autograd: {counted}, {found}"
 
 
 def unwatched(report: Report) -> str:
-    """What the call count leaves out: a torch optimizer's later steps run without the recorder."""
-    return f"not counting the insides of {plural(report.ops_unwatched_steps, 'later optimizer step')}"
+    """What the call count leaves out: a training loop's steps after its recorded ones, run unwatched, and
+    the insides of a torch optimizer's later steps (``--every-step``)."""
+    said = []
+    if report.loop_unwatched and report.loop_left_after is not None:
+        first, last = report.loop_left_after + 1, report.loop_left_after + report.loop_unwatched
+        steps = f"step {first:,}" if first == last else f"steps {first:,}–{last:,}"
+        said.append(f"{steps} ran unwatched: loss and gradient norms kept, their torch calls not counted")
+    inside = report.ops_unwatched_steps - report.loop_unwatched
+    if inside > 0:
+        said.append(f"not counting the insides of {plural(inside, 'later optimizer step')}")
+    return "; ".join(said)
 
 
 def plural(count: int, noun: str) -> str:

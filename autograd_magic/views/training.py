@@ -78,6 +78,8 @@ def heading(training: Training) -> str:
         extra.append(f"every {training.stride}th step kept (a long loop)")
     if training.unread:
         extra.append(f"{training.unread} steps run under a profiler were not read")
+    if training.unwatched_from is not None:
+        extra.append(f"steps from {training.unwatched_from:,} on read at their optimizer step (the loop ran unwatched)")
     where = "" if training.line is None else f" (backward at line {training.line})"
     return (f"Training: {training.calls} steps{where}, gradient norm per parameter after each backward"
             + (f"; {'; '.join(extra)}" if extra else ""))

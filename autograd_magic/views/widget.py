@@ -39,6 +39,7 @@ from .html import html_around_graphs, html_with_graphs
 from .numbering import for_display
 from .saved import saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
+from .text import unwatched
 
 STATIC = Path(__file__).parent / "static"
 Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
@@ -192,6 +193,7 @@ def _data(report: Report) -> dict[str, Any]:
         replay_data["title"] = replay_title(replay, index)
         replay_data["steps"] = [_replay_step(step) for step in replay.steps]
     data["summary"] = summary_line(report)
+    data["unwatched_text"] = unwatched(report) if report.ops_unwatched_steps else ""
     data.pop("torchviz_dot", None)  # drawn apart; the source would only double the size
     data.pop("gradients", None)  # the same values as gradient_details, which the panels read
     for row in data["gradient_details"].values():  # the panel lists the first MAX_VALUES ("…" after)

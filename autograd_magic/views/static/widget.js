@@ -549,7 +549,7 @@ function draw({ model, el, found }) {
     playButton.textContent = timer !== null ? "■ pause" : "▶ play";
     playButton.setAttribute("aria-label", timer !== null ? "pause" : "play");
     const op = ops.find((o) => o.seq === step);
-    const unwatched = report.ops_unwatched_steps ? `; the insides of ${report.ops_unwatched_steps} later optimizer steps are not counted` : "";
+    const unwatched = report.unwatched_text ? `; ${report.unwatched_text}` : "";
     const more = report.ops_total > ops.length ? ` (${report.ops_total} torch calls in all; repeats past the per-line cap are not listed${unwatched})` : "";
     stepLabel.textContent = `step ${step} / ${lastStep}${more}`;
     opArea.replaceChildren(op
@@ -761,6 +761,7 @@ function trainingPanel(training) {
   if (training.untracked) notes.push(`${training.untracked} more parameters were not followed.`);
   if (training.no_ratio) notes.push(`${training.no_ratio} parameters too big to copy (over 256 KiB, or 4 MiB in all) have no update/weight ratio.`);
   if (training.unread) notes.push(`${training.unread} steps ran under a profiler and were not read.`);
+  if (training.unwatched_from) notes.push(`Steps from ${training.unwatched_from} on ran unwatched: their loss and gradient norms were read at each optimizer step.`);
   const views = {
     grads: {
       button: "gradient norm",
