@@ -38,8 +38,7 @@ from .graph import Rendered, legend_for, render_torchviz, start_graphs
 from .html import html_around_graphs, html_with_graphs
 from .numbering import for_display
 from .saved import saved_items
-from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line
-from .text import unwatched
+from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line, unwatched
 
 STATIC = Path(__file__).parent / "static"
 Refold = Callable[[Mapping[int, tuple[frozenset[str], frozenset[str]]]], Report]  # folds -> the report again
