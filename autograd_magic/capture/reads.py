@@ -223,7 +223,7 @@ def scalars_of(tensors: list[torch.Tensor]) -> list[float | None]:
     """`scalar_of` for many one-element tensors: one stacked read back (per tensor when that fails)."""
     with quiet_no_grad():
         try:
-            if torch._C._autograd._profiler_enabled():
+            if profiler_enabled():
                 return [None] * len(tensors)
             if all(type(t) in _PLAIN and _plain_data(t) and not t.is_complex() for t in tensors):
                 stacked = torch.stack([t.reshape(()) for t in tensors])
