@@ -203,6 +203,13 @@ target = torch.tensor([0, -100, 2, 1])
 loss = F.cross_entropy(logits, target, ignore_index=-100)
 loss.backward()
 """,
+    "a log-space mask from a 0/1 mask": """
+logits = torch.randn(3, 4, requires_grad=True)
+keep = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
+logmask = keep.float().log()
+p = torch.softmax(logits + logmask, -1)
+p[:, 0].sum().backward()
+""",
     "GradScaler at a sane scale": """
 model = nn.Linear(4, 1)
 opt = torch.optim.SGD(model.parameters(), lr=0.01)

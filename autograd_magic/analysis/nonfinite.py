@@ -5,8 +5,9 @@ it (an *origin*: its inputs did not hold that kind of value) or carried it from 
 *computed* (log of 0, 0/0, exp overflow, ...) or *written* (a nan/inf the code passed in on purpose:
 ``masked_fill(mask, -inf)``, ``torch.tensor(float('inf'))``, data from outside autograd, a GradScaler's
 scaled loss). Only a computed origin whose values reach something that matters is reported: a loss
-that backward started from, a gradient, or a named result no later op cleaned (a ``-inf`` that a
-softmax turns into 0, or a nan a ``torch.where`` drops, reaches nothing). Backward: the first replay
+that backward started from, or a named result that no later op used (a used one matters through what
+was made from it: a ``-inf`` that a softmax turns into 0, or a nan a ``torch.where`` drops, reaches
+nothing). Backward: the first replay
 step that sent a non-finite gradient while the one that arrived was finite.
 """
 
@@ -50,6 +51,7 @@ def spread_of(trace: Trace) -> Spread:
     """Follow non-finite values through the ops in order; note what each origin reached."""
     out = Spread()
     current: dict[int, int] = {}  # tid -> origin seq while the tensor holds non-finite values
+    consumed: set[int] = set()  # tensors a later op made another tensor from
     for op in trace.ops:
         if op.error is not None:
             continue
@@ -59,6 +61,8 @@ def spread_of(trace: Trace) -> Spread:
                     out.reached.setdefault(current[root.tid], "loss")
                     out.roots.add(current[root.tid])
             continue
+        made = {info.tid for info in op.outputs}
+        consumed.update(info.tid for info in op.inputs if info.tid not in made)
         if op.nonfinite is None:
             _clean(op, current)
         else:
@@ -66,7 +70,7 @@ def spread_of(trace: Trace) -> Spread:
         for info in op.outputs:
             out.producer[info.tid] = op
     for name, info in trace.final.items():
-        if info.tid in current:
+        if info.tid in current and info.tid not in consumed:  # a used value matters through what it made
             out.reached.setdefault(current[info.tid], name)
     return out
 
@@ -96,10 +100,10 @@ def _carry(op: OpEvent, current: dict[int, int], out: Spread) -> None:
             nan_in = nan_in or (known is not None and known.kind == "nan")
     computed = [s for s in sources if s in out.origins and out.origins[s].computed]
     kind = "nan" if nf.output.nan else ("inf" if nf.output.posinf else "-inf")
-    if nf.written:
-        origin = _start(op, False, kind, out)
-    elif computed:
+    if computed:
         origin = min(computed)
+    elif nf.written:
+        origin = _start(op, False, kind, out)
     elif nf.output.nan and not nan_in or not sources:
         origin = _start(op, True, kind, out)  # inf - inf, 0 * inf: a nan the op made from written infinities
     else:
