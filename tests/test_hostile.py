@@ -22,7 +22,7 @@ import pytest
 from conftest import report_of, run
 
 from autograd_magic.views.escape import dot_string, requote_dot, safe_svg, visible
-from autograd_magic.views.graph import find_renderer, render_torchviz
+from autograd_magic.views.graph import find_renderer, render_dot, render_torchviz
 from autograd_magic.views.html import render_html
 from autograd_magic.views.text import render_text
 from autograd_magic.views.widget import AutogradView
@@ -313,3 +313,15 @@ def test_escaping_rules_hold_for_any_character() -> None:
                     '<script>alert(1)</script><foreignObject><p>x</p></foreignObject>'
                     '<text style="background:url(http://e)" fill="url(#g)">&#1;&bogus;&amp;</text></a></svg>') == (
         '<svg><a><text fill="url(#g)">&#xfffd;&amp;bogus;&amp;</text></a></svg>'.replace("&#xfffd;", "\ufffd"))
+
+
+@needs_renderer
+def test_links_graphviz_would_draw_are_dropped_even_from_raw_dot() -> None:
+    """DOT that reached Graphviz some other way (URL, href, an HTML table) still draws nothing clickable."""
+    drawn = render_dot('digraph { a [URL="javascript:alert(1)", target="_top", tooltip="t"]; '
+                       'b [label=<<TABLE HREF="http://e.example"><TR><TD HREF="javascript:x">c</TD></TR></TABLE>>]; '
+                       'c [href="#n1"] }')
+    assert drawn.svg is not None
+    root = assert_safe_svg(drawn.svg)
+    links = [v for e in root.iter() for k, v in e.attrib.items() if k.endswith("href")]
+    assert links == ["#n1"]

@@ -30,12 +30,18 @@ AMP = "\ue000"  # stands for a user's "&" inside DOT; see dot_string
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
                      "\ud800-\udfff\ue000\ufffe\uffff]")
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_ENTITY = re.compile(r"&(#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)?")
+_REFERENCE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+_BARE_AMP = re.compile(r"&(?!#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")
 _XML_ENTITIES = frozenset({"amp;", "lt;", "gt;", "quot;", "apos;"})
 _SVG_ELEMENTS = frozenset({
     "svg", "g", "title", "desc", "a", "path", "polygon", "polyline", "ellipse", "circle", "rect", "line",
     "text", "tspan", "defs", "linearGradient", "radialGradient", "stop",
 })
+_ELEMENT = re.compile(r"<([A-Za-z][^\s/>]*)")
+# searched in the lowered text; each begins with a literal or a space, so a big drawing is scanned fast
+_SUSPECT = re.compile(r"\s(?:on[a-z]*\s*=|target\s*=|style\s*=|[a-z]*:(?:show|actuate)\s*=)")
+_LINK_OUT = re.compile(r"href\s*=\s*[\"'](?!#)")
+_URL_OUT = re.compile(r"url\s*\((?!\s*[\"']?#)")
 _LINK = re.compile(r"^(?:xlink:)?href$", re.IGNORECASE)
 _REMOTE_PAINT = re.compile(r"url\s*\(\s*(?!['\"]?#)", re.IGNORECASE)
 # DOT tokens that hold text: quoted strings, <HTML-like> strings, comments; everything else passes
@@ -113,9 +119,11 @@ def _unescape(match: re.Match[str]) -> str:
 
 def safe_svg(svg: str) -> str | None:
     """Graphviz's SVG made safe to put in a page, or None when it is not XML even after repair."""
-    text = _ENTITY.sub(_repair_entity, _XML_FORBIDDEN.sub("\ufffd", svg)).replace(AMP, "&amp;")
+    text = _repair_text(svg)
     if "<!DOCTYPE" in text or "<!ENTITY" in text:
         return None
+    if _plainly_safe(text):
+        return text
     writer = _SvgWriter()
     try:
         writer.parse(text)
@@ -124,19 +132,40 @@ def safe_svg(svg: str) -> str | None:
     return writer.result()
 
 
-def _repair_entity(match: re.Match[str]) -> str:
-    """A character reference XML allows, ``&amp;`` for our stand-in, and ``&amp;`` before anything else."""
-    ref = match.group(1)
-    if ref is None or (not ref.startswith("#") and ref not in _XML_ENTITIES):
-        return "&amp;" + (ref or "")
-    if not ref.startswith("#"):
-        return match.group()
-    code = int(ref[2:-1], 16) if ref[1] in "xX" else int(ref[1:-1])
+def _repair_text(svg: str) -> str:
+    """No character XML forbids, raw or as a reference; ``&amp;`` for our stand-in and for every ``&`` that
+    does not start a reference XML knows. Each distinct reference is judged once (a big drawing has
+    thousands of ``&#45;``)."""
+    text = _XML_FORBIDDEN.sub("\ufffd", svg) if _XML_FORBIDDEN.search(svg) else svg
+    fixes = {ref: fixed for ref in set(_REFERENCE.findall(text)) if (fixed := _repair_reference(ref)) != ref}
+    if fixes:
+        text = re.sub("|".join(map(re.escape, fixes)), lambda match: fixes[match.group()], text)
+    return _BARE_AMP.sub("&amp;", text).replace(AMP, "&amp;")
+
+
+def _repair_reference(ref: str) -> str:
+    if not ref.startswith("&#"):
+        return ref if ref[1:] in _XML_ENTITIES else "&amp;" + ref[1:]
+    code = int(ref[3:-1], 16) if ref[2] in "xX" else int(ref[2:-1])
     if code == ord(AMP):
         return "&amp;"
-    if code > 0x10FFFF or _XML_FORBIDDEN.match(chr(code)):
-        return "&#xfffd;"
-    return match.group()
+    return "&#xfffd;" if code > 0x10FFFF or _XML_FORBIDDEN.match(chr(code)) else ref
+
+
+def _plainly_safe(text: str) -> bool:
+    """Well-formed, with only drawing elements and nothing that could be an event, a style, a link out, a
+    processing instruction or CDATA: Graphviz's usual output, checked at C speed. Anything else (a false
+    alarm included) is written again element by element."""
+    low = text.lower()
+    if "<?" in low or "<![" in low or _SUSPECT.search(low) or _LINK_OUT.search(low) or _URL_OUT.search(low):
+        return False
+    if not set(_ELEMENT.findall(text)) <= _SVG_ELEMENTS:
+        return False
+    try:
+        expat.ParserCreate().Parse(text, True)
+    except expat.ExpatError:
+        return False
+    return True
 
 
 class _SvgWriter:
