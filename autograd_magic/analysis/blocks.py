@@ -105,7 +105,11 @@ def fold_block(nodes: list[Node], edges: list[tuple[int, int]],
     """The block drawn once: each member node becomes the first instance's matching node, marked ×count."""
     alias = _reapplied_alias(nodes, block) if len(block.instances) == 1 else _sibling_alias(nodes, block)
     kept = set(alias.values())
-    out = [replace(n, repeat=n.repeat * block.count) if n.id in kept else n for n in nodes if n.id not in alias]
+    kept_bytes = Counter[int]()  # a drawn node stands for what its instances keep for backward
+    for n in nodes:
+        kept_bytes[alias.get(n.id, n.id)] += n.saved_bytes
+    out = [replace(n, repeat=n.repeat * block.count, saved_bytes=kept_bytes[n.id]) if n.id in kept else n
+           for n in nodes if n.id not in alias]
     folded = dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges)
     return out, [e for e in folded if e[0] != e[1] or e[0] not in kept or e in edges]
 

@@ -6,12 +6,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..report.model import Cut, GradRow, Graph, Node, Value
+from ..report.model import Cut, GradRow, Graph, Memory, Node, Value
 from ..trace.events import CUT_FUNCS, GraphSnapshot, OpEvent, Site, Trace
 from .blocks import Block, block_label, find_blocks, fold_block
 from .modules import depth_of, fold_modules, fold_point
 from .naming import Names
 from .replay import value_row
+from .saved import graph_memory, node_memory
 
 FOLD_MIN = 8  # a (node class, line, expression) seen this often is drawn once, marked ×N
 
@@ -30,6 +31,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
         # in a loop the drawn call's root was rebound since: it is what `root_name.backward()` was called on
         name = names.label(raw.tid) or (root_name if root else None)
         grad = grads.get(name.split(", ")[0]) if name else None
+        saved_bytes, saved_apart = node_memory(raw, names)
         nodes.append(Node(
             id=raw.nid,
             label=raw.label,
@@ -47,6 +49,8 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
             value=value_row(raw.value),
             module=modules.get(raw.nid) if modules else None,
             grad=seed if root else None,
+            saved_bytes=saved_bytes,
+            saved_apart=saved_apart,
         ))
     ids = {n.id for n in nodes}
     leaf_by_tid = {raw.tid: raw.nid for raw in snap.nodes if raw.label == "AccumulateGrad"}
@@ -60,7 +64,15 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
     return Graph(root=root_name, nodes=tuple(capped), edges=tuple(edges),
                  cuts=tuple(c for c in kept_cuts if c.source in shown),
                  line=site.line if site else None, backward=backward, calls=calls, folded=drawn.folded,
-                 dropped=dropped + snap.truncated, repeated=drawn.repeated)
+                 dropped=dropped + snap.truncated, repeated=drawn.repeated,
+                 memory=_drawn_holders(graph_memory(snap, names), shown))
+
+
+def _drawn_holders(memory: Memory | None, shown: set[int]) -> Memory | None:
+    """Holders point at their drawn node; one folded into another or capped away points nowhere."""
+    if memory is None:
+        return None
+    return replace(memory, holders=tuple(h if h.node in shown else replace(h, node=None) for h in memory.holders))
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,7 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
     keep: dict[Signature, Node] = {}
     alias: dict[int, int] = {}
     out: list[Node] = []
+    at: dict[Signature, int] = {}  # a group's place in ``out``
     for node in nodes:
         sig = sigs[node.id]
         group = merged.get(sig, sig) if sig is not None else None
@@ -157,7 +170,11 @@ def fold(nodes: list[Node], edges: list[tuple[int, int]]) -> tuple[list[Node], l
             label, line, expr, _ = group  # type: ignore[misc]
             first = keep[group] = replace(node, repeat=counts[group], name=_group_name(node), line=line,  # type: ignore[index]
                                           expr=expr, code=_code_of(nodes, group) if node.line is None else node.code)
+            at[group] = len(out)  # type: ignore[index]
             out.append(first)
+        elif node.saved_bytes:  # the drawn node stands for what all of them keep
+            first = keep[group] = out[at[group]] = replace(  # type: ignore[index]
+                first, saved_bytes=first.saved_bytes + node.saved_bytes)
         alias[node.id] = first.id
     folded_edges = list(dict.fromkeys((alias.get(a, a), alias.get(b, b)) for a, b in edges))
     return out, folded_edges, sum(counts[s] - 1 for s in heavy)
@@ -247,5 +264,7 @@ def renumber(graphs: list[Graph]) -> list[Graph]:
         nodes = tuple(replace(n, id=number(n.id)) for n in graph.nodes)
         edges = tuple((number(a), number(b)) for a, b in graph.edges)
         cuts = tuple(replace(c, source=None if c.source is None else number(c.source)) for c in graph.cuts)
-        out.append(replace(graph, nodes=nodes, edges=edges, cuts=cuts))
+        memory = graph.memory and replace(graph.memory, holders=tuple(
+            replace(h, node=None if h.node is None else number(h.node)) for h in graph.memory.holders))
+        out.append(replace(graph, nodes=nodes, edges=edges, cuts=cuts, memory=memory))
     return out

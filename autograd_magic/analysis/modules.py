@@ -124,7 +124,8 @@ def _folded(top: str, nid: int, members: list[Node], edges: list[tuple[int, int]
     return Node(id=nid, label=classes.get(top, "Module"), name=top, line=first.line, code=first.code,
                 shape=output.shape if output else (), kind="module", module=top, step=first.step,
                 repeat=first.repeat, dtype=output.dtype if output else "", params=params,
-                holds=tuple(islice(holds, MAX_HOLDS)))
+                holds=tuple(islice(holds, MAX_HOLDS)),
+                saved_bytes=sum(n.saved_bytes for n in members))  # what its ops keep for backward
 
 
 def fold_point(module: str | None, depth: int | None, closed: AbstractSet[str],

@@ -28,6 +28,7 @@ from .checks.inplace import check_inplace_saved_tensor
 from .checks.memory import check_alias_write, check_shared_memory
 from .checks.nonfinite import check_non_finite
 from .checks.provenance import check_backward_no_grad_fn
+from .checks.saved import check_backward_memory
 from .checks.training import (
     check_constant_loss,
     check_exploding_gradients,
@@ -63,6 +64,7 @@ CHECKS: dict[str, Check] = {
     "constant-loss": check_constant_loss,
     "gradcheck": check_gradcheck,
     "non-finite": check_non_finite,
+    "backward-memory": check_backward_memory,
 }
 TRAINING_KINDS = frozenset({"exploding-gradients", "vanishing-gradients", "never-gets-gradient", "constant-loss"})
 

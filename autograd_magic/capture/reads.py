@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import math
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -366,12 +367,74 @@ def saved_tensor(node: Any, slot: str) -> torch.Tensor | str | None:
         if hook is not None:
             return RECOMPUTED if "checkpoint" in getattr(hook, "__qualname__", "") else HIDDEN_BY_HOOKS
     if isinstance(raw, (list, tuple)):
-        return None  # a list of tensors (cat, stack): nothing more to say than its slot
+        return None  # a list of tensors (index, a custom Function's): nothing more to say than its slot
+    value = _unpacked(node, slot)
+    return value if isinstance(value, (torch.Tensor, str)) else None
+
+
+def saved_tensors(node: Any, slot: str) -> list[torch.Tensor]:
+    """Every tensor ``node`` saved as ``slot`` (a list slot too); none when a user hook packed them, or
+    when this torch cannot tell whether one did."""
     try:
-        value = unpacked_saved(node, slot)  # no hook: unpacking runs no user code
+        raw = raw_saved(node, slot)
+    except RuntimeError:  # freed, or modified in place: nothing held any more, or nothing we may read
+        return []
+    items = raw if isinstance(raw, (list, tuple)) else (raw,)
+    if any(saved_unpack_hook(item) is not None for item in items):  # NOT_AVAILABLE is not None either
+        return []  # packed by the user's hook (or checkpoint): what it keeps is its own business
+    value = _unpacked(node, slot)
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for t in value if isinstance(t, torch.Tensor)] if isinstance(value, (list, tuple)) else []
+
+
+def _unpacked(node: Any, slot: str) -> Any:
+    """The unpacked value of ``slot`` (a custom Function's ``saved_tensors``); only for slots no hook
+    packed: unpacking then runs no user code."""
+    try:
+        return unpacked_saved(node, slot)
+    except AttributeError:  # a custom Function's node has its tensors under a public name
+        return attempt(lambda: node.saved_tensors, None) if slot == "tensors" else None
     except RuntimeError as error:
         return "modified in place" if "inplace" in str(error) else "freed"
-    return value if isinstance(value, torch.Tensor) else None
+
+
+def storage_of(t: torch.Tensor) -> tuple[tuple[str, int], int, int] | None:
+    """((device, address), bytes) of the storage under ``t``, and the bytes ``t`` itself spans: views of
+    one storage share the key. Metadata only; None for a tensor whose storage we may not touch."""
+    if type(t) not in _PLAIN:
+        return None
+    with quiet():
+        try:
+            if not _plain_data(t):
+                return None
+            storage = t.untyped_storage()
+            address, size = storage.data_ptr(), storage.nbytes()
+            if not address or not size:
+                return None
+            return (str(t.device), address), size, t.numel() * t.element_size()
+        except Exception:  # a backend without storages: this tensor's bytes are not counted
+            return None
+
+
+def memory_in_use(device: str) -> int | None:
+    """Bytes the process holds on ``device``: the CUDA allocator's count, or the resident set on the CPU."""
+    if device.startswith("cuda"):
+        return attempt(lambda: int(torch.cuda.memory_allocated(device)), None)
+    return attempt(_resident_bytes, None) if device == "cpu" else None
+
+
+def _resident_bytes() -> int | None:
+    """The resident set from /proc (Linux): ~10 us, and read only for graphs that keep much."""
+    try:
+        with open("/proc/self/statm", "rb") as stat:
+            pages = int(stat.read().split()[1])
+    except OSError:  # no /proc here
+        return None
+    return pages * _PAGE
+
+
+_PAGE = attempt(lambda: os.sysconf("SC_PAGE_SIZE"), 4096)
 
 
 # -- finiteness (the non-finite diagnostic) ---------------------------------------------------------

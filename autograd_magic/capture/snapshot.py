@@ -12,14 +12,27 @@ NumPy array or ``.data``.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from ..trace.events import GraphNode, GraphSnapshot, Site, TensorInfo, TensorValue
+from ..trace.events import GraphNode, GraphSnapshot, SavedMemory, Site, TensorInfo, TensorValue
 from .compat import forward_class, input_metadata, version_of
-from .reads import attempt, base_of, fingerprint, grad_fn_of, next_functions, quiet, saved_slots, saved_tensor, shape_of
+from .reads import (
+    attempt,
+    base_of,
+    fingerprint,
+    grad_fn_of,
+    memory_in_use,
+    next_functions,
+    quiet,
+    saved_slots,
+    saved_tensor,
+    saved_tensors,
+    shape_of,
+    storage_of,
+)
 from .tensors import Identity
 from .values import value_of
 
@@ -27,6 +40,8 @@ MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
 MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
 VIEW_BASE = "view base"  # the label of a view's base tensor in a snapshot
 Fingerprint = tuple[tuple[int, int], int, bytes]  # (byte span, version, digest): see reads.fingerprint
+StorageKey = tuple[str, int]  # (device, address) of a storage: see reads.storage_of
+READ_IN_USE = 64 * 2**20  # bytes a graph keeps before the process's own memory is read (for the note)
 
 
 @dataclass
@@ -38,6 +53,8 @@ class Walk:
     named_nodes: dict[int, int] = field(default_factory=dict)  # id(grad_fn) -> tid, from the namespace
     stale: list[tuple[int, str, int]] = field(default_factory=list)  # (node id, saved name, tid)
     inspected: int = 0
+    saved: dict[int, list[tuple[StorageKey, int, int]]] = field(default_factory=dict)  # node -> storages
+    owners: dict[StorageKey, int] = field(default_factory=dict)  # storages that live anyway -> their tensor
 
 
 class GraphWalker:
@@ -136,7 +153,43 @@ class GraphWalker:
         walk.node_ids = set(seen)
         self._add_view_bases(nodes, edges)
         kept = {n.nid for n in nodes}
-        return GraphSnapshot(root_tid, tuple(nodes), tuple(e for e in edges if e[0] in kept and e[1] in kept), skipped)
+        nodes, in_use = self._with_memory(nodes, walk)
+        return GraphSnapshot(root_tid, tuple(nodes), tuple(e for e in edges if e[0] in kept and e[1] in kept), skipped,
+                             max(0, walk.inspected - MAX_INSPECTED), in_use)
+
+    def _with_memory(self, nodes: list[GraphNode], walk: Walk) -> tuple[list[GraphNode], int | None]:
+        """Each node's saved storages, numbered per graph, with the tensor that keeps each anyway (a
+        parameter, a leaf, a variable of the cell); and, when the graph alone keeps much, the process's
+        memory on that device (for the note that activations dominate it)."""
+        if not walk.saved:
+            return nodes, None
+        for leaf in walk.leaves:  # read only now: most graphs save no leaf's storage
+            _own(walk, leaf, self.ids.tid(leaf))
+        self._own_namespace(walk.owners)
+        numbers: dict[StorageKey, int] = {}
+        alone: dict[StorageKey, int] = {}
+        out = []
+        for node in nodes:
+            found = walk.saved.get(node.nid)
+            if not found:
+                out.append(node)
+                continue
+            memory = []
+            for key, size, span in found:
+                owner = walk.owners.get(key)
+                if owner is None:
+                    alone[key] = size
+                memory.append(SavedMemory(numbers.setdefault(key, len(numbers) + 1), size, span, owner))
+            out.append(replace(node, memory=tuple(memory)))
+        return out, _in_use(alone)
+
+    def _own_namespace(self, owners: dict[StorageKey, int]) -> None:
+        """The cell's variables keep their storages alive whatever backward frees."""
+        for value in list(self.namespace.values()):
+            if isinstance(value, torch.Tensor):
+                found = storage_of(value)
+                if found is not None:
+                    owners.setdefault(found[0], self.ids.tid(value))
 
     def _add_view_bases(self, nodes: list[GraphNode], edges: list[tuple[int, int]]) -> None:
         """torchviz's dotted 'view base' nodes: the tensor a named view looks into."""
@@ -192,17 +245,35 @@ class GraphWalker:
         return value_of(leaf)
 
     def _saved(self, node: Any, nid: int, walk: Walk) -> tuple[str, ...]:
-        """Describe what a node saved for backward; note saved values changed behind autograd's back."""
+        """Describe what a node saved for backward and the storages it keeps; note saved values changed
+        behind autograd's back."""
         out = []
+        kept: list[torch.Tensor] = []
         for slot in saved_slots(node):
             value = saved_tensor(node, slot)
             if isinstance(value, str):
                 out.append(f"{slot}: {value}")
             elif isinstance(value, torch.Tensor):
                 out.append(f"{slot}: {shape_of(value)}")
+                kept.append(value)
                 if self._changed_behind_autograd(nid, value):
                     walk.stale.append((nid, slot, self._fingerprinted_tid(nid, value)))
+            elif value is None:
+                kept.extend(saved_tensors(node, slot))  # a list slot: no sentence, but its bytes count
+        self._note_storages(nid, kept, walk)
         return tuple(out)
+
+    def _note_storages(self, nid: int, saved: list[torch.Tensor], walk: Walk) -> None:
+        found = []
+        for tensor in saved:
+            storage = storage_of(tensor)
+            if storage is None:
+                continue
+            found.append(storage)
+            if type(tensor) is torch.nn.Parameter or (tensor.is_leaf and tensor.requires_grad):
+                _own(walk, tensor, self.ids.tid(tensor), storage[0])
+        if found:
+            walk.saved[nid] = found
 
     def _changed_behind_autograd(self, nid: int, saved: torch.Tensor) -> bool:
         """The saved bytes differ from what the op that made ``nid`` read, at the same version (no in-place op)."""
@@ -235,6 +306,24 @@ class GraphWalker:
                 found[id(grad_fn)] = self.ids.tid(value)
         return found
 
+
+
+def _own(walk: Walk, tensor: torch.Tensor, tid: int, key: StorageKey | None = None) -> None:
+    """``tensor`` lives as long as the user's objects do: its storage is not the graph's to free."""
+    if key is None:
+        found = storage_of(tensor)
+        key = found[0] if found is not None else None
+    if key is not None:
+        walk.owners.setdefault(key, tid)
+
+
+def _in_use(alone: dict[StorageKey, int]) -> int | None:
+    """The process's memory on the device where the graph alone keeps the most, if that is much."""
+    per_device: dict[str, int] = {}
+    for (device, _), size in alone.items():
+        per_device[device] = per_device.get(device, 0) + size
+    device, total = max(per_device.items(), key=lambda item: item[1], default=("", 0))
+    return memory_in_use(device) if total >= READ_IN_USE else None
 
 
 def _version_of(t: torch.Tensor) -> int:

@@ -84,6 +84,8 @@ class Node:
     holds: tuple[str, ...] = ()  # a folded module: the names, node classes and modules folded into it
     nonfinite: str = ""  # "nan"/"inf" ("nan (backward)": in its derivative): the non-finite diagnostic's values
     # started here; "carried": it carries them
+    saved_bytes: int = 0  # storages it saved that only the graph keeps (views of one storage count once)
+    saved_apart: tuple[str, ...] = ()  # what it saved that lives anyway: parameters, leaves, the cell's variables
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,32 @@ class ModuleRow:
 
 
 @dataclass(frozen=True)
+class Holder:
+    """One of the nodes (a loop's: the nodes of one class at one line) that keep the most for backward."""
+
+    node: int | None  # the drawn node; None when folding or the cap left it out
+    label: str
+    name: str | None
+    line: int | None
+    code: str
+    saved_bytes: int
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a graph keeps for backward: held until backward frees it (or the graph is dropped)."""
+
+    saved_bytes: int  # distinct storages only the graph keeps
+    tensors: int  # how many
+    holders: tuple[Holder, ...] = ()  # the biggest five
+    apart_bytes: int = 0  # saved storages that live anyway (parameters, leaves, variables), counted once
+    apart: tuple[str, ...] = ()  # their names
+    unread: int = 0  # nodes whose saved tensors were not read (past the read cap, or packed by a user's hook)
+    in_use: int | None = None  # the process's memory on that device when the graph was taken (big graphs only)
+
+
+@dataclass(frozen=True)
 class Graph:
     root: str | None
     nodes: tuple[Node, ...]
@@ -122,6 +150,7 @@ class Graph:
     dropped: int = 0  # nodes left out by the --max-nodes cap
     modules: tuple[ModuleRow, ...] = ()  # outermost first; empty when no node ran inside a named module
     repeated: tuple[tuple[str, int, str], ...] = ()  # (first instance, N, label) of blocks drawn once ×N
+    memory: Memory | None = None  # None: the graph saved nothing it alone keeps, and nothing unread
 
 
 @dataclass(frozen=True)
@@ -274,6 +303,16 @@ def flatten(values: Any) -> Any:
             yield from flatten(item)
     else:
         yield values
+
+
+def size_text(nbytes: int) -> str:
+    """``1.5 MiB``: memory in binary units, three significant digits (messages and views alike)."""
+    size = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.3g} {unit}"
+        size /= 1024
+    return f"{size:.3g} TiB"
 
 
 class Views(Protocol):

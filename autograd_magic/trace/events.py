@@ -103,6 +103,16 @@ class NonFinite:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedMemory:
+    """One storage a node saved for backward: views of one storage share ``key`` (not an address)."""
+
+    key: int
+    nbytes: int  # the whole storage: what stays allocated while the graph holds it
+    view_bytes: int  # what the saved tensor spans of it (a slice of a big storage keeps all of it)
+    owner: int | None = None  # tid of the parameter, leaf or variable that keeps it anyway; None: only the graph
+
+
+@dataclass(frozen=True, slots=True)
 class GraphNode:
     """One autograd node; ``tid`` is the tensor it produced or accumulates into."""
 
@@ -114,6 +124,7 @@ class GraphNode:
     saved: tuple[str, ...] = ()  # "self: (3, 2)" style descriptions
     dtype: str = ""
     value: TensorValue | None = None  # what the op produced (a leaf: its value), read when it ran
+    memory: tuple[SavedMemory, ...] = ()  # the storages behind ``saved``
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +135,8 @@ class GraphSnapshot:
     nodes: tuple[GraphNode, ...]
     edges: tuple[tuple[int, int], ...]  # (input node, consumer node)
     truncated: int = 0  # nodes left out by the size cap
+    unread: int = 0  # nodes past the read cap: what they saved is not known
+    in_use: int | None = None  # bytes the process held on the saved tensors' device, read for big graphs
 
 
 @dataclass(frozen=True, slots=True)

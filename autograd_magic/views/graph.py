@@ -38,7 +38,7 @@ from .escape import dot_string, requote_dot, safe_svg
 from .fit import fit_labels
 from .modules import cluster_lines
 from .numbering import for_display
-from .saved import saved_sentence
+from .saved import kept_sentence, saved_sentence
 from .text import format_values, module_facts, node_gradient, node_value, shape_text
 
 RENDER_TIMEOUT_S = 20
@@ -336,6 +336,9 @@ def tooltip_lines(node: Node, facts: Facts) -> list[str]:
         bits.append(saved_sentence(node.saved))
     if node.nonfinite:
         bits.append(f"⚠ {node.nonfinite} started here" if node.nonfinite != "carried" else "carries that nan/inf")
+    kept = kept_sentence(node)
+    if kept:
+        bits.append(kept)
     return bits
 
 

@@ -18,6 +18,7 @@ from .escape import readable_dot
 from .graph import LegendItem, Rendered, legend_for, render_torchviz, start_graphs
 from .numbering import for_display
 from .replay import replays_html
+from .saved import memory_lines
 from .text import format_values, graph_title, shape_text, summary_line
 from .training import training_html
 
@@ -126,9 +127,20 @@ def graphs_html(report: Report, drawings: list[Rendered] | None = None) -> str:
 def graph_html(graph: Graph, index: int, drawn: Rendered) -> str:
     title = _e(graph_title(graph, index))
     if drawn.svg is not None:
-        return f'<h4>{title}</h4><div class="graph" role="img" aria-label="{title}">{drawn.svg}</div>'
+        return (f'<h4>{title}</h4><div class="graph" role="img" aria-label="{title}">{drawn.svg}</div>'
+                + memory_html(graph))
     return (f'<h4>{title}</h4><div class="hint">{_e(drawn.hint or "")}</div>'
-            f"<details><summary>DOT source</summary><pre>{_e(readable_dot(drawn.dot))}</pre></details>")
+            f"<details><summary>DOT source</summary><pre>{_e(readable_dot(drawn.dot))}</pre></details>"
+            + memory_html(graph))
+
+
+def memory_html(graph: Graph) -> str:
+    """The "memory kept for backward" line under a drawing, its biggest holders as a list."""
+    lines = memory_lines(graph)
+    if not lines:
+        return ""
+    holders = "".join(f"<li>{message_html(line.strip())}</li>" for line in lines[1:])
+    return f'<div class="memory">{message_html(lines[0])}{f"<ol>{holders}</ol>" if holders else ""}</div>'
 
 
 def legend_html(items: list[LegendItem]) -> str:

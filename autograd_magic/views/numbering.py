@@ -64,6 +64,9 @@ def _graph(g: Graph, shift: int) -> Graph:
         nodes=tuple(replace(n, line=_line(n.line, shift), name=_text(n.name, shift) if n.name else n.name)
                     for n in g.nodes),
         cuts=tuple(replace(c, line=_line(c.line, shift), target=_text(c.target, shift)) for c in g.cuts),
+        memory=g.memory and replace(g.memory, holders=tuple(
+            replace(h, line=_line(h.line, shift), name=_text(h.name, shift) if h.name else h.name)
+            for h in g.memory.holders)),
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ..report.model import Graph, Holder, Node, size_text
+
 # autograd's names for a function's saved arguments, as a learner would say them
 ROLES = {
     "self": "its first input", "other": "its second input", "input": "its input", "result": "its own output",
@@ -55,3 +57,43 @@ def _what(text: str) -> str:
     if text == "freed":
         return "freed by backward() (the graph no longer holds it)"
     return text
+
+
+# -- memory kept for backward ---------------------------------------------------------------------
+def kept_sentence(node: Node) -> str:
+    """``keeps 1.5 MiB for backward (also saves w, which lives anyway)``; empty when it keeps nothing."""
+    parts = []
+    if node.saved_bytes:
+        folded = " (all of them together)" if node.repeat > 1 or node.kind == "module" else ""
+        parts.append(f"keeps {size_text(node.saved_bytes)} for backward{folded}")
+    if node.saved_apart:
+        names = ", ".join(node.saved_apart[:4]) + (", …" if len(node.saved_apart) > 4 else "")
+        parts.append(f"also saves {names}, which {'live' if len(node.saved_apart) > 1 else 'lives'} anyway")
+    return "; ".join(parts)
+
+
+def memory_lines(graph: Graph) -> list[str]:
+    """The "memory kept for backward" line under a graph, then its biggest holders."""
+    memory = graph.memory
+    if memory is None:
+        return []
+    until = "freed when backward runs" if graph.backward else "held for as long as its result is kept"
+    head = (f"memory kept for backward: {size_text(memory.saved_bytes)} in {memory.tensors} "
+            f"tensor{'s' if memory.tensors != 1 else ''}, {until}")
+    extra = []
+    if memory.apart:
+        names = ", ".join(memory.apart[:5]) + (", …" if len(memory.apart) > 5 else "")
+        extra.append(f"saved too, living anyway: {size_text(memory.apart_bytes)} ({names})")
+    if memory.unread:
+        extra.append(f"{memory.unread} node{'s' if memory.unread != 1 else ''} not read (past the read cap or "
+                     f"packed by a saved_tensors_hooks)")
+    lines = [head + (f"; {'; '.join(extra)}" if extra else "")]
+    lines.extend(f"  {size_text(h.saved_bytes):>10}  {_holder_text(h)}" for h in memory.holders)
+    return lines
+
+
+def _holder_text(holder: Holder) -> str:
+    where = f"line {holder.line}: `{holder.code}`" if holder.line is not None else "(no line: past the recording cap)"
+    count = f" ×{holder.count}" if holder.count > 1 else ""
+    name = f" → {holder.name}" if holder.name else ""
+    return f"{holder.label}{count}{name}  {where}"

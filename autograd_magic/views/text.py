@@ -13,6 +13,7 @@ from typing import Any
 from ..report.model import GradRow, Graph, Node, Replay, Report, Value, flatten
 from .escape import terminal_text
 from .numbering import for_display
+from .saved import memory_lines
 from .training import training_text
 
 MAX_LISTED = 12  # values shown per gradient before "..."
@@ -101,6 +102,7 @@ def _graphs(report: Report) -> list[str]:
     for index, graph in enumerate(report.graphs, 1):
         out.append(graph_title(graph, index))
         out.extend(_graph_lines(graph, report.gradients))
+        out.extend(f"  {line}" for line in memory_lines(graph))
     return out
 
 

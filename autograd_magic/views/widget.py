@@ -37,7 +37,7 @@ from .escape import readable_dot
 from .graph import Rendered, legend_for, render_torchviz, start_graphs
 from .html import html_around_graphs, html_with_graphs
 from .numbering import for_display
-from .saved import saved_items
+from .saved import kept_sentence, memory_lines, saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line, unwatched
 
 STATIC = Path(__file__).parent / "static"
@@ -184,7 +184,9 @@ def _data(report: Report) -> dict[str, Any]:
     data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
     data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
     for graph, graph_data in zip(report.graphs, data["graphs"], strict=True):
+        graph_data["memory_text"] = memory_lines(graph)
         for node, node_data in zip(graph.nodes, graph_data["nodes"], strict=True):
+            node_data["kept_text"] = kept_sentence(node)
             node_data["grad_text"] = node_gradient(node, report.gradients)
             node_data["value_text"] = node_value(node).removeprefix("value ").removeprefix("= ")
             node_data["saved_text"] = saved_items(node.saved)

@@ -48,6 +48,14 @@ const lineText = (line) => (line === null || line === undefined ? "—" : String
 const num = (value) => (typeof value === "number" ? String(Number(value.toPrecision(4))) : String(value));
 const nodeNames = (node) => (node.name ? node.name.split(", ") : []);
 
+function sizeText(bytes) { // as report.model.size_text writes it
+  const units = ["bytes", "KiB", "MiB", "GiB"];
+  let size = bytes;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
+  return unit ? `${Number(size.toPrecision(3))} ${units[unit]}` : `${Math.floor(size)} bytes`;
+}
+
 function flat(values, out = []) {
   if (Array.isArray(values)) values.forEach((v) => flat(v, out));
   else out.push(values);
@@ -125,6 +133,7 @@ function draw({ model, el, found }) {
   if (report.training) tabs.push("training");
   let timer = null;
   let zoom = 1;
+  let byMemory = false; // the toggle: fill each node by the bytes it keeps for backward
   let zoomed = false; // until the user zooms, each drawing is fitted to the width
 
   const root = h("div", { class: "agm-w" });
@@ -159,12 +168,19 @@ function draw({ model, el, found }) {
     h("button", { type: "button", "aria-label": "zoom in", title: "zoom in (or Ctrl + wheel)", onclick: () => zoomBy(1) }, "+"),
     h("button", { type: "button", title: "fit the drawing to the width", onclick: () => setZoom(fitZoom(), true) }, "fit"),
     h("button", { type: "button", title: "draw at 100%", onclick: () => setZoom(1, true) }, "actual size"), zoomLabel);
+  const memoryToggle = graphs.some((g) => g.memory) ? h("button", {
+    type: "button", class: "agm-memory-toggle", "aria-pressed": "false",
+    title: "colour each node by the memory it keeps for backward (darker: more)",
+    onclick: () => { byMemory = !byMemory; memoryToggle.setAttribute("aria-pressed", String(byMemory)); drawMemory(); paint(); },
+  }, "memory kept") : null;
+  if (memoryToggle) toolbar.append(memoryToggle);
+  const memoryBox = h("div", { class: "agm-memory", "aria-label": "memory kept for backward" });
   const title = h("div", { class: "agm-graph-title" });
   const scroller = h("div", { class: "agm-scroll", tabindex: "0", "aria-label": "graph drawing (scroll; Ctrl + wheel zooms)" });
   const details = h("aside", { class: "agm-details", "aria-live": "polite" });
   const legend = h("ul", { class: "agm-legend", "aria-label": "legend" }, (report.legend || []).map((item) =>
     h("li", {}, h("span", { class: "agm-sw", style: `background:${item.fill || "transparent"};border:${item.border}` }), item.text)));
-  const stage = h("div", { class: "agm-stage" }, toolbar, title, h("div", { class: "agm-split" }, scroller, details), legend);
+  const stage = h("div", { class: "agm-stage" }, toolbar, title, h("div", { class: "agm-split" }, scroller, details), memoryBox, legend);
   // with no graph the Graph tab says so in one line: no toolbar, empty box or legend
   const noGraph = h("p", { class: "agm-hint agm-nograph" },
     "No autograd graph in this cell: nothing that requires grad was computed (or --no-graph).");
@@ -347,8 +363,33 @@ function draw({ model, el, found }) {
     }
     scroller.append(svg);
     setZoom(zoomed ? zoom : fitZoom());
+    drawMemory();
     paint();
     finder.search(false);
+  }
+
+  // the "memory kept for backward" line under the drawing, its biggest holders (a click selects one)
+  function drawMemory() {
+    const graph = currentGraph();
+    const lines = graph.memory_text || [];
+    memoryBox.replaceChildren();
+    memoryBox.hidden = !lines.length;
+    if (!lines.length) return;
+    const holders = (graph.memory && graph.memory.holders) || [];
+    memoryBox.append(h("div", {}, withCode(lines[0])));
+    const list = h("ol", { class: "agm-holders" }, lines.slice(1).map((line, i) => {
+      const node = holders[i] && holders[i].node;
+      const text = withCode(line.trim());
+      return h("li", {}, node != null
+        ? h("button", { type: "button", class: "agm-link", onclick: () => selectNode(node) }, text) : text);
+    }));
+    if (lines.length > 1) memoryBox.append(list);
+    if (byMemory) {
+      const most = Math.max(0, ...graph.nodes.map((n) => n.saved_bytes || 0));
+      memoryBox.append(h("div", { class: "agm-hint" }, most
+        ? `Nodes are coloured by what they keep for backward: the darkest keeps ${sizeText(most)}; faded ones keep nothing of their own.`
+        : "No node keeps memory of its own for backward."));
+    }
   }
 
   function fitZoom() {
@@ -395,6 +436,7 @@ function draw({ model, el, found }) {
     const step = model.get("tab") === "timeline" ? model.get("step") : Infinity;
     const lit = replay && model.get("tab") === "replay" ? replay.highlight() : { node: null, edges: new Set() };
     const later = new Set(currentGraph().nodes.filter((n) => stepOf(n) > step).map((n) => n.id));
+    const most = Math.max(1, ...currentGraph().nodes.map((n) => n.saved_bytes || 0));
     for (const g of svg.querySelectorAll("g.node, g.edge")) {
       const node = /^n(\d+)$/.exec(g.id);
       const edge = /^e(\d+)_(\d+)$/.exec(g.id);
@@ -406,7 +448,17 @@ function draw({ model, el, found }) {
       g.classList.toggle("agm-dim", dim);
       g.classList.toggle("agm-current", node !== null && id === lit.node);
       g.classList.toggle("agm-flow", !!edge && lit.edges.has(g.id));
+      if (node) paintMemory(g, info, most);
     }
+  }
+
+  function paintMemory(g, info, most) {
+    const shape = g.querySelector("path, polygon, ellipse");
+    if (!shape) return;
+    const kept = byMemory && info ? info.saved_bytes || 0 : 0;
+    g.classList.toggle("agm-kept-none", byMemory && !kept);
+    // sqrt: a node keeping 1/100 of the most is still visibly tinted
+    shape.style.fill = kept ? `rgba(255, 120, 0, ${(0.12 + 0.88 * Math.sqrt(kept / most)).toFixed(3)})` : "";
   }
 
   function selectNode(id) {
@@ -455,6 +507,7 @@ function draw({ model, el, found }) {
       ["saved", node.saved_text && node.saved_text.length
         ? [...node.saved_text.map((s) => h("div", {}, withCode(s))),
           h("div", { class: "agm-hint" }, "kept for backward: its gradient formula needs these values")] : "—"],
+      ["memory", node.kept_text || "—"],
       ["inputs", graph.edges.filter((e) => e[1] === node.id && e[0] !== node.id).map((e) => link(e[0]))],
       ["used by", graph.edges.filter((e) => e[0] === node.id && e[1] !== node.id).map((e) => link(e[1]))],
     ];

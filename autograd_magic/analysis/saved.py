@@ -1,0 +1,94 @@
+"""What a graph keeps in memory for backward: bytes per node and per graph, from the storages capture read.
+
+Bytes are counted by storage, so views of one storage (``relu``'s output saved by ``relu`` and by the
+next ``mm``) count once. A storage that lives anyway (a parameter, a leaf, a tensor the cell's variables
+hold) is listed apart: backward does not free it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..report.model import Holder, Memory
+from ..trace.events import GraphNode, GraphSnapshot
+from .naming import Names
+
+HOLDERS = 5
+_UNREAD = ("saved_tensors_hooks", "(checkpoint)")  # see capture.reads: packed by a hook, never unpacked
+
+
+def node_memory(raw: GraphNode, names: Names) -> tuple[int, tuple[str, ...]]:
+    """(bytes only the graph keeps, names of what lives anyway) for one node."""
+    sizes = {m.key: m.nbytes for m in raw.memory if m.owner is None}
+    apart = dict.fromkeys(_owner_name(names, m.owner) for m in raw.memory if m.owner is not None)
+    return sum(sizes.values()), tuple(apart)
+
+
+@dataclass
+class _Group:
+    """The nodes of one class at one line (a loop's iterations) and the storages they keep."""
+
+    first: GraphNode
+    count: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)
+
+
+def graph_memory(snap: GraphSnapshot, names: Names) -> Memory | None:
+    """The graph's total, its biggest holders and what it saved that lives anyway; None if it keeps nothing."""
+    alone: dict[int, int] = {}
+    apart: dict[int, tuple[int, int]] = {}  # key -> (bytes, owner tid)
+    groups: dict[tuple[str, int | None, str], _Group] = {}
+    for node in snap.nodes:
+        for m in node.memory:
+            if m.owner is None:
+                alone[m.key] = m.nbytes
+                site = node.site
+                group = groups.setdefault((node.label, site.line if site else None, site.code if site else ""),
+                                          _Group(node))
+                group.sizes[m.key] = m.nbytes
+            else:
+                apart[m.key] = (m.nbytes, m.owner)
+    unread = snap.unread + sum(any(u in s for s in n.saved for u in _UNREAD) for n in snap.nodes)
+    if not alone and not apart and not unread:
+        return None
+    _count_members(snap, groups)
+    ranked = sorted(groups.values(), key=lambda g: -sum(g.sizes.values()))[:HOLDERS]
+    holders = tuple(_holder(g, names) for g in ranked)
+    apart_names = tuple(dict.fromkeys(_owner_name(names, owner) for _, owner in apart.values()))
+    return Memory(sum(alone.values()), len(alone), holders, sum(size for size, _ in apart.values()), apart_names,
+                  unread, snap.in_use)
+
+
+def _count_members(snap: GraphSnapshot, groups: dict[tuple[str, int | None, str], _Group]) -> None:
+    for node in snap.nodes:
+        site = node.site
+        group = groups.get((node.label, site.line if site else None, site.code if site else ""))
+        if group is not None and any(m.owner is None for m in node.memory):
+            group.count += 1
+
+
+def _holder(group: _Group, names: Names) -> Holder:
+    node = group.first
+    site = node.site
+    return Holder(node.nid, node.label, names.label(node.tid), site.line if site else None,
+                  site.code if site else "", sum(group.sizes.values()), max(group.count, 1))
+
+
+def _owner_name(names: Names, tid: int) -> str:
+    return names.label(tid) or "an unnamed tensor"
+
+
+def pinned(snap: GraphSnapshot, min_bytes: int, ratio: int) -> list[tuple[GraphNode, int, int]]:
+    """(node, storage bytes, bytes it needs) where a graph keeps a big storage only for slices of it:
+    every saved view of that storage spans at most 1/``ratio`` of it, and the rest is ``min_bytes`` or more."""
+    widest: dict[int, int] = {}
+    size: dict[int, int] = {}
+    first: dict[int, GraphNode] = {}
+    for node in snap.nodes:
+        for m in node.memory:
+            if m.owner is None:
+                widest[m.key] = max(widest.get(m.key, 0), m.view_bytes)
+                size[m.key] = m.nbytes
+                first.setdefault(m.key, node)
+    return [(first[key], size[key], widest[key]) for key in size
+            if size[key] >= ratio * widest[key] and size[key] - widest[key] >= min_bytes]
