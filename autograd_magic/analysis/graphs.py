@@ -65,7 +65,7 @@ def build_graph(snap: GraphSnapshot, names: Names, grads: dict[str, GradRow], *,
                  cuts=tuple(c for c in kept_cuts if c.source in shown),
                  line=site.line if site else None, backward=backward, calls=calls, folded=drawn.folded,
                  dropped=dropped + snap.truncated, repeated=drawn.repeated,
-                 memory=_drawn_holders(graph_memory(snap, names), shown))
+                 memory=_drawn_holders(graph_memory(snap, names, modules), shown))
 
 
 def _drawn_holders(memory: Memory | None, shown: set[int]) -> Memory | None:

@@ -31,10 +31,12 @@ class _Group:
     first: GraphNode
     count: int = 0
     sizes: dict[int, int] = field(default_factory=dict)
+    modules: set[str | None] = field(default_factory=set)
 
 
-def graph_memory(snap: GraphSnapshot, names: Names) -> Memory | None:
-    """The graph's total, its biggest holders and what it saved that lives anyway; None if it keeps nothing."""
+def graph_memory(snap: GraphSnapshot, names: Names, modules: dict[int, str] | None = None) -> Memory | None:
+    """The graph's total, its biggest holders and what it saved that lives anyway; None if it keeps nothing.
+    ``modules``: node id -> the module it ran in (see `modules.node_modules`)."""
     alone: dict[int, int] = {}
     apart: dict[int, tuple[int, int]] = {}  # key -> (bytes, owner tid)
     groups: dict[tuple[str, int | None, str], _Group] = {}
@@ -51,7 +53,7 @@ def graph_memory(snap: GraphSnapshot, names: Names) -> Memory | None:
     unread = snap.unread + sum(any(u in s for s in n.saved for u in _UNREAD) for n in snap.nodes)
     if not alone and not apart and not unread:
         return None
-    _count_members(snap, groups)
+    _count_members(snap, groups, modules or {})
     ranked = sorted(groups.values(), key=lambda g: -sum(g.sizes.values()))[:HOLDERS]
     holders = tuple(_holder(g, names) for g in ranked)
     apart_names = tuple(dict.fromkeys(_owner_name(names, owner) for _, owner in apart.values()))
@@ -59,19 +61,22 @@ def graph_memory(snap: GraphSnapshot, names: Names) -> Memory | None:
                   unread, snap.in_use)
 
 
-def _count_members(snap: GraphSnapshot, groups: dict[tuple[str, int | None, str], _Group]) -> None:
+def _count_members(snap: GraphSnapshot, groups: dict[tuple[str, int | None, str], _Group],
+                   modules: dict[int, str]) -> None:
     for node in snap.nodes:
         site = node.site
         group = groups.get((node.label, site.line if site else None, site.code if site else ""))
         if group is not None and any(m.owner is None for m in node.memory):
             group.count += 1
+            group.modules.add(modules.get(node.nid))
 
 
 def _holder(group: _Group, names: Names) -> Holder:
     node = group.first
     site = node.site
+    module = next(iter(group.modules)) if len(group.modules) == 1 else None
     return Holder(node.nid, node.label, names.label(node.tid), site.line if site else None,
-                  site.code if site else "", sum(group.sizes.values()), max(group.count, 1))
+                  site.code if site else "", sum(group.sizes.values()), max(group.count, 1), module)
 
 
 def _owner_name(names: Names, tid: int) -> str:

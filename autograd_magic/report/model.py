@@ -122,6 +122,7 @@ class Holder:
     code: str
     saved_bytes: int
     count: int = 1
+    module: str | None = None  # the nn.Module they ran in, when they all ran in one
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,12 @@ def memory_lines(graph: Graph) -> list[str]:
 
 
 def _holder_text(holder: Holder) -> str:
-    where = f"line {holder.line}: `{holder.code}`" if holder.line is not None else "(no line: past the recording cap)"
+    where = f"line {holder.line}: `{_clip(holder.code)}`" if holder.line is not None else "(its line is not known)"
     count = f" ×{holder.count}" if holder.count > 1 else ""
+    inside = f" in {holder.module}" if holder.module else ""
     name = f" → {holder.name}" if holder.name else ""
-    return f"{holder.label}{count}{name}  {where}"
+    return f"{holder.label}{count}{inside}{name}  {where}"
+
+
+def _clip(code: str, width: int = 60) -> str:
+    return code if len(code) <= width else code[: width - 1] + "…"

@@ -56,6 +56,13 @@ function sizeText(bytes) { // as report.model.size_text writes it
   return unit ? `${Number(size.toPrecision(3))} ${units[unit]}` : `${Math.floor(size)} bytes`;
 }
 
+// opaque, so the theme's text colour keeps its contrast: white to orange in a light theme, dark to deep orange
+function memoryFill(t) {
+  const dark = document.body.dataset.jpThemeLight === "false";
+  const [from, to] = dark ? [[48, 48, 48], [179, 71, 0]] : [[255, 255, 255], [255, 140, 26]];
+  return `rgb(${from.map((c, i) => Math.round(c + (to[i] - c) * t)).join(", ")})`;
+}
+
 function flat(values, out = []) {
   if (Array.isArray(values)) values.forEach((v) => flat(v, out));
   else out.push(values);
@@ -379,9 +386,10 @@ function draw({ model, el, found }) {
     memoryBox.append(h("div", {}, withCode(lines[0])));
     const list = h("ol", { class: "agm-holders" }, lines.slice(1).map((line, i) => {
       const node = holders[i] && holders[i].node;
-      const text = withCode(line.trim());
-      return h("li", {}, node != null
-        ? h("button", { type: "button", class: "agm-link", onclick: () => selectNode(node) }, text) : text);
+      const show = node != null ? h("button", {
+        type: "button", class: "agm-link", title: "select this node", onclick: () => selectNode(node),
+      }, "show") : null;
+      return h("li", {}, withCode(line.trim()), show);
     }));
     if (lines.length > 1) memoryBox.append(list);
     if (byMemory) {
@@ -457,8 +465,9 @@ function draw({ model, el, found }) {
     if (!shape) return;
     const kept = byMemory && info ? info.saved_bytes || 0 : 0;
     g.classList.toggle("agm-kept-none", byMemory && !kept);
+    g.classList.toggle("agm-kept", !!kept); // its text takes the theme's colour, as the fill does
     // sqrt: a node keeping 1/100 of the most is still visibly tinted
-    shape.style.fill = kept ? `rgba(255, 120, 0, ${(0.12 + 0.88 * Math.sqrt(kept / most)).toFixed(3)})` : "";
+    shape.style.fill = kept ? memoryFill(0.12 + 0.88 * Math.sqrt(kept / most)) : "";
   }
 
   function selectNode(id) {
