@@ -325,3 +325,32 @@ def test_links_graphviz_would_draw_are_dropped_even_from_raw_dot() -> None:
     root = assert_safe_svg(drawn.svg)
     links = [v for e in root.iter() for k, v in e.attrib.items() if k.endswith("href")]
     assert links == ["#n1"]
+
+
+@pytest.mark.browser
+@needs_renderer
+def test_in_chromium_the_reproduction_has_no_link_and_its_saved_svg_renders(ip: Any, tmp_path: Path) -> None:
+    """The saved page and .svg of the issue's cell, opened from disk in Chromium as a recipient would."""
+    from e2e_util import chromium_context
+
+    cell = run(ip, "%%autograd --torchviz -q -o rep\nimport torch\n" + REPRODUCTION)
+    assert cell.error is None, cell.stderr
+    report = ip.user_ns["rep"]
+    page, svg = report.save(tmp_path / "r.html"), report.save(tmp_path / "r.svg")
+    with chromium_context(tmp_path / "profile", offline=True) as context:
+        tab = context.new_page()
+        dialogs: list[str] = []
+        tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        tab.goto(page.as_uri())
+        tab.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+        links = tab.evaluate("""[...document.querySelectorAll('a')].map((a) =>
+            a.getAttribute('href') || a.getAttributeNS('http://www.w3.org/1999/xlink', 'href') || '')""")
+        assert all(link == "" or link.startswith("#") for link in links), links
+        label = tab.locator("svg text", has_text="click me").first
+        assert LINK_TABLE in label.text_content()
+        label.click()
+        tab.wait_for_timeout(300)
+        assert dialogs == [] and tab.url == page.as_uri()
+        tab.goto(svg.as_uri())
+        assert tab.evaluate("document.documentElement.localName") == "svg"
+        assert tab.evaluate("document.getElementsByTagName('parsererror').length") == 0
