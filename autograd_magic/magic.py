@@ -118,7 +118,7 @@ class AutogradMagic(Magics):
             cell=number,
             torchviz=args.torchviz,
             gradcheck=self.gradcheck if args.gradcheck is None else args.gradcheck,
-            every_step=self.every_step if args.every_step is None else args.every_step,
+            leave_loops=not (self.every_step if args.every_step is None else args.every_step),
         )
         try:
             with recorder:

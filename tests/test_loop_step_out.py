@@ -176,3 +176,17 @@ def _traceback_lines(tb: Any) -> list[tuple[str, int, str]]:
     """Each frame's file (a cell's as "<cell>": the two runs are two cells), line and function."""
     return [("<cell>" if _is_cell(t.tb_frame.f_code.co_filename) else t.tb_frame.f_code.co_filename, t.tb_lineno,
              t.tb_frame.f_code.co_name) for t in _frames(tb)]
+
+
+def test_a_recorder_run_as_one_code_object_never_leaves_a_loop() -> None:
+    """A script (``autograd-magic run``) is one code object: nothing would put our mode back after its loop."""
+    from autograd_magic.capture import Recorder
+
+    base = torch._C._len_torch_function_stack()
+    namespace: dict[str, Any] = {"torch": torch}
+    exec(SETUP + "data = torch.ones(4, 3)", namespace)
+    probe = LOOP.replace("    opt.step()\n", "    opt.step()\n    seen.append(torch._C._len_torch_function_stack())\n")
+    with Recorder(source=probe, filename="<script>", namespace=namespace, first_line=1) as recorder:
+        exec(compile(probe, "<script>", "exec"), namespace)
+    assert namespace["seen"] == [base + 1] * 20
+    assert recorder.trace is not None and recorder.trace.loop_unwatched == 0

@@ -69,6 +69,8 @@ class Recorder:
     without it the first frame outside torch is taken as user code.
     ``gradcheck=True`` also checks each custom ``autograd.Function``'s backward
     against finite differences on exit (see gradcheck.py: it calls the forward again).
+    ``leave_loops=True`` runs a training loop unwatched past its recorded steps (optimizers.StepOut), for a
+    caller that calls `between_statements` after each top-level statement.
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class Recorder:
         cell: int | None = None,
         torchviz: bool = False,
         gradcheck: bool = False,
-        every_step: bool = False,
+        leave_loops: bool = False,
     ) -> None:
         self.sites = SiteTable(source, filename, first_line)
         self.ids = Identity()
@@ -105,7 +107,9 @@ class Recorder:
         self._mode: RecordingMode | None = None
         self._step_out: StepOut | None = None
         self._unwatched_steps = 0
-        self._every_step = every_step  # never leave a loop: record (or count) every step's calls
+        # leave a training loop after its recorded steps: only for a caller that runs the code statement by
+        # statement and calls `between_statements` after each (nothing else would put our mode back)
+        self._leave_loops = leave_loops
         self._loss_name: str | None = None  # the name the last recorded backward's root was bound to
         self._left_after: int | None = None  # the loop was left after this many optimizer steps
         self._loop_unwatched = 0  # steps of a loop left: not one of their calls seen
@@ -128,7 +132,7 @@ class Recorder:
             internal.report_failure("reading the namespace before the cell")
         self._mode = RecordingMode(self)
         self._mode.__enter__()
-        self._step_out = StepOut(self._mode, self.max_repeats, loop=not self._every_step,
+        self._step_out = StepOut(self._mode, self.max_repeats, loop=self._leave_loops,
                                  on_leave=self._leave_loop, on_unwatched=self._unwatched_step)
         self._step_out.start()
         return self
