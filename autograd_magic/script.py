@@ -29,6 +29,7 @@ from .analysis import DEFAULT_MAX_NODES, build_report
 from .capture import Recorder
 from .capture.mode import without_own_frames
 from .report import Report
+from .views.escape import terminal_text
 from .views.text import render_text
 
 SAVE_SUFFIXES = (".json", ".html", ".htm", ".svg")
@@ -227,7 +228,7 @@ def _save(report: Report, path: str) -> None:
     try:
         report.save(path)
     except (ValueError, OSError) as error:  # a bad path must not hide the report
-        print(f"autograd_magic: could not save the report to {path}: {error}", file=sys.stderr)
+        print(terminal_text(f"autograd_magic: could not save the report to {path}: {error}"), file=sys.stderr)
 
 
 def _flush(stream: Any) -> None:
