@@ -399,22 +399,39 @@ def _unpacked(node: Any, slot: str) -> Any:
         return "modified in place" if "inplace" in str(error) else "freed"
 
 
-def storage_of(t: torch.Tensor) -> tuple[tuple[str, int], int, int] | None:
-    """((device, address), bytes) of the storage under ``t``, and the bytes ``t`` itself spans: views of
-    one storage share the key. Metadata only; None for a tensor whose storage we may not touch."""
+StorageKey = tuple[int, int]  # (device index, -1 on the CPU; address) of a storage
+
+
+def storage_key(t: torch.Tensor) -> StorageKey | None:
+    """Where the storage under ``t`` starts, from metadata alone (no storage object is made): views of one
+    storage share the key. Runs inside `quiet()` (a graph walk reads hundreds: one guard for all of them)."""
     if type(t) not in _PLAIN:
         return None
-    with quiet():
-        try:
-            if not _plain_data(t):
-                return None
-            storage = t.untyped_storage()
-            address, size = storage.data_ptr(), storage.nbytes()
-            if not address or not size:
-                return None
-            return (str(t.device), address), size, t.numel() * t.element_size()
-        except Exception:  # a backend without storages: this tensor's bytes are not counted
+    try:
+        if not _plain_data(t):
             return None
+        address = t.data_ptr() - int(t.storage_offset()) * t.element_size()
+        return (t.get_device(), address) if address else None
+    except Exception:  # a backend without storages: this tensor's bytes are not counted
+        return None
+
+
+def storage_bytes(t: torch.Tensor) -> int:
+    """The bytes of the whole storage under a tensor `storage_key` accepted (inside `quiet()`); 0 unknown."""
+    return attempt(lambda: int(t.untyped_storage().nbytes()), 0)
+
+
+def storage_of(t: torch.Tensor) -> tuple[StorageKey, int, int] | None:
+    """(`storage_key`, the storage's bytes, the bytes ``t`` itself spans), read quietly; None for a tensor
+    whose storage we may not touch."""
+    with quiet():
+        key = storage_key(t)
+        size = storage_bytes(t) if key is not None else 0
+        return (key, size, attempt(lambda: t.numel() * t.element_size(), 0)) if key is not None and size else None
+
+
+def device_name(key: StorageKey) -> str:
+    return "cpu" if key[0] < 0 else f"cuda:{key[0]}"
 
 
 def memory_in_use(device: str) -> int | None:

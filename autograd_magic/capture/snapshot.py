@@ -20,8 +20,10 @@ import torch
 from ..trace.events import GraphNode, GraphSnapshot, SavedMemory, Site, TensorInfo, TensorValue
 from .compat import forward_class, input_metadata, version_of
 from .reads import (
+    StorageKey,
     attempt,
     base_of,
+    device_name,
     fingerprint,
     grad_fn_of,
     memory_in_use,
@@ -31,7 +33,8 @@ from .reads import (
     saved_tensor,
     saved_tensors,
     shape_of,
-    storage_of,
+    storage_bytes,
+    storage_key,
 )
 from .tensors import Identity
 from .values import value_of
@@ -40,7 +43,6 @@ MAX_GRAPH_NODES = 5000  # capture cap; the views fold and cap further
 MAX_INSPECTED = 500  # nodes per snapshot whose shape and saved tensors are read
 VIEW_BASE = "view base"  # the label of a view's base tensor in a snapshot
 Fingerprint = tuple[tuple[int, int], int, bytes]  # (byte span, version, digest): see reads.fingerprint
-StorageKey = tuple[str, int]  # (device, address) of a storage: see reads.storage_of
 READ_IN_USE = 64 * 2**20  # bytes a graph keeps before the process's own memory is read (for the note)
 
 
@@ -165,7 +167,7 @@ class GraphWalker:
             return nodes, None
         for leaf in walk.leaves:  # read only now: most graphs save no leaf's storage
             _own(walk, leaf, self.ids.tid(leaf))
-        self._own_namespace(walk.owners)
+        self._own_namespace(walk)
         numbers: dict[StorageKey, int] = {}
         alone: dict[StorageKey, int] = {}
         out = []
@@ -183,13 +185,16 @@ class GraphWalker:
             out.append(replace(node, memory=tuple(memory)))
         return out, _in_use(alone)
 
-    def _own_namespace(self, owners: dict[StorageKey, int]) -> None:
-        """The cell's variables keep their storages alive whatever backward frees."""
+    def _own_namespace(self, walk: Walk) -> None:
+        """The cell's variables keep their storages alive whatever backward frees (looked at only while
+        some saved storage has no owner yet)."""
+        if all(key in walk.owners for found in walk.saved.values() for key, _, _ in found):
+            return
         for value in list(self.namespace.values()):
             if isinstance(value, torch.Tensor):
-                found = storage_of(value)
-                if found is not None:
-                    owners.setdefault(found[0], self.ids.tid(value))
+                key = storage_key(value)
+                if key is not None:
+                    walk.owners.setdefault(key, self.ids.tid(value))
 
     def _add_view_bases(self, nodes: list[GraphNode], edges: list[tuple[int, int]]) -> None:
         """torchviz's dotted 'view base' nodes: the tensor a named view looks into."""
@@ -264,14 +269,16 @@ class GraphWalker:
         return tuple(out)
 
     def _note_storages(self, nid: int, saved: list[torch.Tensor], walk: Walk) -> None:
+        """(storage, its bytes, the saved tensor's bytes) for each saved tensor; metadata only (inside quiet)."""
         found = []
         for tensor in saved:
-            storage = storage_of(tensor)
-            if storage is None:
+            key = storage_key(tensor)
+            size = storage_bytes(tensor) if key is not None else 0
+            if key is None or not size:
                 continue
-            found.append(storage)
+            found.append((key, size, tensor.numel() * tensor.element_size()))
             if type(tensor) is torch.nn.Parameter or (tensor.is_leaf and tensor.requires_grad):
-                _own(walk, tensor, self.ids.tid(tensor), storage[0])
+                walk.owners.setdefault(key, self.ids.tid(tensor))
         if found:
             walk.saved[nid] = found
 
@@ -308,22 +315,20 @@ class GraphWalker:
 
 
 
-def _own(walk: Walk, tensor: torch.Tensor, tid: int, key: StorageKey | None = None) -> None:
+def _own(walk: Walk, tensor: torch.Tensor, tid: int) -> None:
     """``tensor`` lives as long as the user's objects do: its storage is not the graph's to free."""
-    if key is None:
-        found = storage_of(tensor)
-        key = found[0] if found is not None else None
+    key = storage_key(tensor)
     if key is not None:
         walk.owners.setdefault(key, tid)
 
 
 def _in_use(alone: dict[StorageKey, int]) -> int | None:
     """The process's memory on the device where the graph alone keeps the most, if that is much."""
-    per_device: dict[str, int] = {}
+    per_device: dict[int, int] = {}
     for (device, _), size in alone.items():
         per_device[device] = per_device.get(device, 0) + size
-    device, total = max(per_device.items(), key=lambda item: item[1], default=("", 0))
-    return memory_in_use(device) if total >= READ_IN_USE else None
+    device, total = max(per_device.items(), key=lambda item: item[1], default=(-1, 0))
+    return memory_in_use(device_name((device, 0))) if total >= READ_IN_USE else None
 
 
 def _version_of(t: torch.Tensor) -> int:
