@@ -199,6 +199,9 @@ def test_the_widget_payload_is_sendable_and_its_drawings_safe(hostile_reports: d
         data, _ = view._repr_mimebundle_()
         assert not UNSAFE.search(data["text/plain"]), key
         assert_safe_page(data["text/html"])
+        if key == "table --torchviz":  # the torchviz tab: the class name as text, no yellow table
+            torchviz = view.report["torchviz"]["svg"]
+            assert LINK_TABLE in drawn_text(torchviz) and 'fill="yellow"' not in torchviz
 
 
 @needs_renderer
