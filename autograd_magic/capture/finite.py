@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from ..trace.events import NonFinite, Stats
-from .reads import all_finite, attempt, counts_of, quiet
+from .reads import all_finite, attempt, counts_of, quiet, scalar_of
 from .tensors import is_array
 
 SCALER_FILE = "grad_scaler.py"
+UPDATE_SCALE = "_amp_update_scale_"  # what GradScaler.update() calls with the step's found-inf flag
 MAX_SCANNED = 10_000  # Python numbers looked at in one argument list (torch.tensor([...]) of a big list)
 
 
@@ -94,3 +95,13 @@ def scaler_scales(namespace: dict[str, Any]) -> tuple[float, ...]:
                 if isinstance(scale, float):
                     found.append(scale)
     return tuple(found)
+
+
+def scaler_update(name: str, args: tuple[Any, ...], result: Any,
+                  caller_file: str) -> tuple[float | None, float | None] | None:
+    """(found inf, new scale) of a GradScaler's ``update()``: whether it skipped the step, and its scale after."""
+    if name != UPDATE_SCALE or not caller_file.endswith(SCALER_FILE) or len(args) < 3:
+        return None
+    found, scale = args[2], result
+    return (scalar_of(found) if isinstance(found, torch.Tensor) else None,
+            scalar_of(scale) if isinstance(scale, torch.Tensor) else None)

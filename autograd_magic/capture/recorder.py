@@ -21,7 +21,7 @@ from ..trace.events import Binding, ErrorInfo, GradcheckEvent, OpEvent, Site, Te
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
 from .compat import APPLY_CODE
-from .finite import SCALER_FILE, non_finite, scaler_scales
+from .finite import SCALER_FILE, non_finite, scaler_scales, scaler_update
 from .gradcheck import FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
@@ -259,6 +259,7 @@ class Recorder:
             module=module,
             nonfinite=non_finite(name, args, kwargs, result, inplace, caller_file) if outputs else None,
             scaler=caller_file.endswith(SCALER_FILE),
+            scaler_update=scaler_update(name, args, result, caller_file) if error is None else None,
         )
         self._ops.append(event)
         if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`

@@ -65,6 +65,8 @@ class OpEvent:
     module: str | None = None  # qualified name of the nn.Module whose forward made the call
     nonfinite: NonFinite | None = None  # set only when a floating output held nan or inf
     scaler: bool = False  # called by a torch.amp.GradScaler (scaling a loss or unscaling gradients)
+    # a GradScaler's update: (found inf: 1.0 when it skipped this step's optimizer step, the new scale)
+    scaler_update: tuple[float | None, float | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

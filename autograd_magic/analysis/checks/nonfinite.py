@@ -30,6 +30,7 @@ _MULS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "matmul", "
                    "__matmul__", "linear", "prod"})
 _ARCS = frozenset({"acos", "asin", "acos_", "asin_", "arccos", "arcsin"})
 _SOFTMAX = frozenset({"softmax", "_softmax", "log_softmax", "softmin"})
+_SPREADS = frozenset({"std", "var", "std_mean", "var_mean"})
 _SQUASH = frozenset({"softmax", "_softmax", "sigmoid", "softmin"})
 
 
@@ -58,8 +59,10 @@ def _forward(trace: Trace, names: Names, spread: Spread, origin: Origin) -> Diag
     where = spread.reached[op.seq]
     reached = ("the loss backward started from" if op.seq in spread.roots
                else f"`{where}`" if where != what.strip("`") else "")
-    text = (f"{what} became {_kinds(nf.output)} at line {op.site.line} (`{op.func}`), from finite inputs: "
-            f"{because}" + (f" It reached {reached}." if reached else "") + _step_sentence(trace.training))
+    finite = all(s is None or s.finite for s in nf.inputs)
+    text = (f"{what} became {_kinds(nf.output)} at line {op.site.line} (`{op.func}`)"
+            f"{', from finite inputs' if finite else ''}: {because}" + (f" It reached {reached}." if reached else "")
+            + _step_sentence(trace.training))
     severity = "error" if op.seq in spread.roots or trace.training is not None else "warning"
     return Diagnostic(KIND, severity, op.site.line, source_line(trace, op.site.line),
                       _names_of(op, names), f"{text}\nFix: {fix}")
@@ -99,6 +102,10 @@ def reason(op: OpEvent, nf: NonFinite, inputs: list[str], spread: Spread) -> tup
         return (f"rsqrt(0) is inf, and {_held(name, first)}.", f"`torch.rsqrt({_bare(name)}.clamp(min=1e-12))`.")
     if func in _POWS:
         return _pow_reason(op, nf, name)
+    if func in _SPREADS and first is not None and first.numel <= 1:
+        return (f"the {func} of a single value divides by n - 1 = 0 (Bessel's correction), and {name} held "
+                f"{first.numel} value.", f"`{func}(correction=0)` (or `unbiased=False`), or reduce over more "
+                "than one value.")
     if func in _DIVS:
         return _div_reason(op, nf, inputs)
     if func in _EXPS and first is not None and first.high is not None and first.high > math.log(nf.dtype_max):
@@ -134,7 +141,7 @@ def _log_reason(op: OpEvent, first: Stats, name: str, spread: Spread) -> tuple[s
     because = (f"log of {low} is -inf and of anything below {low} nan, and {_held(name, first, one_plus=low == -1)}.")
     if made is not None and made.func in _SQUASH:
         fn = "F.logsigmoid" if made.func == "sigmoid" else "torch.log_softmax"
-        return (because + f" {name} comes from `{made.func}`, whose small values underflowed to 0.",
+        return (because + f" `{made.func}` underflows to 0 for inputs far from 0, and log then gives -inf.",
                 f"`{fn}(...)` computes the log directly, without the underflow.")
     if made is not None and made.func in ("sum", "mean") and spread.producer.get(made.inputs[0].tid if made.inputs
                                                                                 else -1, made).func in _EXPS:
@@ -235,17 +242,19 @@ def _unrecorded(trace: Trace, late: tuple[int, str, int]) -> Diagnostic:
 
 
 def _scaler_note(trace: Trace) -> list[Diagnostic]:
-    training = trace.training
-    skipped = [] if training is None else [s.step for s in training.steps
-                                           if any(n is not None and not math.isfinite(n) for n in s.grad_norms)
-                                           or s.loss is not None and not math.isfinite(s.loss)]
+    """Which recorded steps a GradScaler skipped (its update saw an inf), and the scale it settled on."""
+    updates = [op.scaler_update for op in trace.ops if op.scaler_update is not None]
+    skipped = [number for number, (found, _) in enumerate(updates, 1) if found]
     if not skipped:
         return []
     shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
-    scales = ", ".join(f"{s:g}" for s in trace.scales)
-    text = (f"torch.amp.GradScaler skipped step{'s' if len(skipped) > 1 else ''} {shown} on purpose: their scaled "
-            f"gradients overflowed, which is how it finds its scale; it settled on {scales}. Nothing to fix.")
-    line = training.line if training is not None else None
+    last = next((scale for _, scale in reversed(updates) if scale is not None), None)
+    scale = ", ".join(f"{s:g}" for s in trace.scales) or (f"{last:g}" if last is not None else "?")  # read last
+    seen = "" if (trace.training is None or len(updates) >= trace.training.calls) else \
+        f" (of the first {len(updates)} updates, the ones recorded)"
+    text = (f"torch.amp.GradScaler skipped step{'s' if len(skipped) > 1 else ''} {shown}{seen} on purpose: their "
+            f"scaled gradients overflowed, which is how it finds its scale; it settled on {scale}. Nothing to fix.")
+    line = trace.training.line if trace.training is not None else None
     return [Diagnostic(KIND, "note", line, source_line(trace, line), (), text)]
 
 
@@ -277,7 +286,7 @@ def _all_held(inputs: list[str], nf: NonFinite) -> str:
         odd = _kinds(stats) if not stats.finite else ""
         parts.append(f"{name} held " + (odd + (" (" + _span(stats) + ")" if _span(stats) else "") if odd
                                          else _span(stats) or "finite values"))
-    return "; ".join(parts) or "its inputs were not read"
+    return "; ".join(dict.fromkeys(parts)) or "its inputs were not read"  # `t - t` names `t` once
 
 
 def _span(stats: Stats) -> str:
