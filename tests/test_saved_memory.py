@@ -229,3 +229,15 @@ def test_storage_of_reads_no_data_and_no_mode_sees_it() -> None:
         found = storage_of(view)
     assert found is not None and found[1:] == (400, 80) and seen == []
     assert storage_of(torch.empty(0)) is None
+
+
+def test_a_checkpointed_block_is_not_recomputed_to_be_measured(ip: Any) -> None:
+    body = ("from torch.utils.checkpoint import checkpoint\n"
+            "runs = []\n"
+            "def block(x):\n    runs.append(1)\n    return x.sin().exp()\n"
+            "x = torch.randn(64, requires_grad=True)\n"
+            "y = checkpoint(block, x, use_reentrant=False).sum()\n"
+            "print(len(runs))\n")
+    report, cell = report_of(ip, body)
+    assert cell.stdout.strip() == "1"  # the forward ran once: reading the graph recomputed nothing
+    assert report.graphs[0].memory.unread >= 1

@@ -14,7 +14,7 @@ from ..trace.events import GraphNode, GraphSnapshot
 from .naming import Names
 
 HOLDERS = 5
-_UNREAD = ("saved_tensors_hooks", "(checkpoint)")  # see capture.reads: packed by a hook, never unpacked
+_UNREAD = ("saved_tensors_hooks", "(checkpoint)", "not read (")  # see capture.reads: never unpacked
 
 
 def node_memory(raw: GraphNode, names: Names) -> tuple[int, tuple[str, ...]]:
