@@ -241,7 +241,7 @@ Link.apply(x).sum().backward()
 def test_a_saved_svg_parses_whatever_the_module_and_comment_hold(ip: Any, tmp_path: Path) -> None:
     """Road 2: control characters in module and module-class names, &#1; in a comment, U+FFFE in a class."""
     path = tmp_path / "my graph.svg"
-    cell = run(ip, f"""%%autograd -q --save '{path}'
+    cell = run(ip, f"""%%autograd -q -o rep --save '{path}'
 import torch
 m = torch.nn.Sequential()
 m.add_module("x\\x01\\x1b[2J", type("C\\x02\\ufffe", (torch.nn.Linear,), {{}})(2, 2))
@@ -254,7 +254,8 @@ loss.backward()
     assert_safe_svg(svg)
     assert "x\\x01\\x1b[2J (C\\x02\\ufffe)" in text  # the cluster, as the text view writes it
     tips = [v for e in ET.fromstring(svg).iter() for v in [e.text or "", *e.attrib.values()]]
-    assert any("&#1; &#x0; &lt;b&gt;" in tip for tip in tips)  # the comment in the tooltip, not decoded
+    if any("&#1;" in node.code for node in ip.user_ns["rep"].graphs[0].nodes):  # torch 2.4 records no line here
+        assert any("&#1; &#x0; &lt;b&gt;" in tip for tip in tips)  # the comment in the tooltip, not decoded
 
 
 def test_the_text_view_prints_no_terminal_control(ip: Any) -> None:
