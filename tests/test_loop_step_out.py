@@ -190,3 +190,20 @@ def test_a_recorder_run_as_one_code_object_never_leaves_a_loop() -> None:
         exec(compile(probe, "<script>", "exec"), namespace)
     assert namespace["seen"] == [base + 1] * 20
     assert recorder.trace is not None and recorder.trace.loop_unwatched == 0
+
+
+def test_an_unwatched_loop_of_cheap_steps_is_thinned_to_its_read_budget(ip: Any) -> None:
+    """A 3-by-2 model's step costs about what reading its norms does: past MIN_ROWS kept steps the stride
+    doubles, over the loop's whole span, and the heading says why."""
+    from autograd_magic.capture.training import MIN_ROWS
+    from autograd_magic.views.training import heading
+
+    run(ip, SETUP + "data = torch.ones(4, 3)")
+    report, cell = report_of(ip, LOOP.replace("range(20)", "range(400)"))
+    assert cell.error is None
+    training = report.training
+    assert training is not None and training.calls == 400 and training.stride >= 2
+    steps = [s.step for s in training.steps]
+    assert len(steps) >= MIN_ROWS // 2 and steps[0] == 1 and steps[-1] > 400 - training.stride
+    assert all(b - a == training.stride for a, b in zip(steps, steps[1:], strict=False))
+    assert "reads held to 2% of its time" in heading(training)

@@ -13,7 +13,9 @@ past `MAX_STEPS`.
 Past a loop's recorded steps (optimizers.StepOut) backward runs unseen: each optimizer step's pre-hook
 makes the step instead (`unwatched`), with the same norms and ratios; its loss is kept as a detached
 view of the tensor the loop's loss name holds, and all those are read at once after the cell
-(`result`), so a GPU loop is not synchronised at every step for its loss.
+(`result`), so a GPU loop is not synchronised at every step for its loss. There the reads are held to
+`READ_BUDGET` of the loop's time: a small model's step is cheap next to them, so past the budget the loop
+is thinned as past `MAX_STEPS`.
 Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
 are ours and freed with the cell) and none happens while a profiler records. Only weak references
 to parameters are kept.
@@ -21,6 +23,7 @@ to parameters are kept.
 
 from __future__ import annotations
 
+import time
 import weakref
 from dataclasses import replace
 from typing import Any
@@ -45,6 +48,11 @@ MAX_RATIOS = 32
 # is off), then every RATIO_EVERY-th. Rating every step only to thin them later computed twice what was kept
 DENSE_RATIOS = 8
 RATIO_EVERY = 4
+# an unwatched loop (see `unwatched`) spends at most this share of its time on our reads: past it, judged over
+# BUDGET_READS reads, only every 2nd (4th, ...) step is read, as past MAX_STEPS
+READ_BUDGET = 0.02
+BUDGET_READS = 4
+MIN_ROWS = 32  # the budget never thins the loop to fewer kept steps: a plot needs its points
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -69,6 +77,7 @@ class TrainingRecorder:
         self._ratio_stride = RATIO_EVERY  # a multiple of _stride: the steps that get a ratio are kept steps
         self._losses: dict[int, torch.Tensor] = {}  # unwatched step -> its loss, detached, read in `result`
         self._unwatched_from: int | None = None
+        self._window: list[Any] = [0.0, 0.0, 0]  # since the stride last changed: start, seconds reading, reads
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -122,13 +131,29 @@ class TrainingRecorder:
     def unwatched(self, loss: torch.Tensor | None) -> None:
         """Before an optimizer step of a loop running unwatched: the step its unseen backward made.
         ``loss``: what the loss's name holds now, kept (detached, no copy) and read after the cell."""
+        start = time.perf_counter()
         if self._unwatched_from is None:
             self._unwatched_from = self._calls + 1
-        if loss is not None and not self._calls % self._stride and not profiling():
+            self._window = [start, 0.0, 0]
+        kept = not self._calls % self._stride
+        if loss is not None and kept and not profiling():
             detached = attempt(lambda: _detached(loss), None)
             if detached is not None:
                 self._losses[self._calls + 1] = detached
         self._advance(None)
+        self._keep_to_budget(start, kept)
+
+    def _keep_to_budget(self, start: float, kept: bool) -> None:
+        """Past `READ_BUDGET` of the loop's time spent reading (judged over the reads since the stride last
+        changed), the stride doubles while more than `MIN_ROWS` steps are kept: the reads of a small model's
+        step cost a large share of it."""
+        now = time.perf_counter()
+        window = self._window
+        window[1] += now - start
+        window[2] += kept
+        if window[2] >= BUDGET_READS and len(self._steps) > MIN_ROWS and window[1] > READ_BUDGET * (now - window[0]):
+            self._thin()
+            self._window = [now, 0.0, 0]
 
     def _advance(self, loss: float | None) -> None:
         self._calls += 1
@@ -170,12 +195,16 @@ class TrainingRecorder:
             self._got_grad[i] = self._got_grad[i] or grad is not None
         self._steps.append(TrainingStep(self._calls, loss, norms))
         if len(self._steps) > MAX_STEPS:  # a long loop: keep its whole span, at half the density
-            self._steps = self._steps[::2]
-            self._stride *= 2
-            self._ratio_stride = max(self._ratio_stride, self._stride)
-            kept = {s.step for s in self._steps}
-            self._ratios = {step: r for step, r in self._ratios.items() if step in kept}
-            self._losses = {step: t for step, t in self._losses.items() if step in kept}
+            self._thin()
+
+    def _thin(self) -> None:
+        """Every other kept step goes, and from now on only every 2nd (4th, ...) step is read."""
+        self._steps = self._steps[::2]
+        self._stride *= 2
+        self._ratio_stride = max(self._ratio_stride, self._stride)
+        kept = {s.step for s in self._steps}
+        self._ratios = {step: r for step, r in self._ratios.items() if step in kept}
+        self._losses = {step: t for step, t in self._losses.items() if step in kept}
 
     def _add_ratios(self, step: int, ratios: tuple[float | None, ...]) -> None:
         self._ratios[step] = ratios

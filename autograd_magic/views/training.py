@@ -75,7 +75,8 @@ def heading(training: Training) -> str:
     if training.untracked:
         extra.append(f"{training.untracked} more parameters not followed (at most {len(training.parameters)})")
     if training.stride > 1:
-        extra.append(f"every {training.stride}th step kept (a long loop)")
+        why = "a long loop" if training.unwatched_from is None else "a long loop, or reads held to 2% of its time"
+        extra.append(f"every {training.stride}th step kept ({why})")
     if training.unread:
         extra.append(f"{training.unread} steps run under a profiler were not read")
     if training.unwatched_from is not None:

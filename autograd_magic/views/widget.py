@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -180,7 +180,9 @@ def _drawings(report: Report, drawn: list[Rendered]) -> list[dict[str, Any]]:
 def _data(report: Report) -> dict[str, Any]:
     """The report's JSON with each node's and replay step's words, as the panels read them, and the
     legend; not the graphs' drawings (`payload` has them too)."""
-    data = report.to_dict()
+    # the replay steps as the panel reads them replace the full records: not serialised only to be dropped
+    # (two replays of a transformer's backward were half of the report's serialising)
+    data = replace(report, backward_steps=[replace(r, steps=()) for r in report.backward_steps]).to_dict()
     data["legend"] = [asdict(item) for item in legend_for(report.graphs, report)]
     data["torchviz"] = _drawing(render_torchviz(report.torchviz_dot), "torchviz") if report.torchviz_dot else None
     for graph, graph_data in zip(report.graphs, data["graphs"], strict=True):
