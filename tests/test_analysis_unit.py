@@ -91,7 +91,7 @@ def test_every_kind_of_the_issue_is_registered() -> None:
         "grad-accumulated", "requires-grad-int", "numpy-requires-grad", "requires-grad-nonleaf", "history-growing",
         "eval-keeps-grad",
         "exception", "exploding-gradients", "vanishing-gradients", "never-gets-gradient", "constant-loss",
-        "gradcheck", "non-finite"}
+        "gradcheck", "non-finite", "backward-memory"}
 
 
 def test_a_specific_error_replaces_the_generic_exception_and_errors_come_first() -> None:
