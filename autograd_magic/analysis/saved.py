@@ -54,7 +54,7 @@ def graph_memory(snap: GraphSnapshot, names: Names, modules: dict[int, str] | No
     if not alone and not apart and not unread:
         return None
     _count_members(snap, groups, modules or {})
-    ranked = sorted(groups.values(), key=lambda g: -sum(g.sizes.values()))[:HOLDERS]
+    ranked = sorted(_merge_unsited(groups), key=lambda g: -sum(g.sizes.values()))[:HOLDERS]
     holders = tuple(_holder(g, names) for g in ranked)
     apart_names = tuple(dict.fromkeys(_owner_name(names, owner) for _, owner in apart.values()))
     return Memory(sum(alone.values()), len(alone), holders, sum(size for size, _ in apart.values()), apart_names,
@@ -69,6 +69,25 @@ def _count_members(snap: GraphSnapshot, groups: dict[tuple[str, int | None, str]
         if group is not None and any(m.owner is None for m in node.memory):
             group.count += 1
             group.modules.add(modules.get(node.nid))
+
+
+def _merge_unsited(groups: dict[tuple[str, int | None, str], _Group]) -> list[_Group]:
+    """A loop's nodes past the recording cap have no line: they join the one sited group of their class,
+    when there is exactly one (as the drawing folds them, see `graphs.fold`)."""
+    sited: dict[str, list[_Group]] = {}
+    for (label, line, _), group in groups.items():
+        if line is not None:
+            sited.setdefault(label, []).append(group)
+    out = []
+    for (label, line, _), group in groups.items():
+        kin = sited.get(label, [])
+        if line is None and len(kin) == 1:
+            kin[0].sizes.update(group.sizes)
+            kin[0].count += group.count
+            kin[0].modules |= group.modules
+        else:
+            out.append(group)
+    return out
 
 
 def _holder(group: _Group, names: Names) -> Holder:
