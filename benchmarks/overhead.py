@@ -14,9 +14,13 @@ big matmuls <= 1.03, a long training cell (1,500 steps, ~2 s plain: the per-step
 lines, against the loop alone (per-op cost must not grow with the cell: <= 1.10); "view": the time to
 display a built report (widget payload, SVG layout, text/HTML bundle) of the cross-entropy MLP cell and
 of a 24-layer model's backward (<= 15 ms for a graph of <= 150 nodes).
+Issue 24's training-loop rows: a 2-layer TransformerEncoder (AdamW, 20 steps displayed: <= 1.25; 100 steps
+-q), a small CNN (Adam, 30 steps displayed; 150 steps -q) and the cross-entropy MLP for 500 steps -q (<= 1.05);
+rows named *-q are run under ``%%autograd -q`` (recorded, report built, nothing displayed). The -q rows' targets
+stand for "per step within 3% of plain after the recorded steps", which the whole cell only approaches.
 Also prints the peak extra memory of recording a 1,000,000-op cell.
 
-    python benchmarks/overhead.py [--repeats N] [--skip-memory] [--only ROW]
+    python benchmarks/overhead.py [--repeats N] [--skip-memory] [--only ROW [ROW ...]]
 """
 
 from __future__ import annotations
