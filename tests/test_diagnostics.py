@@ -41,9 +41,9 @@ def diagnose(shell: Any, body: str) -> Any:
 
 
 def line_of(body: str, text: str, nth: int = 0) -> int:
-    """Editor line (the %%autograd line is 1) of the nth body line containing ``text``."""
+    """Line (the body's, as a traceback counts: its first line is 1) of the nth line containing ``text``."""
     hits = [i for i, line in enumerate(body.splitlines()) if text in line]
-    return hits[nth] + 2
+    return hits[nth] + 1
 
 
 def serious(report: Any) -> list[str]:
@@ -130,22 +130,22 @@ def test_alias_write_keeps_the_warning_when_one_sharer_was_not_asked_for(ip: Any
 def test_alias_write_blames_the_assignment_even_through_an_indexed_temporary(ip: Any, write: str) -> None:
     body = f"a = torch.ones(2, 2)\nb = a\n{write}\n"
     d = one(diagnose(ip, body), "alias-write", "warning")
-    assert (d.line, set(d.names)) == (4, {"a", "b"})
-    assert "`b = a` at line 3" in d.message and "`b = a.clone()` at line 3" in d.message
+    assert (d.line, set(d.names)) == (3, {"a", "b"})
+    assert "`b = a` at line 2" in d.message and "`b = a.clone()` at line 2" in d.message
     assert "torch.ones(2, 2).clone()" not in d.message and "a view of" not in d.message
 
 
 @pytest.mark.parametrize("first, write, fix", [
     ("a = torch.ones(2, 2)\nb = a", "a[0, 1] = 561", "`b = a.clone()` where `b` was bound"),
     ("a = torch.ones(2, 2)\nb = a[0]", "b.add_(1)", "`.clone()` where `a` or `b` was made from the other"),
-    ("%%autograd -q\na = torch.ones(2, 2)\nb = a[0]", "b.add_(1)", "`b = a[0].clone()` at line 3 of cell In ["),
+    ("%%autograd -q\na = torch.ones(2, 2)\nb = a[0]", "b.add_(1)", "`b = a[0].clone()` at line 2 of cell In ["),
     ("a = np.ones(3)\nb = torch.from_numpy(a)", "b.add_(1)", "`b = torch.tensor(a)`"),
 ])
 def test_alias_write_from_an_earlier_cell_gives_a_whole_fix(ip: Any, first: str, write: str, fix: str) -> None:
     run(ip, first)
     report, _ = report_of(ip, write + "\n")
     d = one(report, "alias-write")
-    assert d.line == 2 and set(d.names) == {"a", "b"}
+    assert d.line == 1 and set(d.names) == {"a", "b"}
     fixes = d.message.splitlines()[-1]
     assert fix in fixes and not re.match(r"(Fix|If you want them independent): or ", fixes), fixes
 
@@ -165,7 +165,7 @@ def test_shared_memory_notes_tensors_made_over_an_array(ip: Any, make: str, how:
     body = f"a = np.ones(3)\n{make}\n"
     report = diagnose(ip, body)
     d = one(report, "shared-memory", "note")
-    assert (d.line, set(d.names)) == (3, {"t", "a"})
+    assert (d.line, set(d.names)) == (2, {"t", "a"})
     assert how in d.message
     assert serious(report) == []
 
@@ -239,7 +239,7 @@ def test_backward_no_grad_fn_follows_the_value_through_python_numbers(ip: Any) -
 def test_backward_no_grad_fn_when_nothing_requires_grad(ip: Any) -> None:
     body = "x = torch.ones(3)\ny = (x * 2).sum()\ny.backward()\n"
     d = one(diagnose(ip, body), "backward-no-grad-fn", "error")
-    assert (d.line, d.names) == (4, ("y",))
+    assert (d.line, d.names) == (3, ("y",))
     assert "requires_grad=True" in d.message
 
 
@@ -264,7 +264,7 @@ def test_backward_twice_warns_when_the_second_pass_silently_doubles_grad(ip: Any
 def test_backward_non_scalar_shows_the_shape_and_both_fixes(ip: Any) -> None:
     body = "x = torch.tensor([1., 2.], requires_grad=True)\ny = x * x\ny.backward()\n"
     d = one(diagnose(ip, body), "backward-non-scalar", "error")
-    assert (d.line, d.names) == (4, ("y",))
+    assert (d.line, d.names) == (3, ("y",))
     assert "[2]" in d.message and "y.sum().backward()" in d.message and "torch.ones_like(y)" in d.message
 
 
@@ -326,7 +326,7 @@ def test_leaf_inplace_suggests_no_grad(ip: Any, write: str) -> None:
     body = f"x = torch.tensor([1., 2.], requires_grad=True)\n{write}\n"
     report = diagnose(ip, body)
     d = one(report, "leaf-inplace", "error")
-    assert (d.line, d.names) == (3, ("x",))
+    assert (d.line, d.names) == (2, ("x",))
     assert "with torch.no_grad():" in d.message
     assert serious(report) == ["leaf-inplace"]
 
@@ -336,7 +336,7 @@ def test_nonleaf_grad_offers_retain_grad(ip: Any) -> None:
     body = "x = torch.ones(3, requires_grad=True)\ny = x * 2\ny.sum().backward()\ng = y.grad\n"
     report = diagnose(ip, body)
     d = one(report, "nonleaf-grad", "warning")
-    assert (d.line, d.names) == (5, ("y",))
+    assert (d.line, d.names) == (4, ("y",))
     assert "y.retain_grad()" in d.message
 
 
@@ -344,15 +344,15 @@ def test_nonleaf_grad_offers_retain_grad(ip: Any) -> None:
 def test_nonleaf_grad_explains_the_conversion_trap(ip: Any) -> None:
     body = "x = torch.randn(3, requires_grad=True).double()\n(x * 2).sum().backward()\nprint(x.grad)\n"
     d = one(diagnose(ip, body), "nonleaf-grad", "warning")
-    assert (d.line, d.names) == (4, ("x",))
-    assert "Line 2" in d.message and ".double(" in d.message and "requires_grad=True)" in d.message
+    assert (d.line, d.names) == (3, ("x",))
+    assert "Line 1" in d.message and ".double(" in d.message and "requires_grad=True)" in d.message
 
 
 def test_requires_grad_int_suggests_a_float_dtype(ip: Any) -> None:
     body = "x = torch.tensor([1, 2], requires_grad=True)\n"
     report = diagnose(ip, body)
     d = one(report, "requires-grad-int", "error")
-    assert (d.line, d.names) == (2, ("x",))
+    assert (d.line, d.names) == (1, ("x",))
     assert "float" in d.message
     assert serious(report) == ["requires-grad-int"]
 
@@ -360,14 +360,14 @@ def test_requires_grad_int_suggests_a_float_dtype(ip: Any) -> None:
 def test_numpy_requires_grad_explains_detach_and_sharing(ip: Any) -> None:
     body = "x = torch.ones(3, requires_grad=True)\na = x.numpy()\n"
     d = one(diagnose(ip, body), "numpy-requires-grad", "error")
-    assert (d.line, d.names) == (3, ("x",))
+    assert (d.line, d.names) == (2, ("x",))
     assert "x.detach().numpy()" in d.message and "shares memory" in d.message
 
 
 def test_requires_grad_nonleaf_false_is_an_error(ip: Any) -> None:
     body = "x = torch.ones(3, requires_grad=True)\ny = x * 2\ny.requires_grad = False\n"
     d = one(diagnose(ip, body), "requires-grad-nonleaf", "error")
-    assert (d.line, d.names) == (4, ("y",))
+    assert (d.line, d.names) == (3, ("y",))
     assert "y = y.detach()" in d.message
 
 
@@ -375,7 +375,7 @@ def test_requires_grad_nonleaf_true_is_a_silent_no_op_warning(ip: Any) -> None:
     body = "x = torch.ones(3, requires_grad=True)\ny = x * 2\ny.requires_grad_(True)\n"
     report = diagnose(ip, body)
     d = one(report, "requires-grad-nonleaf", "warning")
-    assert (d.line, d.names) == (4, ("y",))
+    assert (d.line, d.names) == (3, ("y",))
     assert serious(report) == ["requires-grad-nonleaf"]
 
 
@@ -421,7 +421,7 @@ def test_graph_break_note_for_a_value_computed_under_no_grad(ip: Any) -> None:
     body = "w = torch.ones(3, requires_grad=True)\nwith torch.no_grad():\n    y = w * 2\n"
     report = diagnose(ip, body)
     d = one(report, "graph-break", "note")
-    assert (d.line, d.names) == (4, ("w", "y"))
+    assert (d.line, d.names) == (3, ("w", "y"))
     assert "torch.no_grad()" in d.message
 
 
@@ -434,7 +434,7 @@ def test_grad_accumulated_across_two_runs_of_the_same_cell(ip: Any) -> None:
     second, cell = report_of(ip, body)
     assert cell.error is None
     d = one(second, "grad-accumulated", "warning")
-    assert (d.line, set(d.names)) == (3, {"x", "y"})
+    assert (d.line, set(d.names)) == (2, {"x", "y"})
     assert ip.user_ns["x"].grad.tolist() == [-2.0]
 
 
@@ -442,7 +442,7 @@ def test_exception_keeps_its_type_message_and_line(ip: Any) -> None:
     body = "x = torch.ones(3)\ny = x @ torch.ones(4)\n"
     report = diagnose(ip, body)
     d = one(report, "exception", "error")
-    assert (d.line, d.names) == (3, ("x",))
+    assert (d.line, d.names) == (2, ("x",))
     assert "RuntimeError" in d.message
 
 
@@ -501,7 +501,7 @@ def test_seed_in14_alias_write_names_x_and_z_at_the_write(ip: Any) -> None:
     body = seed("14")
     d = one(diagnose(ip, body), "alias-write", "warning")
     assert (d.line, d.code, set(d.names)) == (line_of(body, "z[0] = 5"), "z[0] = 5", {"x", "z"})
-    assert d.line == 9
+    assert d.line == 8
 
 
 def test_seed_in8_shared_memory_names_arr_and_x(ip: Any) -> None:

@@ -13,7 +13,6 @@ from conftest import report_of, run
 from autograd_magic.report.model import Diagnostic, Report, TensorRow
 from autograd_magic.views import graph as graph_view
 from autograd_magic.views.html import render_html
-from autograd_magic.views.numbering import for_display
 from autograd_magic.views.text import render_text
 from autograd_magic.views.widget import payload
 
@@ -224,15 +223,6 @@ def test_lines_shown_are_the_tracebacks_in_text_html_and_widget(ip: Any) -> None
     alias = next(d for d in report.diagnostics if d.kind == "alias-write")
     assert "WARNING [alias-write] line 4: c[0] = 3" in render_text(report)
     assert "line 3" in payload(report)["diagnostics"][report.diagnostics.index(alias)]["message"]  # c = b
-
-
-def test_renumbering_leaves_code_spans_alone() -> None:
-    message = "`print('line 9')` at line 5 made `z`; see lines 3 and 4 and line 2 of cell In [7]"
-    report = Report(first_line=2, diagnostics=[Diagnostic("k", "note", 5, "print('line 9')", ("b (line 3)",), message)])
-    shown = for_display(report).diagnostics[0]
-    assert shown.message == "`print('line 9')` at line 4 made `z`; see lines 2 and 3 and line 1 of cell In [7]"
-    assert shown.line == 4 and shown.names == ("b (line 2)",) and shown.code == "print('line 9')"
-    assert for_display(for_display(report)).diagnostics[0] == shown  # idempotent
 
 
 def test_html_shows_message_code_spans_as_code_and_text_keeps_backticks() -> None:

@@ -1,7 +1,7 @@
 """Give tensors the user's own names, from the bindings capture saw.
 
 A name rebound during the cell (``b = f(b)``) keeps both versions apart: the
-latest is ``b``, an earlier one ``b@3`` (the editor line that bound it).
+latest is ``b``, an earlier one ``b (line 3)`` (the line that bound it).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def name_tensors(trace: Trace) -> Names:
             names.line_of[shown] = binding.line
             if binding.qualified:
                 names.qualified.add(shown)
-    assigned = assignment_lines(trace.source, trace.first_line)
+    assigned = assignment_lines(trace.source)
     for name, line in names.line_of.items():  # `z = x` runs no torch op: find its line in the source
         if line is None and name in assigned:
             names.line_of[name] = assigned[name]
@@ -73,11 +73,10 @@ def _older(name: str, binding: Binding, versions: list[Binding]) -> str:
     return f"{name} (before this cell)" if binding.seq == 0 else f"{name} (version {versions.index(binding) + 1})"
 
 
-def assignment_lines(source: str, first_line: int = 2) -> dict[str, int]:
-    """name -> editor line of the last statement that assigns it (in source order)."""
+def assignment_lines(source: str) -> dict[str, int]:
+    """name -> line of the last statement that assigns it (in source order)."""
     lines: dict[str, int] = {}
     for node in all_nodes(source):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            line = node.lineno + first_line - 1
-            lines[node.id] = max(line, lines.get(node.id, 0))
+            lines[node.id] = max(node.lineno, lines.get(node.id, 0))
     return lines

@@ -7,6 +7,7 @@ import re
 from functools import lru_cache
 
 from ..trace.events import OpEvent, Site, Trace
+from ..trace.lines import source_line as source_line_of
 from ..trace.names import all_nodes
 
 _LEADING_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -48,11 +49,7 @@ def assigned_value(code: str) -> str | None:
 
 
 def source_line(trace: Trace, line: int | None) -> str:
-    if line is None:
-        return ""
-    lines = trace.source.splitlines()
-    index = line - trace.first_line
-    return lines[index].strip() if 0 <= index < len(lines) else ""
+    return source_line_of(trace.source.splitlines(), line)
 
 
 def tainted_names(source: str, seeds: set[str]) -> set[str]:
@@ -98,16 +95,16 @@ def user_called(op: OpEvent, *words: str) -> bool:
 _GRAD_OFF = re.compile(r"no_grad|inference_mode|set_grad_enabled|enable_grad")
 
 
-def grad_context(source: str, first_line: int, line: int | None) -> str:
+def grad_context(source: str, line: int | None) -> str:
     """The block that turned recording off at ``line``: ``torch.inference_mode()``, ``torch.no_grad()``, ...
 
     Capture sees only that grad mode was off; the cell's text says which spelling did it.
     """
-    return _grad_blocks(source, first_line).get(line or 0, "torch.no_grad()")
+    return _grad_blocks(source).get(line or 0, "torch.no_grad()")
 
 
 @lru_cache(maxsize=32)
-def _grad_blocks(source: str, first_line: int) -> dict[int, str]:
+def _grad_blocks(source: str) -> dict[int, str]:
     found: dict[int, str] = {}
     for node in all_nodes(source):
         if isinstance(node, (ast.With, ast.AsyncWith)):
@@ -119,5 +116,5 @@ def _grad_blocks(source: str, first_line: int) -> dict[int, str]:
         text = next((t for m in managers if _GRAD_OFF.search(t := ast.unparse(m))), None)
         if text is not None:
             for inner in range(node.body[0].lineno, (node.end_lineno or node.lineno) + 1):
-                found[inner + first_line - 1] = text  # ast.walk is outer-first: the innermost block wins
+                found[inner] = text  # ast.walk is outer-first: the innermost block wins
     return found

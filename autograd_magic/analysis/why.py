@@ -1,6 +1,6 @@
 """"Why is this gradient what it is?": one plain answer per named tensor (``report.why("x")``).
 
-The answers name lines (the cell body's, as tracebacks count them) and variables: why
+The answers name lines (the source's own, as tracebacks count them) and variables: why
 ``.grad`` is None (no grad required, not a leaf, the path was cut, no backward reached
 it), why it is zero (where the replay saw the gradient stop), or how it was summed.
 """
@@ -31,10 +31,9 @@ class _Asker:
     def __init__(self, trace: Trace, names: Names, grads: dict[str, GradRow], replays: list[Replay],
                  cuts: list[Cut]) -> None:
         self.trace, self.names, self.grads, self.replays, self.cuts = trace, names, grads, replays, cuts
-        self.shift = trace.first_line - 1
 
     def line(self, line: int | None) -> str:
-        return "line ?" if line is None else f"line {max(1, line - self.shift)}"
+        return "line ?" if line is None else f"line {line}"
 
     def why(self, name: str) -> str:
         info = self.trace.final[name]

@@ -66,7 +66,9 @@ class Recorder:
     'mul'
 
     ``filename`` names the code whose lines are reported (a notebook cell);
-    without it the first frame outside torch is taken as user code.
+    without it the first frame outside torch is taken as user code. Lines are
+    the code's own (see trace/lines.py); ``first_line`` is the editor line of
+    the source's line 1, kept in the report so an editor can map back.
     ``gradcheck=True`` also checks each custom ``autograd.Function``'s backward
     against finite differences on exit (see gradcheck.py: it calls the forward again).
     ``leave_loops=True`` runs a training loop unwatched past its recorded steps (optimizers.StepOut), for a
@@ -87,7 +89,7 @@ class Recorder:
         gradcheck: bool = False,
         leave_loops: bool = False,
     ) -> None:
-        self.sites = SiteTable(source, filename, first_line)
+        self.sites = SiteTable(source, filename)
         self.ids = Identity()
         self.namespace = namespace if namespace is not None else {}
         self.max_repeats = max_repeats
@@ -409,7 +411,7 @@ class Recorder:
         line = None
         while tb is not None:  # the innermost frame that is cell code
             if self.sites.is_user_code(tb.tb_frame.f_code):
-                line = self.sites.editor_line(tb.tb_lineno)
+                line = tb.tb_lineno
             tb = tb.tb_next
         return ErrorInfo(type(exc).__name__, str(exc), Site(line, self.sites.line_text(line)),
                          unwatched=self._error_unwatched)

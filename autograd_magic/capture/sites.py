@@ -1,4 +1,9 @@
-"""Where in the cell a call happened: editor line, source text, assigned name.
+"""Where in the cell a call happened: line, source text, assigned name.
+
+A line is the number Python itself gives the code (its code objects, its tracebacks): line 1 is
+the first line of the source run, the cell body for ``%%autograd`` and the file's own line for a
+script. This is the only numbering in the trace and the report; ``first_line`` (the editor line
+of source line 1) only travels along so an editor can map back.
 
 Everything here is computed once per code object (or per instruction) and
 cached, because it runs on the recorder's hot path.
@@ -10,6 +15,7 @@ import dis
 from types import CodeType, FrameType
 
 from ..trace.events import Site
+from ..trace.lines import source_line
 from .compat import getframe, instruction_index, positions
 
 _STORES = {"STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF"}
@@ -33,10 +39,9 @@ def store_targets(code: CodeType) -> dict[int, str | tuple[str, ...]]:
 class SiteTable:
     """Turns (code, instruction offset) into a `Site`, for code of one cell."""
 
-    def __init__(self, source: str, filename: str | None, first_line: int = 2) -> None:
+    def __init__(self, source: str, filename: str | None) -> None:
         self.lines = source.splitlines()
         self.filename = filename
-        self.first_line = first_line
         # every table is keyed by id(code), with the code kept for identity: hashing a code object
         # costs its whole length, and these run for each recorded op and each backward call
         self._positions: dict[int, tuple[CodeType, list[tuple[int | None, int | None, int | None, int | None]]]] = {}
@@ -87,14 +92,8 @@ class SiteTable:
             found = self._targets[id(code)] = (code, store_targets(code))
         return found[1].get(frame.f_lasti)
 
-    def editor_line(self, line: int | None) -> int | None:
-        return None if line is None else line + self.first_line - 1
-
-    def line_text(self, editor_line: int | None) -> str:
-        if editor_line is None:
-            return ""
-        index = editor_line - self.first_line
-        return self.lines[index].strip() if 0 <= index < len(self.lines) else ""
+    def line_text(self, line: int | None) -> str:
+        return source_line(self.lines, line)
 
     def _make_site(self, code: CodeType, lasti: int) -> Site:
         found = self._positions.get(id(code))
@@ -105,8 +104,7 @@ class SiteTable:
         if not 0 <= index < len(table) or table[index][0] is None:
             return Site(None)
         start, stop, col, end_col = table[index]
-        line = self.editor_line(start)
-        return Site(line, self.line_text(line), self._expr_text(start, stop, col, end_col))
+        return Site(start, self.line_text(start), self._expr_text(start, stop, col, end_col))
 
     def _expr_text(self, start: int | None, stop: int | None, col: int | None, end_col: int | None) -> str:
         if start is None or stop is None or col is None or end_col is None:

@@ -244,6 +244,8 @@ class Report:
     """Everything autograd_magic learned about one cell run."""
 
     source: str = ""
+    # every line in the report is the source's own (line 1 = the cell body's first line, as tracebacks
+    # count); first_line is the editor line of line 1 (2 under %%autograd), only to map back
     first_line: int = 2
     diagnostics: list[Diagnostic] = field(default_factory=list)
     tensors: dict[str, TensorRow] = field(default_factory=dict)

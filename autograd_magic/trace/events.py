@@ -39,7 +39,7 @@ class TensorInfo:
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """A place in the cell: editor line (the magic's line is 1) and text."""
+    """A place in the cell: its line (the source's own numbering, see lines.py) and text."""
 
     line: int | None
     code: str = ""  # the whole source line
@@ -237,7 +237,7 @@ class Trace:
     """Everything capture learned about one cell run."""
 
     source: str = ""  # the cell body as typed
-    first_line: int = 2  # editor line of the body's first line
+    first_line: int = 2  # editor line of the source's line 1 (only to map back: lines are the source's)
     ops: tuple[OpEvent, ...] = ()
     backwards: tuple[BackwardEvent, ...] = ()
     bindings: tuple[Binding, ...] = ()

@@ -37,7 +37,6 @@ from ..report.model import Cut, GradRow, Graph, Node, Report
 from .escape import dot_string, requote_dot, safe_svg
 from .fit import fit_labels
 from .modules import cluster_lines
-from .numbering import for_display
 from .saved import kept_sentence, saved_sentence
 from .text import format_values, module_facts, node_gradient, node_value, shape_text
 
@@ -94,7 +93,7 @@ class Facts:
 
 
 def facts_of(report: Report | None) -> Facts:
-    """Facts of a report already in display numbering (see `numbering.for_display`)."""
+    """What a drawing says about a report's tensors beside the graph itself."""
     if report is None:
         return Facts()
     flagged = frozenset(n for d in report.diagnostics if d.severity != "note" for n in d.names)
@@ -105,12 +104,12 @@ def facts_of(report: Report | None) -> Facts:
 
 
 def render_graph(graph: Graph, report: Report | None = None) -> Rendered:
-    """Draw a graph of a displayed report (`for_display`), whose line numbers are what the user sees."""
+    """Draw one graph of ``report``."""
     return render_dot(to_dot(graph, facts_of(report)))
 
 
 def start_graphs(report: Report) -> list[Callable[[], Rendered]]:
-    """Start drawing every graph of a displayed report; each call returns one drawing when it is done.
+    """Start drawing every graph of a report; each call returns one drawing when it is done.
 
     Graphviz runs while the caller builds the rest of the view: starting its process is most of its time.
     """
@@ -119,7 +118,7 @@ def start_graphs(report: Report) -> list[Callable[[], Rendered]]:
 
 def _dots_of(report: Report) -> list[str]:
     """Each graph's DOT text; the last report's are reused: the widget's payload and its static HTML
-    draw the same displayed report one after the other, and a big graph's DOT takes milliseconds."""
+    draw the same report one after the other, and a big graph's DOT takes milliseconds."""
     last = _last_dots.get("report")
     graphs = [id(g) for g in report.graphs]
     if last is not None and last[0]() is report and last[1] == graphs:
@@ -131,8 +130,7 @@ def _dots_of(report: Report) -> list[str]:
 
 
 def render_first_graph(report: Report) -> Rendered:
-    shown = for_display(report)
-    return render_graph(shown.graphs[0], shown)
+    return render_graph(report.graphs[0], report)
 
 
 def render_dot(dot: str) -> Rendered:

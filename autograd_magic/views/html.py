@@ -4,8 +4,8 @@ Every user string goes through `escape.html_text`; SVG comes from Graphviz throu
 `escape.safe_svg`. Colours use JupyterLab's CSS variables with
 fallbacks, so the view reads in light and dark themes and outside Jupyter; the
 graph's lines, borders and op boxes are recoloured with the theme (the light
-leaf and output boxes keep dark text). Line numbers are the cell body's (see
-`numbering`); `code` spans in messages become <code>.
+leaf and output boxes keep dark text). Line numbers are the report's own
+(the cell body's); `code` spans in messages become <code>.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from ..report.model import Graph, Report
 from .escape import html_text as _e
 from .escape import readable_dot
 from .graph import LegendItem, Rendered, legend_for, render_torchviz, start_graphs
-from .numbering import for_display
 from .replay import replays_html
 from .saved import memory_lines
 from .text import format_values, graph_title, shape_text, summary_line
@@ -60,12 +59,11 @@ STYLE = """
 
 
 def render_html(report: Report) -> str:
-    report = for_display(report)
     return html_with_graphs(report, html_around_graphs(report))
 
 
 def html_around_graphs(report: Report) -> tuple[list[str], list[str]]:
-    """The static view's parts before and after its graphs, for a displayed report (`for_display`): the
+    """The static view's parts before and after its graphs, for a report: the
     widget builds them while Graphviz lays the graphs out."""
     before = [STYLE, '<div class="agm">', f"<b>{_e(summary_line(report))}</b>"]
     before += [f'<div class="hint">{_e(h)}</div>' for h in report.hints]

@@ -21,7 +21,7 @@ STYLE = """
 
 
 def replays_html(report: Report) -> str:
-    """``report`` is already in display numbering (see `numbering.for_display`)."""
+    """Each backward call's replay, step by step."""
     if not report.backward_steps:
         return ""
     parts = [STYLE]

@@ -1,7 +1,7 @@
 """The plain-text view: terminal IPython, logs, and every output's text/plain.
 
 Names, code and messages are the notebook's own text: `escape.terminal_text` shows any
-control character in them as an escape. Line numbers are the cell body's (see `numbering`);
+control character in them as an escape. Line numbers are the report's own (the cell body's);
 diagnostic messages keep their `backtick` code spans, which read as code in plain text.
 """
 
@@ -12,7 +12,6 @@ from typing import Any
 
 from ..report.model import GradRow, Graph, Node, Replay, Report, Value, flatten
 from .escape import terminal_text
-from .numbering import for_display
 from .saved import memory_lines
 from .training import training_text
 
@@ -23,7 +22,6 @@ MAX_INLINE_GRAD = 4  # a gradient with at most this many values is shown as valu
 
 def render_text(report: Report) -> str:
     """The whole text view, through `escape.terminal_text`: nothing in it is a terminal control."""
-    report = for_display(report)
     parts = [summary_line(report)]
     parts += [f"  hint: {hint}" for hint in report.hints]
     for section in (_diagnostics, _variables, _gradients, _training, _graphs, _replays, _error):

@@ -36,7 +36,6 @@ from ..report.model import SEVERITIES, Node, Report, Step, flatten
 from .escape import readable_dot
 from .graph import Rendered, legend_for, render_torchviz, start_graphs
 from .html import html_around_graphs, html_with_graphs
-from .numbering import for_display
 from .saved import kept_sentence, memory_lines, saved_items
 from .text import graph_title, node_gradient, node_value, render_text, replay_title, step_lines, summary_line, unwatched
 
@@ -68,22 +67,21 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
                                   ).tag(sync=True)
 
     def __init__(self, report: Report, refold: Refold | None = None, **kwargs: Any) -> None:
-        self.source_report = report  # plain data, no tensors: safe to keep
-        self._shown = for_display(report)  # renumbered once for the payload, text and HTML alike
+        self.source_report = report  # plain data, no tensors: safe to keep; the payload, text and HTML draw it
         self._refold = refold
         self._folds: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
         kwargs.setdefault("step", report.ops[-1].seq if report.ops else 0)
         tab, diagnostic = opening(report)
         kwargs.setdefault("tab", tab)
         kwargs.setdefault("diagnostic", diagnostic)
-        started = start_graphs(self._shown)  # Graphviz lays the graphs out while the rest is built and sent
+        started = start_graphs(self.source_report)  # Graphviz lays the graphs out while the rest is built and sent
         try:
-            super().__init__(report=_data(self._shown), **kwargs)
-            self._static = _StaticBundle(self._shown)
+            super().__init__(report=_data(self.source_report), **kwargs)
+            self._static = _StaticBundle(self.source_report)
         finally:  # every process is read to its end, even when building the rest failed
             drawn = [finish() for finish in started]
         self._static.drawings = drawn  # the bundle's HTML shows these: a failed run is not run again
-        self.drawings = _drawings(self._shown, drawn)
+        self.drawings = _drawings(self.source_report, drawn)
 
     @traitlets.observe("fold_request")
     def _fold(self, change: dict[str, Any]) -> None:
@@ -108,9 +106,8 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
             internal.report_failure("folding a module")
             return
         self.source_report = report
-        self._shown = for_display(report)
         self.selected = None  # node ids are numbered afresh in the new drawing
-        data = payload(self._shown)
+        data = payload(self.source_report)
         with self.hold_sync():  # one message: the frontend draws the new report once
             self.drawings = data.pop("drawings")
             self.report = data
@@ -128,8 +125,8 @@ class AutogradView(anywidget.AnyWidget):  # type: ignore[misc]
         if bundle is None:
             return None
         data, metadata = bundle
-        if self._static.report is not self._shown:  # folded since: the static views follow
-            self._static = _StaticBundle(self._shown)
+        if self._static.report is not self.source_report:  # folded since: the static views follow
+            self._static = _StaticBundle(self.source_report)
         data = {**data, "text/plain": self._static.text, "text/html": self._static.html()}
         return data, metadata
 
@@ -159,10 +156,9 @@ def opening(report: Report) -> tuple[str, int | None]:
 
 
 def payload(report: Report) -> dict[str, Any]:
-    """What the frontend draws: the report's JSON in display numbering, each graph's SVG (or DOT and
+    """What the frontend draws: the report's JSON, each graph's SVG (or DOT and
     a hint) as ``drawings``, the legend, and per node its gradient and saved tensors in words. The widget
     sends ``drawings`` as a trait of its own, after the rest: see `AutogradView.__init__`."""
-    report = for_display(report)
     started = start_graphs(report)  # Graphviz draws while the rest is built
     try:
         data = _data(report)

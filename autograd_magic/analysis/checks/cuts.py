@@ -52,7 +52,7 @@ _HOW = {
 
 def _how(trace: Trace, cut: Cut) -> str:
     if cut.how == "no_grad":  # name the block the user wrote: inference_mode, set_grad_enabled(False), ...
-        return f"it was computed under `{grad_context(trace.source, trace.first_line, cut.op.site.line)}`, " \
+        return f"it was computed under `{grad_context(trace.source, cut.op.site.line)}`, " \
                f"so nothing was recorded"
     return _HOW[cut.how]
 

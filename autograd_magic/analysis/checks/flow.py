@@ -155,10 +155,10 @@ def check_eval_keeps_grad(trace: Trace, names: Names) -> list[Diagnostic]:
 
 
 def _eval_call(trace: Trace) -> tuple[int, str] | None:
-    for offset, text in enumerate(trace.source.splitlines()):
+    for line, text in enumerate(trace.source.splitlines(), start=1):
         match = _EVAL.search(text.split("#")[0])
         if match:
-            return trace.first_line + offset, match.group(1)
+            return line, match.group(1)
     return None
 
 

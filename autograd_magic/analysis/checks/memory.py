@@ -169,11 +169,11 @@ def _bound_by_out(trace: Trace, via: str, other: str) -> OpEvent | None:
 
 def _assignment_of(trace: Trace, via: str, other: str) -> tuple[int | None, str | None]:
     """The line ``via = other`` or ``other = via``, from the cell's source."""
-    for offset, text in enumerate(trace.source.splitlines()):
+    for line, text in enumerate(trace.source.splitlines(), start=1):
         value = assigned_value(text)
         target = text.split("=")[0].strip()
         if {target, value} == {via, other}:
-            return trace.first_line + offset, text.strip()
+            return line, text.strip()
     return None, None
 
 

@@ -169,7 +169,7 @@ def _step(trace: Trace, names: Names, op: OpEvent) -> str:
     template = _STEPS.get(op.func)
     if template is not None:
         return template.format(expr=expr, src=src)
-    block = grad_context(trace.source, trace.first_line, op.site.line) if op.site.cell is None else "torch.no_grad()"
+    block = grad_context(trace.source, op.site.line) if op.site.cell is None else "torch.no_grad()"
     where = f" under `{block}`, so nothing was recorded" if not op.grad_enabled else ""
     return f"{expr} computed a new value from {src}{where}"
 
@@ -194,7 +194,7 @@ def _fix(trace: Trace, names: Names, root: str, cut: OpEvent) -> str:
                 f"`{base}_np = {base}.detach().numpy()`, and call backward on `{base}` itself{reduce}. Convert to "
                 f"NumPy or Python numbers only to log or plot.")
     if not cut.grad_enabled and cut.site.cell is None and cut.func not in _STEPS:
-        block = grad_context(trace.source, trace.first_line, cut.site.line)
+        block = grad_context(trace.source, cut.site.line)
         return (f"Fix: compute `{cut.site.expr or cut.func}` outside the `with {block}:` block (that block is for "
                 f"values that must not be trained), then call backward.")
     return (f"Fix: call backward on a value computed with torch operations only, not through "

@@ -91,7 +91,7 @@ function table(headers, rows) {
 function sourceView(report, line) {
   const lines = (report.source || "").replace(/\n$/, "").split("\n");
   const pre = h("pre", { class: "agm-source", "aria-label": "cell source" }, lines.map((text, i) => {
-    const number = report.first_line + i;
+    const number = i + 1;  // the report's lines are the source's own: line 1 is its first
     const here = number === line;
     return h("div", { class: here ? "agm-line agm-here" : "agm-line", "aria-current": here ? "true" : null },
       h("span", { class: "agm-lno" }, here ? `▶${number}` : String(number)), text);
