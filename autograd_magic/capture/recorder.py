@@ -206,9 +206,11 @@ class Recorder:
             if apply is not None and apply.f_code is APPLY_CODE:
                 self._note_apply(apply)
             with quiet():
-                self._record(func, args, kwargs, result, error, frame, direct=frame is caller,
-                             module=None if frame is caller else self.modules.module_of(caller),
-                             caller_file=caller.f_code.co_filename)
+                direct = frame is caller
+                self._record(func, args, kwargs, result, error, frame, direct=direct,
+                             module=None if direct else self.modules.module_of(caller),
+                             caller_file=caller.f_code.co_filename,
+                             by_torch=not direct and self.sites.is_torch_code(caller.f_code))
         except Exception:
             internal.report_failure("recording an op")
 
@@ -239,7 +241,7 @@ class Recorder:
 
     def _record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
                 error: BaseException | None, frame: FrameType | None, direct: bool = True,
-                module: str | None = None, caller_file: str = "") -> None:
+                module: str | None = None, caller_file: str = "", by_torch: bool = False) -> None:
         name = func_name(func)
         inputs = self._describe_all(args, kwargs)
         outputs = self._describe_all((result,), None) if error is None else ()
@@ -262,6 +264,7 @@ class Recorder:
             nonfinite=non_finite(name, args, kwargs, result, inplace, caller_file) if outputs else None,
             scaler=caller_file.endswith(SCALER_FILE),
             scaler_update=scaler_update(name, args, result, caller_file) if error is None else None,
+            by_torch=by_torch,
         )
         self._ops.append(event)
         if direct:  # ops inside `G = nn.Linear(2, 4)` or `loss = crit(out, y)` are temporaries, not `G`/`loss`

@@ -48,6 +48,7 @@ class SiteTable:
         self._targets: dict[int, tuple[CodeType, dict[int, str | tuple[str, ...]]]] = {}
         self._sites: dict[tuple[int, int], tuple[CodeType, Site]] = {}
         self._user: dict[int, tuple[CodeType, bool]] = {}
+        self._torch: dict[int, tuple[CodeType, bool]] = {}
 
     def is_user_code(self, code: CodeType) -> bool:
         known = self._user.get(id(code))
@@ -61,6 +62,13 @@ class SiteTable:
         # used as a library: the first frame outside torch and ourselves is the user's
         name = code.co_filename
         return not any(part in name for part in _LIBRARY_MARKERS)
+
+    def is_torch_code(self, code: CodeType) -> bool:
+        """Code of torch's own Python library (gradcheck, optimizers, nn.init), not the user's."""
+        known = self._torch.get(id(code))
+        if known is None or known[0] is not code:
+            known = self._torch[id(code)] = (code, any(part in code.co_filename for part in _TORCH_MARKERS))
+        return known[1]
 
     def user_frame(self, depth: int) -> FrameType | None:
         """The innermost frame of user code above the caller at ``depth``."""
@@ -118,5 +126,6 @@ class SiteTable:
         return b"\n".join(chunk).decode(errors="replace")
 
 
-_LIBRARY_MARKERS = ("/torch/", "\\torch\\", "/autograd_magic/", "\\autograd_magic\\", "<frozen ", "/contextlib.py")
+_TORCH_MARKERS = ("/torch/", "\\torch\\")
+_LIBRARY_MARKERS = (*_TORCH_MARKERS, "/autograd_magic/", "\\autograd_magic\\", "<frozen ", "/contextlib.py")
 

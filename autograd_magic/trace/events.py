@@ -67,6 +67,7 @@ class OpEvent:
     scaler: bool = False  # called by a torch.amp.GradScaler (scaling a loss or unscaling gradients)
     # a GradScaler's update: (found inf: 1.0 when it skipped this step's optimizer step, the new scale)
     scaler_update: tuple[float | None, float | None] | None = None
+    by_torch: bool = False  # torch's own Python code made the call (gradcheck, an optimizer), not the user's
 
 
 @dataclass(frozen=True, slots=True)

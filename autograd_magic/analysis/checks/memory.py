@@ -45,14 +45,42 @@ def check_alias_write(trace: Trace, names: Names) -> list[Diagnostic]:
     """An in-place write through one name changed what another name shows."""
     found = []
     iterators = loop_names(trace.source)  # `for p in params: p -= ...` aliases on purpose
+    undone = _undone_by_torch(trace)
     for op in trace.ops:
         target = written(op) if op.inplace and not op.error else None
-        if target is None or target.kind != "tensor":
+        if target is None or target.kind != "tensor" or op.seq in undone:
             continue
         seers = _who_sees(trace, names, op, target, iterators)
         if len(seers) >= 2:
             found.append(_alias_diagnostic(trace, op, seers))
     return found
+
+
+def _undone_by_torch(trace: Trace) -> set[int]:
+    """Writes torch's own code made and then undid: it cloned the memory, wrote, and copied the clone back.
+
+    gradcheck perturbs each input element this way and puts it back; a name sharing that memory never
+    sees the perturbed values after the call, so nothing the user wrote aliased anything.
+    """
+    ops = [op for op in trace.ops if op.by_torch and not op.error]
+    writes = [op for op in ops if op.inplace]
+    saved: dict[int, OpEvent] = {}  # tid of a clone torch made -> the clone
+    undone: set[int] = set()
+    for op in ops:
+        if op.func == "clone" and op.inputs and op.outputs:
+            saved[op.outputs[0].tid] = op
+        elif op.func == "copy_" and len(op.inputs) >= 2 and op.inputs[1].tid in saved:
+            memory = saved[op.inputs[1].tid].inputs[0].memory
+            if overlaps(memory, op.inputs[0].memory):
+                start = saved[op.inputs[1].tid].seq
+                undone.update(w.seq for w in writes if start <= w.seq <= op.seq
+                              and overlaps(_memory_written(w), memory))
+    return undone
+
+
+def _memory_written(op: OpEvent) -> tuple[int, int] | None:
+    target = written(op)
+    return target.memory if target is not None else None
 
 
 def _who_sees(trace: Trace, names: Names, op: OpEvent, target: TensorInfo, skip: AbstractSet[str]) -> list[_Seer]:
