@@ -234,6 +234,40 @@ def test_detach_for_a_gan_discriminator_step_is_only_a_note(ip: Any) -> None:
     assert one(report, "graph-break", "note").line == line_of(body, "detach")
 
 
+HF_MODEL = """from dataclasses import dataclass
+@dataclass
+class Output:  # what a Hugging Face model returns: an object holding the loss
+    loss: torch.Tensor
+    logits: torch.Tensor
+class TinyLM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 10)
+    def forward(self, input_ids, attention_mask, labels):
+        logits = self.head(self.emb(input_ids)) * attention_mask[..., None]
+        return Output(torch.nn.functional.cross_entropy(logits.view(-1, 10), labels.view(-1)), logits)
+model = TinyLM()
+ids, mask, labels = torch.randint(0, 10, (2, 5)), torch.ones(2, 5), torch.randint(0, 10, (2, 5))
+"""
+
+
+def test_graph_break_names_the_value_as_written_not_the_call_that_made_its_holder(ip: Any) -> None:
+    fresh(ip)
+    run(ip, HF_MODEL)
+    body = ("opt = torch.optim.AdamW(model.parameters(), lr=1e-3)\n"
+            "for step in range(3):\n"
+            "    out = model(input_ids=ids, attention_mask=mask, labels=labels)\n"
+            "    out.loss.backward()\n    opt.step()\n    opt.zero_grad()\n"
+            "print(out.loss.item())\n")
+    report, cell = report_of(ip, body)  # not `diagnose`: it would run the cell in a fresh namespace
+    assert cell.error is None
+    d = one(report, "graph-break", "note")
+    assert d.line == line_of(body, "print(out.loss.item())")
+    assert "`out.loss.item()` at line 7 took `out.loss` out of the graph" in d.message
+    assert "model(input_ids" not in d.message
+
+
 # -- errors from backward --------------------------------------------------------------------------
 def test_backward_no_grad_fn_points_at_the_line_that_rebuilt_it(ip: Any) -> None:
     body = ("a = torch.tensor([1., 2., 3.], requires_grad=True)\nb = a**2\n"

@@ -30,6 +30,33 @@ def _statement(code: str) -> ast.stmt | None:
     return body[0] if len(body) == 1 else None
 
 
+def operand_text(op: OpEvent) -> str | None:
+    """What the user wrote for the tensor ``op`` took: ``out.loss`` in ``out.loss.item()``.
+
+    Only when the op's own expression in the cell is that call (``X.item()``, ``X.data``,
+    ``torch.tensor(X)``); a call made inside a library function has no such text.
+    """
+    text = op.site.expr.strip()
+    method = op.func.removesuffix(".__get__")
+    try:
+        node = ast.parse(text, mode="eval").body if text else None
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == method:
+        node = node.func.value  # x.item(), x.detach()
+    elif isinstance(node, ast.Attribute) and node.attr == method:
+        node = node.value  # x.data
+    elif isinstance(node, ast.Call) and node.args and _called_name(node.func) == method:
+        node = node.args[0]  # torch.tensor(x)
+    else:
+        return None
+    return ast.get_source_segment(text, node)
+
+
+def _called_name(func: ast.expr) -> str | None:
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+
+
 def assigned_name(code: str) -> str | None:
     """``total`` for ``total = total + loss`` or ``total += loss``; None for anything else."""
     stmt = _statement(code)

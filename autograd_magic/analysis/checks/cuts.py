@@ -28,7 +28,7 @@ from ..lineage import (
     value_text,
 )
 from ..naming import Names
-from ..source import assigned_name, grad_context, tainted_names, user_called
+from ..source import assigned_name, grad_context, operand_text, tainted_names, user_called
 
 # op func -> words in the source that show the user wrote the call (its name is events.CUT_FUNCS)
 _WRITTEN_AS = {
@@ -134,7 +134,7 @@ def check_graph_break(trace: Trace, names: Names) -> list[Diagnostic]:
         op = cut.op
         results = _cut_result(trace, names, op)
         message = (f"`{op.site.expr or op.site.code}` at line {op.site.line} took "
-                   f"{value_text(trace, names, op.inputs[0], 'a tensor that requires grad')} out of the graph: "
+                   f"{_taken(trace, names, op)} out of the graph: "
                    f"{_how(trace, cut)}.")
         if results:
             message += f" No gradient flows back through {show(results[0])}."
@@ -144,6 +144,17 @@ def check_graph_break(trace: Trace, names: Names) -> list[Diagnostic]:
         found.append(Diagnostic("graph-break", "warning" if warn else "note", op.site.line, op.site.code,
                                 involved, message))
     return found
+
+
+def _taken(trace: Trace, names: Names, op: OpEvent) -> str:
+    """The value a cut took, as the user wrote it (`out.loss` in `out.loss.item()`), else its name or maker.
+
+    The maker's text would name the call that built the object holding it (`model(ids)`), not the value.
+    """
+    written = operand_text(op)
+    if written and not written.isidentifier():
+        return f"`{written}`"
+    return value_text(trace, names, op.inputs[0], "a tensor that requires grad")
 
 
 def _cut_result(trace: Trace, names: Names, op: OpEvent) -> list[str]:
