@@ -505,6 +505,43 @@ def test_a_caught_error_is_not_reported(ip: Any) -> None:
     assert serious(diagnose(ip, body)) == []
 
 
+# -- grad-summed --------------------------------------------------------------------------------
+def test_grad_summed_note_names_the_backward_line_and_the_count(ip: Any) -> None:
+    body = ("w = torch.ones(3, requires_grad=True)\nfor i in range(5):\n    loss = (w * (i + 1)).sum()\n"
+            "    loss.backward()\nprint(w.grad)\n")
+    report = diagnose(ip, body)
+    d = one(report, "grad-summed", "note")
+    assert (d.line, d.names) == (line_of(body, "print(w.grad)"), ("w",))
+    assert f"`loss.backward()` at line {line_of(body, 'loss.backward()')} ran 5 times" in d.message
+    assert "sum of 5 gradients" in d.message and "accumulation" in d.message
+    assert serious(report) == []
+
+
+def test_grad_summed_counts_backward_calls_on_two_lines(ip: Any) -> None:
+    body = "w = torch.ones(3, requires_grad=True)\n(w * 2).sum().backward()\n(w * 3).sum().backward()\ng = w.grad\n"
+    d = one(diagnose(ip, body), "grad-summed", "note")
+    assert d.line == 4 and "sum of 2 gradients: backward ran 2 times (lines 2, 3)" in d.message
+
+
+@pytest.mark.parametrize("body", [
+    # gradient accumulation done right: four micro-batches per step, .grad cleared after each step
+    "model = torch.nn.Linear(3, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\ndata = torch.randn(8, 3)\n"
+    "for i in range(8):\n    loss = model(data[i:i+1]).pow(2).mean() / 4\n    loss.backward()\n"
+    "    if (i + 1) % 4 == 0:\n        opt.step()\n        opt.zero_grad()\nprint(model.weight.grad)\n",
+    # an ordinary training loop
+    "model = torch.nn.Linear(3, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\nfor i in range(6):\n"
+    "    opt.zero_grad()\n    loss = model(torch.randn(4, 3)).pow(2).mean()\n    loss.backward()\n    opt.step()\n"
+    "print(model.weight.grad)\n",
+    # a manual update reads .grad each step
+    "w = torch.ones(3, requires_grad=True)\nfor i in range(4):\n    (w * w).sum().backward()\n"
+    "    with torch.no_grad():\n        w -= 0.1 * w.grad\n    w.grad = None\n",
+    # one backward, one read
+    "w = torch.ones(3, requires_grad=True)\n(w * 2).sum().backward()\nprint(w.grad)\n",
+])
+def test_grad_summed_is_silent_when_grad_holds_one_pass(ip: Any, body: str) -> None:
+    assert "grad-summed" not in kinds(diagnose(ip, body))
+
+
 # -- the seed tutorial --------------------------------------------------------------------------
 def _is_output(chunk: str) -> bool:
     """A blank-line separated chunk of the seed that is printed output, not code.

@@ -23,7 +23,7 @@ from .checks.errors import (
 )
 from .checks.flow import check_eval_keeps_grad, check_history_growing, check_nonleaf_grad
 from .checks.gradcheck import check_gradcheck
-from .checks.grads import check_grad_accumulated, check_saved_tensor_mutated
+from .checks.grads import check_grad_accumulated, check_grad_summed, check_saved_tensor_mutated
 from .checks.inplace import check_inplace_saved_tensor
 from .checks.memory import check_alias_write, check_shared_memory
 from .checks.nonfinite import check_non_finite
@@ -52,6 +52,7 @@ CHECKS: dict[str, Check] = {
     "leaf-inplace": check_leaf_inplace,
     "nonleaf-grad": check_nonleaf_grad,
     "grad-accumulated": check_grad_accumulated,
+    "grad-summed": check_grad_summed,
     "requires-grad-int": check_requires_grad_int,
     "numpy-requires-grad": check_numpy_requires_grad,
     "requires-grad-nonleaf": check_requires_grad_nonleaf,

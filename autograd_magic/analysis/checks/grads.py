@@ -1,4 +1,4 @@
-"""Checks on the gradients backward produced: grad-accumulated and saved-tensor-mutated."""
+"""Checks on the gradients backward produced: grad-accumulated, grad-summed and saved-tensor-mutated."""
 
 from __future__ import annotations
 
@@ -115,6 +115,82 @@ def _zero_grad_fix(trace: Trace, leaf: str) -> str:
     if "." in base_name(leaf):
         return f"`{module}.zero_grad()` at the top of the loop"
     return f"`{module}.grad = None` (or `optimizer.zero_grad()`) before each backward"
+
+
+# -- grad-summed ---------------------------------------------------------------------------------
+def check_grad_summed(trace: Trace, names: Names) -> list[Diagnostic]:
+    """A read of ``.grad`` after several backward calls with no update and no clearing between: a sum.
+
+    A note, not a warning: gradient accumulation (several batches, then one step) does exactly this.
+    """
+    found: dict[int | None, Diagnostic] = {}
+    for read in trace.ops:
+        if read.func != "grad.__get__" or not read.inputs or not read.outputs or read.error:
+            continue  # an empty .grad (None) holds no sum
+        calls = _summed_calls(trace, read.inputs[0].tid, read.seq)
+        if calls is None or read.site.line in found:
+            continue
+        leaf = leaf_name(trace, names, read.inputs[0].tid) or "the leaf"
+        found[read.site.line] = _summed_note(read, leaf, *calls)
+    return list(found.values())
+
+
+def _summed_calls(trace: Trace, tid: int, before: int) -> tuple[list[BackwardEvent], int] | None:
+    """The backward calls whose sum ``tid``'s .grad holds at ``before`` (latest first), and how many passes.
+
+    Going back from the read, passes count while each found .grad already set and nothing touched
+    the leaf between them (an update, or a read that used the gradient). A call site past the detail
+    cap is recorded once per call only in its count: its passes are all of its calls.
+    """
+    run: list[BackwardEvent] = []
+    stop = before
+    for event in reversed([b for b in succeeded(trace) if b.seq < before and b.func == "backward"]):
+        grad = next((g for g in event.leaf_grads if g.tid == tid), None)
+        if grad is None:
+            continue
+        if _touched(trace, tid, event.seq, stop):
+            break
+        run.append(event)
+        stop = event.seq
+        if not grad.had_grad:
+            break
+    if not run:
+        return None
+    by_site = {(e.site.line, e.site.code): e.calls for e in run}
+    whole = all(sum(1 for b in succeeded(trace) if (b.site.line, b.site.code) == site and b.leaf_grads) ==
+                sum(1 for e in run if (e.site.line, e.site.code) == site) for site in by_site)
+    count = sum(by_site.values()) if whole else len(run)
+    return (run, count) if count > 1 else None
+
+
+def _touched(trace: Trace, tid: int, start: int, stop: int) -> bool:
+    """Between two events, the leaf was updated in place or its .grad read."""
+    for op in trace.ops:
+        if start < op.seq < stop and op.inputs and not op.error:
+            if op.func == "grad.__get__" and op.inputs[0].tid == tid:
+                return True
+            if op.inplace and any(i.tid == tid for i in op.inputs[:1] + _listed(op)):
+                return True
+    return False
+
+
+def _summed_note(read: OpEvent, leaf: str, run: list[BackwardEvent], count: int) -> Diagnostic:
+    grad = describe_grads([leaf])
+    lines = sorted({e.site.line for e in run if e.site.line is not None})
+    last = run[0]
+    backward = (f"`{last.site.expr or last.site.code}` at line {last.site.line} ran {count} times" if len(lines) == 1
+                else f"backward ran {count} times (lines {', '.join(map(str, lines))})")
+    return Diagnostic(
+        "grad-summed", "note", read.site.line, read.site.code, user_names([leaf]),
+        f"{grad} at line {read.site.line} holds the sum of {count} gradients: {backward} with "
+        f"no update and no `zero_grad()` between, and backward adds onto .grad. That is right for gradient "
+        f"accumulation (several batches, then one step); for only the last pass's gradient, clear it before "
+        f"each backward: {_zero_grad_fix_at(leaf)}.")
+
+
+def _zero_grad_fix_at(leaf: str) -> str:
+    name = base_name(leaf)
+    return f"`{name.split('.')[0]}.zero_grad()`" if "." in name else f"`{name}.grad = None`"
 
 
 # -- saved-tensor-mutated ---------------------------------------------------------------------
