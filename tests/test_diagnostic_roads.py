@@ -72,7 +72,7 @@ def test_grad_accumulated_across_cells_with_an_optimizer(ip: Any) -> None:
     report_of(ip, body)
     report, _ = report_of(ip, body)
     d = one(report, "grad-accumulated", "warning")
-    assert d.line == 3 and "model" in d.names[0]
+    assert d.line == 2 and "model" in d.names[0]
     assert "re-running the cell" in d.message and "`opt.zero_grad()`" in d.message
 
 
@@ -91,7 +91,7 @@ def test_nonleaf_grad_after_a_conversion_names_the_conversion(ip: Any, road: str
     report = diagnose(ip, body)
     d = one(report, "nonleaf-grad", "warning")
     assert (d.line, d.names) == (line_of(body, "print"), ("w",))
-    assert "Line 2" in d.message and how in d.message and "requires_grad=True)" in d.message
+    assert "Line 1" in d.message and how in d.message and "requires_grad=True)" in d.message
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: .cuda() cannot run on CPU-only machines")

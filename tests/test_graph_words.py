@@ -13,7 +13,6 @@ from conftest import report_of
 
 from autograd_magic.report.model import Graph, Node
 from autograd_magic.views.graph import facts_of, find_renderer, render_dot, to_dot
-from autograd_magic.views.numbering import for_display
 from autograd_magic.views.text import render_text
 from autograd_magic.views.widget import AutogradView
 
@@ -60,22 +59,20 @@ def test_a_loops_drawn_root_is_named_for_what_backward_was_called_on_with_its_se
     root = _root(graph)
     assert (graph.root, root.name) == ("loss", "loss")
     assert root.grad is not None and root.grad.values == 1.0
-    shown = for_display(report)
-    label = _dot_labels(to_dot(shown.graphs[0], facts_of(shown)))[f"n{root.id}"]
+    label = _dot_labels(to_dot(graph, facts_of(report)))[f"n{root.id}"]
     assert label[0] == "loss" and label[-1] == "grad = 1"
     assert "loss NllLossBackward0 scalar" in render_text(report) and "grad = 1" in render_text(report)
 
 
 def test_a_folded_module_says_its_class_parameters_and_output_shape_not_the_models_line(ip: Any) -> None:
     report, _ = report_of(ip, TRAINING, "--depth 1")
-    shown = for_display(report)
-    graph = shown.graphs[0]
+    graph = report.graphs[0]
     first = next(n for n in graph.nodes if n.name == "model.0")
     relu = next(n for n in graph.nodes if n.name == "model.1")
     assert (first.kind, first.shape, first.params) == ("module", (8, 8), 4 * 8 + 8)
     assert (relu.shape, relu.params) == ((8, 8), 0)
     assert {"model.0.weight", "model.0.bias", "AddmmBackward0"} <= set(first.holds)
-    dot = to_dot(graph, facts_of(shown))
+    dot = to_dot(graph, facts_of(report))
     labels = _dot_labels(dot)
     assert labels[f"n{first.id}"] == ["model.0", "Linear · 40 params", "out (8, 8)", "folded module"]
     assert labels[f"n{relu.id}"] == ["model.1", "ReLU", "out (8, 8)", "folded module"]
@@ -89,8 +86,7 @@ def test_a_folded_module_says_its_class_parameters_and_output_shape_not_the_mode
 @pytest.mark.parametrize("options", ["--depth 1", ""])
 def test_every_drawing_shows_each_line_its_dot_label_says(ip: Any, options: str) -> None:
     report, _ = report_of(ip, TRAINING, options)
-    shown = for_display(report)
-    dot = to_dot(shown.graphs[0], facts_of(shown))
+    dot = to_dot(report.graphs[0], facts_of(report))
     expected = _dot_labels(dot)
     svg = render_dot(dot).svg
     assert svg is not None
@@ -98,5 +94,5 @@ def test_every_drawing_shows_each_line_its_dot_label_says(ip: Any, options: str)
     static = view._repr_mimebundle_()[0]["text/html"]  # type: ignore[index]
     for drawing in (svg, view.drawings[0]["svg"], static):
         assert _svg_labels(drawing) == expected
-    root = f"n{_root(shown.graphs[0]).id}"
+    root = f"n{_root(report.graphs[0]).id}"
     assert expected[root][0] == "loss" and "grad = 1" in expected[root]
