@@ -88,8 +88,8 @@ def test_every_kind_of_the_issue_is_registered() -> None:
     assert set(CHECKS) == {
         "alias-write", "shared-memory", "graph-break", "no-gradient", "backward-no-grad-fn", "backward-twice",
         "backward-non-scalar", "inplace-saved-tensor", "saved-tensor-mutated", "leaf-inplace", "nonleaf-grad",
-        "grad-accumulated", "grad-summed", "requires-grad-int", "numpy-requires-grad", "requires-grad-nonleaf", "history-growing",
-        "eval-keeps-grad",
+        "grad-accumulated", "grad-summed", "requires-grad-int", "numpy-requires-grad", "requires-grad-nonleaf",
+        "history-growing", "eval-keeps-grad",
         "exception", "exploding-gradients", "vanishing-gradients", "never-gets-gradient", "constant-loss",
         "gradcheck", "non-finite", "backward-memory"}
 

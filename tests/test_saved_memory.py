@@ -95,7 +95,7 @@ def test_views_of_one_storage_count_once_and_leaves_apart(ip: Any) -> None:
     assert memory.saved_bytes == 256 * 256 * 4 + 256 * 4 and memory.tensors == 2  # exp's output once
     assert memory.apart == ("w",) and memory.apart_bytes == 256 * 256 * 4
     assert {h.label for h in memory.holders[:2]} == {"ExpBackward0", "MulBackward0"}
-    assert memory.holders[0].line == 3 and "exp" in memory.holders[0].code
+    assert memory.holders[0].line == 2 and "exp" in memory.holders[0].code
 
 
 def test_a_view_and_its_base_saved_by_two_nodes_count_once(ip: Any) -> None:
@@ -118,7 +118,7 @@ def test_every_view_shows_the_memory_line_and_json_has_saved_bytes(ip: Any) -> N
     data = json.loads(report.to_json())
     graph = data["graphs"][0]
     assert sum(n["saved_bytes"] for n in graph["nodes"]) >= graph["memory"]["saved_bytes"] > 0
-    assert graph["memory"]["holders"][0]["line"] == 2  # the forward line
+    assert graph["memory"]["holders"][0]["line"] == 1  # the forward line
     sent = payload(report)["graphs"][0]
     assert sent["memory_text"][0].startswith("memory kept for backward: ")
     assert any(n["kept_text"].startswith("keeps ") for n in sent["nodes"])
@@ -155,7 +155,7 @@ def test_a_slice_that_keeps_a_big_storage_gets_a_note(ip: Any) -> None:
     report = diagnose(ip, body)
     notes = [d for d in report.diagnostics if d.kind == "backward-memory"]
     assert len(notes) == 1 and notes[0].severity == "note"
-    assert notes[0].line == 6 and "32 MiB" in notes[0].message and "128 KiB" in notes[0].message
+    assert notes[0].line == 5 and "32 MiB" in notes[0].message and "128 KiB" in notes[0].message
     assert "`.clone()`" in notes[0].message
 
 
@@ -188,7 +188,7 @@ def test_activations_that_take_most_of_the_process_get_a_note_with_remedies(ip: 
     assert "of activations for backward" in message and "the process holds" in message
     for remedy in ("torch.no_grad()", "checkpoint", "smaller batch"):
         assert remedy in message
-    assert notes[0].line == 5  # the biggest holder: the sin inside the loop
+    assert notes[0].line == 4  # the biggest holder: the sin inside the loop
     assert not [d for d in report.diagnostics if d.severity != "note"]
 
 

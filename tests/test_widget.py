@@ -233,7 +233,7 @@ def test_browser_diagnostic_highlights_its_nodes(ip: Any, browser_page: Any, tmp
     expected = {f"n{n.id}" for n in shown.nodes if n.name and set(n.name.split(", ")) & names}
     assert set(page.eval_on_selector_all("g.agm-flag", "els => els.map(e => e.id)")) == expected != set()
     chosen = report.diagnostics[flagged[0]]
-    assert f"▶{chosen.line - 1}{chosen.code}" in page.inner_text(".agm-diag-detail")  # its body line, marked
+    assert f"▶{chosen.line}{chosen.code}" in page.inner_text(".agm-diag-detail")  # its line, marked
     assert page.agm_errors == []
 
 
