@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any, Protocol
@@ -18,6 +18,7 @@ import torch
 from .. import internal
 from ..trace.events import BackwardEvent, Binding, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
 from ..trace.names import base_name
+from .compat import node_key
 from .reads import grad_fn_of, grad_of, norm_of, quiet, small_values
 from .replay import Replay
 from .session import GradHistory
@@ -60,7 +61,7 @@ class BackwardRecorder:
         self.torchviz_source: str | None = None
         self._cut_graphs: list[GraphSnapshot] = []
         self._before_grads: dict[int, Any] = {}
-        self._roots: dict[int, weakref.ref[torch.Tensor]] = {}  # id(grad_fn) -> a root backward ran from
+        self._roots: dict[Hashable, weakref.ref[torch.Tensor]] = {}  # node_key(grad_fn) -> a root backward ran from
         self._roots_limit = 64  # a loop keeping every loss (losses.append(loss)) keeps them all alive
         self._last_root: weakref.ref[torch.Tensor] | None = None
         self._last_key: tuple[int | None, str, str] | None = None  # the site of the last backward call seen
@@ -78,18 +79,18 @@ class BackwardRecorder:
     def was_root(self, tensor: torch.Tensor) -> bool:
         """Backward (or autograd.grad) ran from this very tensor in this cell."""
         node = grad_fn_of(tensor)
-        ref = self._roots.get(id(node)) if node is not None else None
+        ref = self._roots.get(node_key(node)) if node is not None else None
         return ref is not None and ref() is tensor
 
     def _note_roots(self, roots: list[torch.Tensor]) -> None:
-        # every call, past the detail cap too: a weak reference per root (kept with its node's id,
+        # every call, past the detail cap too: a weak reference per root (kept with its node's key,
         # which is unique while the tensor, holding its node, lives); dead ones are dropped as we go
         if roots:
             self._last_root = weakref.ref(roots[0])
         for root in roots:
             node = grad_fn_of(root)
             if node is not None:
-                self._roots[id(node)] = weakref.ref(root)
+                self._roots[node_key(node)] = weakref.ref(root)
         if len(self._roots) > self._roots_limit:  # dead ones go; the limit doubles when most are alive
             self._roots = {key: ref for key, ref in self._roots.items() if ref() is not None}
             self._roots_limit = max(64, 2 * len(self._roots))
@@ -232,7 +233,7 @@ class BackwardRecorder:
         in_graph = prepared.walk.node_ids
         for tid, obj in self._rec.ids.live().items():
             grad_fn = grad_fn_of(obj) if tid in named and isinstance(obj, torch.Tensor) else None
-            if grad_fn is None or id(grad_fn) not in in_graph:
+            if grad_fn is None or node_key(grad_fn) not in in_graph:
                 continue
             prepared.handles.append(grad_fn.register_prehook(self._grad_catcher(tid, obj.output_nr)))
 

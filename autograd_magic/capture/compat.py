@@ -13,8 +13,11 @@ fails when one appears outside this module, or when this module uses one not lis
 from __future__ import annotations
 
 import asyncio
+import dis
+import inspect
 import sys
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Hashable, Iterator
 from types import CodeType, FrameType
 from typing import Any
 
@@ -43,6 +46,8 @@ INTERNALS: dict[str, str] = {
     "_raw_saved_": "a node's saved tensor as a handle, not unpacked (prefix of the attribute names)",
     "_saved_": "a node's saved tensor, unpacked (prefix: read only when no hook packed it)",
     "_input_metadata": "the shape and dtype of the tensor a node produced",
+    "_top_saved_tensors_default_hooks": "the saved_tensors_hooks active when an op saves (where handles don't say)",
+    "_sequence_nr": "a node's creation number: its identity where torch does not keep its wrapper alive",
     "_forward_cls": "the custom autograd.Function class behind a node or a ctx",
     "_getframe": "sys._getframe: the caller's frame, on the hot path (inspect costs far more)",
     "_set_running_loop": "asyncio's running-loop slot: run a top-level await on a loop of our own",
@@ -99,6 +104,28 @@ def positions(code: CodeType) -> list[tuple[int | None, int | None, int | None, 
 def instruction_index(lasti: int) -> int:
     """A frame's ``f_lasti`` (a byte offset since Python 3.10) as an index into `positions`."""
     return lasti // 2
+
+
+_ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "STORE_ATTR", "DELETE_ATTR", "LOAD_METHOD"})
+# id(code) -> (the code, weakly; offsets of its attribute instructions)
+_attribute_offsets: dict[int, tuple[weakref.ref[CodeType], frozenset[int]]] = {}
+
+
+def accesses_attribute(frame: FrameType) -> bool:
+    """The frame is at an attribute access of its own (``t.grad``, ``t.grad = g``), not at a call.
+
+    A tensor property read or set through torch-function handling from a call instruction is not the
+    frame's: C++ reached it from inside that call (``Function.apply`` marking a tensor dirty).
+    """
+    code = frame.f_code
+    known = _attribute_offsets.get(id(code))
+    if known is None or known[0]() is not code:
+        offsets = frozenset(i.offset for i in dis.get_instructions(code) if i.opname in _ATTRIBUTE_OPS)
+        known = _attribute_offsets[id(code)] = (weakref.ref(code), offsets)
+        if len(_attribute_offsets) > 4096:  # cells come and go: forget the dead ones
+            for key in [k for k, (ref, _) in _attribute_offsets.items() if ref() is None]:
+                del _attribute_offsets[key]
+    return frame.f_lasti in known[1]
 
 
 _set_running_loop: Callable[[Any], None] | None = _lookup(asyncio.events, "_set_running_loop")
@@ -209,6 +236,86 @@ def _apply_code() -> CodeType | None:
 
 # Function.apply's code, while apply is Python (a classmethod); None where torch made it a C++ builtin
 APPLY_CODE: CodeType | None = _apply_code()
+_BACKWARD_CTX: type = torch.autograd.function.BackwardCFunction  # the type of an old-style forward's ctx
+# id(forward's code) -> (the code, the Function class running it, or None), both weakly: cells come and go
+_forwards: dict[int, tuple[weakref.ref[CodeType], weakref.ref[type] | None]] = {}
+
+
+def function_of_forward(frame: FrameType) -> type | None:
+    """The custom ``autograd.Function`` whose ``forward`` ``frame`` runs, or None.
+
+    Needs no frame of ``apply`` (a C++ builtin on newer torch): an old-style forward's ``ctx`` knows its
+    class; a new-style one (``setup_context``) is found by its code among the Function subclasses. A
+    forward that several classes share (inherited) is ambiguous: None.
+    """
+    code = frame.f_code
+    if code.co_name != "forward":
+        return None
+    cls = _ctx_class(frame, code)
+    if cls is not None:
+        return cls
+    known = _forwards.get(id(code))
+    if known is None or known[0]() is not code:
+        _index_forwards()
+        known = _forwards.get(id(code))
+        if known is None or known[0]() is not code:
+            known = _forwards[id(code)] = (weakref.ref(code), None)
+    return None if known[1] is None else known[1]()
+
+
+def _ctx_class(frame: FrameType, code: CodeType) -> type | None:
+    if code.co_argcount == 0:
+        return None
+    first = frame.f_locals.get(code.co_varnames[0])
+    kind = type(first)  # no attribute of the user's object is read: only its type's
+    if not issubclass(kind, _BACKWARD_CTX):
+        return None
+    cls = forward_class(kind)
+    return cls if cls is not None and _forward_code(cls) is code else None
+
+
+def _forward_code(cls: type) -> CodeType | None:
+    code = _lookup(inspect.unwrap(_lookup(cls, "forward")), "__code__")
+    return code if isinstance(code, CodeType) else None
+
+
+def _index_forwards() -> None:
+    """Map each Function subclass's forward code to its class (None where two classes share one)."""
+    found: dict[int, tuple[CodeType, type | None]] = {}
+    pending: list[type] = list(torch.autograd.Function.__subclasses__())
+    seen: set[type] = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        pending.extend(cls.__subclasses__())
+        code = _forward_code(cls)
+        if code is not None:
+            earlier = found.get(id(code))
+            found[id(code)] = (code, cls if earlier is None or earlier[1] is cls else None)
+    for key in [k for k, (ref, _) in _forwards.items() if ref() is None]:
+        del _forwards[key]  # codes of cells that are gone
+    for key, (forward, owner) in found.items():
+        _forwards[key] = (weakref.ref(forward), None if owner is None else weakref.ref(owner))
+
+
+def apply_arguments(forward: FrameType, cls: type) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments ``cls.apply`` was called with: from apply's frame where apply is Python, else the
+    forward's parameters as they are now (a forward that rebinds one before its first op shows that)."""
+    apply = forward.f_back
+    if APPLY_CODE is not None and apply is not None and apply.f_code is APPLY_CODE:
+        scope = apply.f_locals
+        return tuple(scope.get("args", ())), dict(scope.get("kwargs") or {})
+    code = forward.f_code
+    names = list(code.co_varnames[:code.co_argcount])
+    if _ctx_class(forward, code) is not None:
+        names = names[1:]  # old-style: ctx is not apply's
+    scope = forward.f_locals
+    args = [scope.get(name) for name in names]
+    if code.co_flags & inspect.CO_VARARGS:
+        args.extend(scope.get(code.co_varnames[code.co_argcount + code.co_kwonlyargcount], ()))
+    return tuple(args), {}
 
 
 # -- autograd nodes -----------------------------------------------------------------------------------
@@ -227,6 +334,65 @@ def input_metadata(node: Any) -> Any:
         return tuple(meta[0].shape), meta[0].dtype
     except (AttributeError, RuntimeError, IndexError, TypeError):
         return None
+
+
+def _node_wrappers_persist() -> bool:
+    """Does torch keep a node's Python object alive as long as the node (so ``id(node)`` is its identity)?
+
+    Where it does not, each ``t.grad_fn`` read after the last wrapper died makes a new one, often at a
+    freed address: ids change for one node and repeat across nodes. Probed: drop the only wrapper, make
+    others of the same type (one takes the freed memory), read the node again.
+    """
+    try:
+        with DisableTorchFunction(), torch.enable_grad():
+            leaf = torch.zeros(1, requires_grad=True)
+            made = leaf * 2
+            first = id(made.grad_fn)
+            blockers = [(leaf * 3).grad_fn for _ in range(8)]
+            again = id(made.grad_fn)
+            del blockers
+        return again == first
+    except Exception:  # cannot tell: identify nodes by what torch keeps on them
+        return False
+
+
+NODE_WRAPPERS_PERSIST = _node_wrappers_persist()
+_NO_SEQUENCE = (1 << 64) - 1  # the sequence number of nodes made outside a forward (AccumulateGrad)
+
+
+def node_key(node: Any) -> Hashable:
+    """A key that names one autograd node for as long as it lives, whatever torch does with its wrapper.
+
+    ``id(node)`` where torch keeps the wrapper alive; else the node's type and creation number (numbers
+    count per thread: nodes a CUDA backward makes with create_graph could share one with a forward's),
+    and for a leaf's AccumulateGrad the leaf it holds.
+    """
+    if NODE_WRAPPERS_PERSIST:
+        return id(node)
+    try:
+        number = node._sequence_nr()
+    except Exception:  # not a node (a view's base tensor), or a torch without creation numbers
+        return id(node)
+    if number == _NO_SEQUENCE:
+        variable = _lookup(node, "variable")
+        return ("leaf", id(variable)) if isinstance(variable, torch.Tensor) else id(node)
+    return (type(node).__name__, number)
+
+
+def next_node_number() -> int | None:
+    """The creation number the next node of this thread will get (makes and drops one tiny node), or None."""
+    try:
+        with DisableTorchFunction(), DisableTorchDispatch(), torch.enable_grad():
+            node: Any = (torch.zeros((), requires_grad=True) * 1).grad_fn
+            number = int(node._sequence_nr())
+        return number + 1
+    except Exception:
+        return None
+
+
+def key_sequence(key: Hashable) -> int | None:
+    """The creation number inside a `node_key`, where the key is one (torch that does not keep wrappers)."""
+    return key[1] if isinstance(key, tuple) and isinstance(key[1], int) and key[0] != "leaf" else None
 
 
 def forward_class(node_or_ctx: Any) -> type | None:
@@ -270,6 +436,24 @@ def saved_unpack_hook(handle: Any) -> Any:
 
 
 _tells_hooks: dict[type, bool] = {}
+# a saved-tensor handle says which unpack hook packed it (else: see `active_unpack_hook`)
+SAVED_HANDLES_TELL_HOOKS = hasattr(_lookup(_AUTOGRAD, "SavedTensor"), "unpack_hook")
+_top_saved_hooks: Callable[..., Any] | None = _lookup(_AUTOGRAD, "_top_saved_tensors_default_hooks")
+
+
+def active_unpack_hook() -> Any:
+    """The unpack hook of the innermost ``saved_tensors_hooks`` active now (what an op running now packs
+    its saved tensors with): None when none is; `NOT_AVAILABLE` when this torch does not say."""
+    if _top_saved_hooks is None:
+        return NOT_AVAILABLE
+    try:
+        try:
+            top = _top_saved_hooks(False)  # ignore_is_tracing
+        except TypeError:  # a torch whose function takes no argument
+            top = _top_saved_hooks()
+    except Exception:
+        return NOT_AVAILABLE
+    return None if top is None else top[1]
 
 
 def _handles_tell_hooks(kind: type) -> bool:

@@ -2,8 +2,9 @@
 
 ``Function.apply`` does not go through torch-function handling, but the ops inside the Function's
 forward do: when the recorder records one of them (its first calls per site, with --gradcheck on
-only), the stack holds ``Function.apply``'s frame, with the class and its arguments, and above it
-the line that called it. Once per class and call site, the small inputs are copied then, as
+only), the stack holds the forward's frame, which tells the class and its arguments (compat.py:
+from ``apply``'s frame where torch's apply is Python, else from the forward's parameters), and above
+it the line that called it. Once per class and call site, the small inputs are copied then, as
 detached float64 clones (nothing of the user's is kept); after the cell, `check_calls` runs the
 forward again on the copies and compares the backward with finite differences (finitediff.py).
 """
@@ -18,13 +19,13 @@ from typing import Any
 import torch
 
 from ..trace.events import GradcheckEvent, Site
-from .compat import APPLY_CODE
+from .compat import apply_arguments, function_of_forward
 from .finitediff import Argument, compare
 from .reads import attempt, is_plain, profiling, quiet
 from .sites import SiteTable
 
 MAX_ELEMENTS = 1000  # tensor elements per call, all inputs together: bigger calls are not copied
-MAX_FRAMES = 64  # how far up from an op the apply frame is looked for
+MAX_FRAMES = 64  # how far up from an op the forward's frame is looked for
 _CONSTANTS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device, torch.layout,
               torch.memory_format)
 _BASE_SETUP_CONTEXT = torch.autograd.Function.setup_context  # not overridden: an old-style forward takes ctx
@@ -52,14 +53,10 @@ class FunctionCalls:
 
     def note(self, frame: FrameType | None) -> None:
         """``frame`` ran a recorded op: if it is inside a Function's forward, note that call once."""
-        apply = _apply_frame(frame)
-        if apply is None:
+        forward, cls = _forward_frame(frame)
+        if forward is None or cls is None or _is_torchs_own(cls):
             return
-        scope = apply.f_locals
-        cls = scope.get("cls")
-        if not isinstance(cls, type) or _is_torchs_own(cls):
-            return
-        site = self.sites.site(self.sites.user_frame_from(apply.f_back))
+        site = self.sites.site(self.sites.user_frame_from(forward.f_back))
         if (cls, site) in self.calls:
             return  # a loop calls it again: checked once per class and call site
         call = self.calls[(cls, site)] = FunctionCall(cls, site)
@@ -67,7 +64,7 @@ class FunctionCalls:
             call.reason = "a profiler was recording when it was called, and it would have seen the inputs copied"
             return
         with quiet():
-            call.reason = _copy(tuple(scope.get("args", ())), dict(scope.get("kwargs") or {}), call)
+            call.reason = _copy(*apply_arguments(forward, cls), call)
 
     def check(self, skip: str = "") -> tuple[GradcheckEvent, ...]:
         """Compare each noted Function's backward with finite differences (after the cell: calls forward again).
@@ -91,14 +88,15 @@ def _is_torchs_own(cls: type) -> bool:
     return module.startswith(_TORCH_MODULES) and not module.startswith(_TORCH_EXAMPLES)
 
 
-def _apply_frame(frame: FrameType | None) -> FrameType | None:
+def _forward_frame(frame: FrameType | None) -> tuple[FrameType | None, type | None]:
     for _ in range(MAX_FRAMES):
         if frame is None:
-            return None
-        if frame.f_code is APPLY_CODE:
-            return frame
+            break
+        cls = function_of_forward(frame)
+        if cls is not None:
+            return frame, cls
         frame = frame.f_back
-    return None
+    return None, None
 
 
 def _copy(args: tuple[Any, ...], kwargs: dict[str, Any], call: FunctionCall) -> str:

@@ -17,7 +17,14 @@ from torch.overrides import TorchFunctionMode
 
 from .. import internal
 from .backward import BACKWARD_FUNCS, BackwardRecorder
-from .compat import getframe, is_compiling, len_function_stack, pop_function_stack, push_function_stack
+from .compat import (
+    accesses_attribute,
+    getframe,
+    is_compiling,
+    len_function_stack,
+    pop_function_stack,
+    push_function_stack,
+)
 
 
 class Recorder(Protocol):
@@ -153,9 +160,11 @@ class RecordingMode(TorchFunctionMode):
             # called from the user's line, so warnings raised in backward with a stacklevel land there
             user = _dispatching_function(here).f_back if _is_wrapper(here.f_code) else here
             return rec.backward.run(func, args, kwargs, self.located_call(user) if user else _call_directly)
-        if _is_descriptor(func) and not rec.is_user_code(here.f_code):
+        if _is_descriptor(func) and not (rec.is_user_code(here.f_code) and accesses_attribute(here)):
             # torch's C++ sets and reads attributes through Python while it may hold a lock on the
             # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock.
+            # Where apply is C++ itself, the innermost Python frame is the user's, at the call to apply:
+            # only an attribute instruction there is the user's own access.
             # Library code's own attribute reads (an optimizer's p.grad) are not the user's either:
             # later calls from here take the fast path, never recorded (their count starts past the cap)
             self.sites[(id(here.f_code), here.f_lasti)] = [_call_directly, _NEVER_RECORDED, here.f_code]

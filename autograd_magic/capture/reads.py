@@ -349,11 +349,14 @@ def saved_slots(node: Any) -> tuple[str, ...]:
     return names
 
 
-def saved_tensor(node: Any, slot: str) -> torch.Tensor | str | None:
+def saved_tensor(node: Any, slot: str, made_under: Any = NOT_AVAILABLE) -> torch.Tensor | str | None:
     """What ``node`` saved as ``slot``: the tensor, or a sentence saying why it is not read.
 
     A tensor packed by a user's ``saved_tensors_hooks`` (checkpoint included) is never
-    unpacked: that would call the user's unpack hook, or run the forward again.
+    unpacked: that would call the user's unpack hook, or run the forward again. Where the
+    handle does not tell its hook (older torch), ``made_under`` does: the unpack hook that was
+    active when the op that made ``node`` ran (`compat.active_unpack_hook`), or NOT_AVAILABLE
+    when that op was not seen: then nothing is unpacked.
     """
     try:
         raw = raw_saved(node, slot)
@@ -362,6 +365,8 @@ def saved_tensor(node: Any, slot: str) -> torch.Tensor | str | None:
     items = raw if isinstance(raw, (list, tuple)) else (raw,)
     for item in items:
         hook = saved_unpack_hook(item)
+        if hook is NOT_AVAILABLE:
+            hook = made_under
         if hook is NOT_AVAILABLE:  # unpacking might run a user's hook: we cannot tell, so we don't
             return HOOKS_UNKNOWN
         if hook is not None:

@@ -20,7 +20,7 @@ from .. import internal
 from ..trace.events import Binding, ErrorInfo, GradcheckEvent, OpEvent, Site, TensorInfo, Trace
 from ..trace.names import identifiers
 from .backward import BackwardRecorder
-from .compat import APPLY_CODE
+from .compat import function_of_forward
 from .finite import SCALER_FILE, non_finite, scaler_scales, scaler_update
 from .gradcheck import FunctionCalls
 from .mode import RecordingMode, leave_mode
@@ -129,6 +129,7 @@ class Recorder:
                 self._previous = self._scan(seq=0)
                 self._provenance = self._earlier_chains()
                 self.backward.walker.recall_values([t for _, t in remembered(self.namespace)], self.session.values)
+                self.backward.walker.note_start()
             self.backward.walker.earlier_sites = {tid: chain[0].site for tid, chain in self._provenance.items()}
         except Exception:  # the cell runs whatever its namespace holds
             internal.report_failure("reading the namespace before the cell")
@@ -202,9 +203,8 @@ class Recorder:
             self._note_function(caller)
         try:
             frame = self.sites.user_frame_from(caller)
-            apply = frame.f_back if frame is not None and APPLY_CODE is not None else None
-            if apply is not None and apply.f_code is APPLY_CODE:
-                self._note_apply(apply)
+            if frame is not None:
+                self._note_apply(frame)
             with quiet():
                 direct = frame is caller
                 self._record(func, args, kwargs, result, error, frame, direct=direct,
@@ -214,12 +214,12 @@ class Recorder:
         except Exception:
             internal.report_failure("recording an op")
 
-    def _note_apply(self, apply: FrameType) -> None:
+    def _note_apply(self, frame: FrameType) -> None:
         """An op directly in a custom Function's forward: note the line that applied the Function, which
         names its node (``CubeBackward``) in the graph; that node is made by ``apply``, not by an op we see."""
-        cls = apply.f_locals.get("cls")
-        if isinstance(cls, type):
-            site = self.sites.site(self.sites.user_frame_from(apply.f_back))
+        cls = function_of_forward(frame)
+        if cls is not None:
+            site = self.sites.site(self.sites.user_frame_from(frame.f_back))
             self.backward.walker.apply_sites.setdefault(cls, set()).add(site)
 
     def _note_function(self, caller: FrameType) -> None:

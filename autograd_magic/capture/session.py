@@ -59,7 +59,7 @@ class Session:
     def __init__(self) -> None:
         self.grads = GradHistory()
         self.origins = Origins()
-        self.values: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> (id(grad_fn), version, value)
+        self.values: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> (node_key(grad_fn), version, value)
 
 
 def producers(ops: tuple[OpEvent, ...] | list[OpEvent]) -> dict[int, OpEvent]:

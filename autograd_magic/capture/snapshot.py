@@ -11,14 +11,25 @@ NumPy array or ``.data``.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ..trace.events import GraphNode, GraphSnapshot, SavedMemory, Site, TensorInfo, TensorValue
-from .compat import forward_class, input_metadata, version_of
+from .compat import (
+    NOT_AVAILABLE,
+    SAVED_HANDLES_TELL_HOOKS,
+    active_unpack_hook,
+    forward_class,
+    input_metadata,
+    next_node_number,
+    node_key,
+    version_of,
+)
 from .reads import (
     StorageKey,
     attempt,
@@ -28,6 +39,7 @@ from .reads import (
     grad_fn_of,
     memory_in_use,
     next_functions,
+    profiling,
     quiet,
     saved_slots,
     saved_tensor,
@@ -51,8 +63,8 @@ class Walk:
     """What one walk collected besides the snapshot."""
 
     leaves: list[torch.Tensor] = field(default_factory=list)
-    node_ids: set[int] = field(default_factory=set)  # id() of every node reached
-    named_nodes: dict[int, int] = field(default_factory=dict)  # id(grad_fn) -> tid, from the namespace
+    node_ids: set[Hashable] = field(default_factory=set)  # compat.node_key of every node reached
+    named_nodes: dict[Hashable, int] = field(default_factory=dict)  # node_key(grad_fn) -> tid, from the namespace
     stale: list[tuple[int, str, int]] = field(default_factory=list)  # (node id, saved name, tid)
     inspected: int = 0
     saved: dict[int, list[tuple[StorageKey, int, int]]] = field(default_factory=dict)  # node -> storages
@@ -73,6 +85,9 @@ class GraphWalker:
         self._made: dict[int, TensorValue] = {}  # node id -> the value its op produced
         self._leaf_made: dict[int, tuple[int, TensorValue]] = {}  # leaf tid -> (version, value) when made
         self.apply_sites: dict[type, set[Site]] = {}  # a custom autograd.Function -> the lines that applied it
+        # node id -> the saved_tensors_hooks' unpack hook active when its op ran (where handles don't say)
+        self._made_under: dict[int, Any] = {}
+        self._start: tuple[int, Any] | None = None  # (first node number of the cell, hook active then)
 
     def keep_values(self, tensors: dict[int, torch.Tensor], store: Any) -> None:
         """Leave the values of the cell's named results to later cells (weakly, with their grad_fn's id)."""
@@ -80,14 +95,14 @@ class GraphWalker:
             grad_fn = grad_fn_of(tensor)
             value = self._made.get(self.ids.node(grad_fn)) if grad_fn is not None else None
             if value is not None:
-                store[tensor] = (id(grad_fn), _version_of(tensor), value)
+                store[tensor] = (node_key(grad_fn), _version_of(tensor), value)
 
     def recall_values(self, tensors: list[torch.Tensor], store: Any) -> None:
         """Values an earlier cell read for these tensors, while their node and version are unchanged."""
         for tensor in tensors:
             kept = store.get(tensor)
             grad_fn = grad_fn_of(tensor)
-            if kept is None or grad_fn is None or kept[0] != id(grad_fn):
+            if kept is None or grad_fn is None or kept[0] != node_key(grad_fn):
                 continue
             if kept[1] == _version_of(tensor):
                 self._made.setdefault(self.ids.node(grad_fn), kept[2])
@@ -103,11 +118,19 @@ class GraphWalker:
             if value is not None:
                 self._leaf_made[info.tid] = (info.version, value)
 
+    def note_start(self) -> None:
+        """Where the cell's nodes start, and under which hook: bounds the nodes of its first op (old torch)."""
+        if not SAVED_HANDLES_TELL_HOOKS and not profiling():  # a profiler would see our tiny node
+            number = next_node_number()
+            self._start = None if number is None else (number - 1, active_unpack_hook())
+
     def note_output(self, info: TensorInfo, site: Site) -> None:
         """Remember which line made a graph node (the first op that produced it)."""
         if info.node is not None and info.node not in self._node_site:
             self._node_tid[info.node] = info.tid
             self._node_site[info.node] = site
+            if not SAVED_HANDLES_TELL_HOOKS:
+                self._made_under[info.node] = active_unpack_hook()
 
     def remember_values(self, node: int, args: tuple[Any, ...], result: Any) -> None:
         """Fingerprint the small tensors the op that made ``node`` read and returned: what it may have saved."""
@@ -132,13 +155,13 @@ class GraphWalker:
         root_tid = ids.tid(roots[0]) if roots else None
         walk.named_nodes = self._named_grad_fns()
         queue: deque[Any] = deque(start)
-        seen: dict[int, int] = {id(n): ids.node(n) for n in start}
+        seen: dict[Hashable, int] = {node_key(n): ids.node(n) for n in start}
         nodes: list[GraphNode] = []
         edges: list[tuple[int, int]] = []
         skipped = 0
         while queue:  # iterative: deep chains must not hit the recursion limit
             node = queue.popleft()
-            nid = seen[id(node)]
+            nid = seen[node_key(node)]
             if len(nodes) >= MAX_GRAPH_NODES:
                 skipped += 1
                 continue
@@ -146,12 +169,13 @@ class GraphWalker:
             for child, _ in next_functions(node):
                 if child is None:
                     continue
-                if id(child) not in seen:
-                    seen[id(child)] = child_nid = ids.node(child)
+                key = node_key(child)
+                if key not in seen:
+                    seen[key] = child_nid = ids.node(child)
                     if child_nid not in self._values:  # a composite op's inner node: its op read what we saw
                         self._values_of[child_nid] = self._values_of.get(nid, nid)
                     queue.append(child)
-                edges.append((seen[id(child)], nid))
+                edges.append((seen[key], nid))
         walk.node_ids = set(seen)
         self._add_view_bases(nodes, edges)
         kept = {n.nid for n in nodes}
@@ -223,7 +247,7 @@ class GraphWalker:
         tid = self._node_tid.get(nid)
         if tid is not None and _grad_fn_now(self.ids.get(tid), node) is not node:
             tid = None  # the tensor was since changed in place: this node is its earlier version
-        tid = tid or walk.named_nodes.get(id(node))
+        tid = tid or walk.named_nodes.get(node_key(node))
         site = (self._node_site.get(nid) or (self.earlier_sites.get(tid) if tid is not None else None)
                 or self._applied_at(node))
         walk.inspected += 1
@@ -254,8 +278,9 @@ class GraphWalker:
         behind autograd's back."""
         out = []
         kept: list[torch.Tensor] = []
+        made_under = self._made_under_of(nid)
         for slot in saved_slots(node):
-            value = saved_tensor(node, slot)
+            value = saved_tensor(node, slot, made_under)
             if isinstance(value, str):
                 out.append(f"{slot}: {value}")
             elif isinstance(value, torch.Tensor):
@@ -282,6 +307,24 @@ class GraphWalker:
         if found:
             walk.saved[nid] = found
 
+    def _made_under_of(self, nid: int) -> Any:
+        """The unpack hook active when ``nid``'s op ran (where saved-tensor handles don't say, old torch).
+
+        A node no recorded op returned (an inner node of ``F.linear``) was made between two recorded
+        ones: when both ran under the same hooks (or none), so did it. Else NOT_AVAILABLE: a node made
+        in another cell may have been packed by a hook, and is never unpacked.
+        """
+        found = self._made_under.get(nid, NOT_AVAILABLE)
+        number = self.ids.sequence(nid)
+        if nid in self._made_under or number is None:
+            return found
+        order = sorted([(n, h) for k, h in self._made_under.items() if (n := self.ids.sequence(k)) is not None]
+                       + ([self._start] if self._start is not None else []), key=lambda item: item[0])
+        at = bisect.bisect(order, number, key=lambda item: item[0])
+        if 0 < at < len(order) and order[at - 1][1] is order[at][1]:
+            return order[at][1]
+        return NOT_AVAILABLE
+
     def _changed_behind_autograd(self, nid: int, saved: torch.Tensor) -> bool:
         """The saved bytes differ from what the op that made ``nid`` read, at the same version (no in-place op)."""
         now = fingerprint(saved)
@@ -304,13 +347,13 @@ class GraphWalker:
                 return tid
         return self.ids.tid(saved)
 
-    def _named_grad_fns(self) -> dict[int, int]:
-        """id(grad_fn) -> tid for the namespace's tensors: names nodes made in earlier cells."""
+    def _named_grad_fns(self) -> dict[Hashable, int]:
+        """node_key(grad_fn) -> tid for the namespace's tensors: names nodes made in earlier cells."""
         found = {}
         for value in list(self.namespace.values()):
             grad_fn = grad_fn_of(value) if isinstance(value, torch.Tensor) else None
             if grad_fn is not None:
-                found[id(grad_fn)] = self.ids.tid(value)
+                found[node_key(grad_fn)] = self.ids.tid(value)
         return found
 
 

@@ -7,12 +7,13 @@ references, so describing a tensor never keeps it alive.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Hashable
 from typing import Any
 
 import torch
 
 from ..trace.events import GradValue, TensorInfo
-from .compat import version_of
+from .compat import key_sequence, node_key, version_of
 from .reads import attempt, grad_fn_of, is_plain, norm_of, quiet, shape_of, small_values
 
 try:  # numpy is optional for torch; describe arrays only when it is there
@@ -27,7 +28,8 @@ class Identity:
 
     def __init__(self) -> None:
         self._refs: dict[int, tuple[weakref.ref[Any], int]] = {}
-        self._nodes: dict[int, tuple[int, str]] = {}  # autograd nodes cannot be weakly referenced
+        self._nodes: dict[Hashable, tuple[int, str]] = {}  # by compat.node_key: nodes cannot be weakly referenced
+        self._sequence: dict[int, int] = {}  # nid -> creation number, where node keys hold one
         self._by_tid: dict[int, weakref.ref[Any]] = {}
         self._next = 1
 
@@ -66,15 +68,24 @@ class Identity:
     def node(self, node: Any) -> int:
         # An address can be reused once a node dies; the class name catches most reuse.
         label = type(node).__name__
-        entry = self._nodes.get(id(node))
+        key = node_key(node)
+        entry = self._nodes.get(key)
         if entry is not None and entry[1] == label:
             return entry[0]
         nid = self._next
         self._next += 1
-        self._nodes[id(node)] = (nid, label)
+        self._nodes[key] = (nid, label)
+        number = key_sequence(key)
+        if number is not None:
+            self._sequence[nid] = number
         return nid
 
+    def sequence(self, nid: int) -> int | None:
+        """The node's creation number, where torch's node identity is one (see compat.node_key)."""
+        return self._sequence.get(nid)
+
     def clear(self) -> None:
+        self._sequence.clear()
         self._refs.clear()
         self._by_tid.clear()
         self._nodes.clear()
