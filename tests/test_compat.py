@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -154,3 +156,56 @@ def test_each_internal_this_torch_offers_is_found() -> None:
     assert compat.len_function_stack() == 0
     assert compat.is_compiling() is False
     assert compat.profiler_enabled() is False
+
+
+def test_a_node_keeps_its_key_when_torch_makes_its_python_wrapper_again() -> None:
+    """torch < 2.10 drops a grad_fn's wrapper when the last reference goes: ids change and repeat."""
+    a = torch.ones(2, requires_grad=True)
+    b = a * 2
+    key = compat.node_key(b.grad_fn)
+    others = [(a * 3).grad_fn for _ in range(8)]  # likely to take the first wrapper's memory
+    assert compat.node_key(b.grad_fn) == key
+    assert all(compat.node_key(other) != key for other in others)
+
+
+class _OldStyle(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        _OldStyle.seen = compat.function_of_forward(sys._getframe())
+        return x * 2
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 2
+
+
+class _NewStyle(torch.autograd.Function):
+    @staticmethod
+    def forward(x: torch.Tensor, scale: float) -> torch.Tensor:
+        frame = sys._getframe()
+        _NewStyle.seen = compat.function_of_forward(frame), compat.apply_arguments(frame, _NewStyle)
+        return x * scale
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.scale = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def test_a_custom_function_is_found_from_its_forward_without_applys_frame() -> None:
+    """torch 2.14 runs Function.apply in C++: the forward's frame alone tells the class and arguments."""
+    x = torch.ones(2, requires_grad=True)
+    _OldStyle.apply(x)
+    _NewStyle.apply(x, 3.0)
+    assert _OldStyle.seen is _OldStyle  # type: ignore[attr-defined]
+    cls, (args, kwargs) = _NewStyle.seen  # type: ignore[attr-defined]
+    assert cls is _NewStyle and args[0] is x and args[1] == 3.0 and kwargs == {}
+
+
+def test_only_an_attribute_instruction_is_the_frames_own_attribute_access() -> None:
+    frame = sys._getframe()
+    here = compat.accesses_attribute(frame)  # this line calls: not an attribute access of its own
+    assert here is False

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
+from types import FrameType
 from typing import Any, Protocol
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from .. import internal
 from ..trace.events import BackwardEvent, Binding, GradEvent, GradValue, GraphSnapshot, Site, TensorInfo
 from ..trace.names import base_name
-from .compat import node_key
+from .compat import node_key, queue_engine_callback
 from .reads import grad_fn_of, grad_of, norm_of, quiet, small_values
 from .replay import Replay
 from .session import GradHistory
@@ -35,7 +36,7 @@ class Recorder(Protocol):
     max_repeats: int
     torchviz: bool
 
-    def count_site(self, func: Any, depth: int) -> tuple[Site, int]: ...
+    def count_site(self, func: Any, depth: int, caller: FrameType | None = None) -> tuple[Site, int]: ...
 
     def add_backward_op(self, func: Any, site: Site, root: TensorInfo | None) -> int: ...
 
@@ -65,6 +66,7 @@ class BackwardRecorder:
         self._roots_limit = 64  # a loop keeping every loss (losses.append(loss)) keeps them all alive
         self._last_root: weakref.ref[torch.Tensor] | None = None
         self._last_key: tuple[int | None, str, str] | None = None  # the site of the last backward call seen
+        self._noticed: _Noticed | None = None  # a backward the mode did not see, until it finishes
         self.training = TrainingRecorder(recorder.ids)  # every backward call: loss and gradient norms
 
     def snapshot_cut(self, tensor: torch.Tensor) -> None:
@@ -127,10 +129,49 @@ class BackwardRecorder:
                 self._after(func, kwargs, call, args, error)
             self.training.after(func, loss, error)
 
-    def _before(self, func: Callable[..., Any], roots: list[torch.Tensor]) -> _Call | None:
+    def notice(self, frame: FrameType) -> None:
+        """A ``torch.autograd.backward`` call that torch-function handling did not bring us (older torch),
+        seen from the calls its helpers make before the engine starts (``frame`` is its frame): recorded
+        as a call through the mode would be, and finished when the engine has run (or at the cell's end,
+        when it raised)."""
+        if self._noticed is not None and self._noticed.frame is frame:
+            return
+        self.finish_noticed(None)  # an earlier one that raised before its engine finished
+        func = torch.autograd.backward
+        scope = frame.f_locals
+        roots = _roots(func, (scope.get("tensors"),), {})
+        kwargs = {"retain_graph": scope.get("retain_graph"), "create_graph": scope.get("create_graph")}
+        call = self._before(func, roots, frame.f_back)
+        noticed = self._noticed = _Noticed(frame, call, kwargs, self.training.before(func, roots))
+        try:
+            for node in {id(n): n for n in map(grad_fn_of, roots) if n is not None}.values():
+                noticed.handles.append(node.register_prehook(self._queue_finish))
+        except Exception:
+            internal.report_failure("hooking an unseen backward")
+
+    def _queue_finish(self, grad_outputs: Any) -> None:
+        """A prehook on a root: the engine runs, so it can call us back once it is done."""
+        noticed = self._noticed
+        if noticed is not None and not noticed.queued:
+            noticed.queued = queue_engine_callback(lambda: self.finish_noticed(None))
+
+    def finish_noticed(self, error: BaseException | None) -> None:
+        """Finish the noticed backward call (the engine is done, or the cell ends with ``error``)."""
+        noticed, self._noticed = self._noticed, None
+        if noticed is None:
+            return
+        for handle in noticed.handles:
+            handle.remove()
+        func = torch.autograd.backward
+        if noticed.call is not None:
+            self._after(func, noticed.kwargs, noticed.call, (), error)
+        self.training.after(func, noticed.loss, error)
+
+    def _before(self, func: Callable[..., Any], roots: list[torch.Tensor],
+                caller: FrameType | None = None) -> _Call | None:
         try:
             with quiet():
-                site, count = self._rec.count_site(func, 3)
+                site, count = self._rec.count_site(func, 3, caller)
                 key = self._last_key = (site.line, site.code, func.__name__)
                 self._calls[key] = self._calls.get(key, 0) + 1
                 self._note_roots(roots)
@@ -291,6 +332,18 @@ class BackwardRecorder:
         self._last_root = None
         self.walker.apply_sites.clear()
         self.training.close()
+
+
+class _Noticed:
+    """A backward call torch-function handling did not bring us, between its start and the engine's end."""
+
+    def __init__(self, frame: FrameType, call: _Call | None, kwargs: dict[str, Any], loss: float | None) -> None:
+        self.frame = frame  # held only until it finishes: it holds the user's roots
+        self.call = call
+        self.kwargs = kwargs
+        self.loss = loss
+        self.handles: list[Any] = []
+        self.queued = False
 
 
 class _Call:

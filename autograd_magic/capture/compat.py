@@ -47,6 +47,7 @@ INTERNALS: dict[str, str] = {
     "_saved_": "a node's saved tensor, unpacked (prefix: read only when no hook packed it)",
     "_input_metadata": "the shape and dtype of the tensor a node produced",
     "_top_saved_tensors_default_hooks": "the saved_tensors_hooks active when an op saves (where handles don't say)",
+    "_execution_engine": "the autograd engine: a callback when a backward the mode did not see is done",
     "_sequence_nr": "a node's creation number: its identity where torch does not keep its wrapper alive",
     "_forward_cls": "the custom autograd.Function class behind a node or a ctx",
     "_getframe": "sys._getframe: the caller's frame, on the hot path (inspect costs far more)",
@@ -225,6 +226,33 @@ def base_of_view(t: torch.Tensor) -> torch.Tensor | None:
 def sparse_values(t: torch.Tensor) -> torch.Tensor:
     """A sparse COO tensor's stored values, without coalescing (raises like any read: callers guard)."""
     return t._values()
+
+
+# -- backward ------------------------------------------------------------------------------------------
+_BACKWARD_CODE: CodeType | None = _lookup(torch.autograd.backward, "__code__")
+# newer torch hands torch.autograd.backward to torch-function handling (as it always did autograd.grad)
+BACKWARD_REACHES_TORCH_FUNCTION = _BACKWARD_CODE is None or "has_torch_function" in _BACKWARD_CODE.co_names
+_engine: Any = _lookup(_lookup(torch.autograd, "Variable"), "_execution_engine")
+
+
+def unseen_backward(frame: FrameType) -> FrameType | None:
+    """Where torch.autograd.backward does not reach torch-function handling: its frame, when ``frame`` is
+    it or a helper it called (they make torch-function calls before the engine starts); else None."""
+    if BACKWARD_REACHES_TORCH_FUNCTION:
+        return None
+    if frame.f_code is _BACKWARD_CODE:
+        return frame
+    caller = frame.f_back
+    return caller if caller is not None and caller.f_code is _BACKWARD_CODE else None
+
+
+def queue_engine_callback(callback: Callable[[], None]) -> bool:
+    """Have the running backward call ``callback`` once it is done; False when this torch cannot."""
+    queue = _lookup(_engine, "queue_callback")
+    if queue is None:
+        return False
+    queue(callback)
+    return True
 
 
 # -- custom autograd.Functions ---------------------------------------------------------------------------

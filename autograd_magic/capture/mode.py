@@ -24,6 +24,7 @@ from .compat import (
     len_function_stack,
     pop_function_stack,
     push_function_stack,
+    unseen_backward,
 )
 
 
@@ -160,6 +161,10 @@ class RecordingMode(TorchFunctionMode):
             # called from the user's line, so warnings raised in backward with a stacklevel land there
             user = _dispatching_function(here).f_back if _is_wrapper(here.f_code) else here
             return rec.backward.run(func, args, kwargs, self.located_call(user) if user else _call_directly)
+        unseen = unseen_backward(here)
+        if unseen is not None:  # older torch: torch.autograd.backward reaches us only through its helpers
+            rec.backward.notice(unseen)
+            return func(*args, **kwargs)  # not cached: each such call may start another backward
         if _is_descriptor(func) and not (rec.is_user_code(here.f_code) and accesses_attribute(here)):
             # torch's C++ sets and reads attributes through Python while it may hold a lock on the
             # tensor (autograd.Function.apply with mark_dirty): reading that tensor then would deadlock.

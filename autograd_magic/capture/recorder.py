@@ -149,6 +149,7 @@ class Recorder:
         mode, self._mode = self._mode, None
         step_out, self._step_out = self._step_out, None
         suspended = False
+        self.backward.finish_noticed(exc)
         try:
             if step_out is not None:
                 self._unwatched_steps = step_out.stepped_out
@@ -312,8 +313,9 @@ class Recorder:
         self._ops.append(OpEvent(seq=seq, func=func_name(func), site=site, inputs=(root,) if root else ()))
         return seq
 
-    def count_site(self, func: Any, depth: int) -> tuple[Site, int]:
-        frame = self.sites.user_frame(depth + 1)
+    def count_site(self, func: Any, depth: int, caller: FrameType | None = None) -> tuple[Site, int]:
+        """Count a backward call at its user line: ``depth`` frames up, or from ``caller`` when given."""
+        frame = self.sites.user_frame(depth + 1) if caller is None else self.sites.user_frame_from(caller)
         key = (0, 0, func) if frame is None else (id(frame.f_code), frame.f_lasti, func)
         count = self.counts.get(key, 0) + 1
         self.counts[key] = count

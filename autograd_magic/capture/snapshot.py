@@ -87,6 +87,7 @@ class GraphWalker:
         self.apply_sites: dict[type, set[Site]] = {}  # a custom autograd.Function -> the lines that applied it
         # node id -> the saved_tensors_hooks' unpack hook active when its op ran (where handles don't say)
         self._made_under: dict[int, Any] = {}
+        self._node_meta: dict[int, tuple[tuple[int, ...], str]] = {}  # nid -> its op's output (shape, dtype)
         self._start: tuple[int, Any] | None = None  # (first node number of the cell, hook active then)
 
     def keep_values(self, tensors: dict[int, torch.Tensor], store: Any) -> None:
@@ -129,6 +130,7 @@ class GraphWalker:
         if info.node is not None and info.node not in self._node_site:
             self._node_tid[info.node] = info.tid
             self._node_site[info.node] = site
+            self._node_meta[info.node] = (info.shape, info.dtype)
             if not SAVED_HANDLES_TELL_HOOKS:
                 self._made_under[info.node] = active_unpack_hook()
 
@@ -253,7 +255,7 @@ class GraphWalker:
         walk.inspected += 1
         if walk.inspected > MAX_INSPECTED:  # deep graphs: the view draws the nodes near the root
             return GraphNode(nid, type(node).__name__, tid, site)
-        shape, dtype = _node_meta(node)
+        shape, dtype = self._meta(node, nid, tid)
         return GraphNode(nid, type(node).__name__, tid, site, shape,
                          self._saved(node, nid, walk), dtype, self._made.get(nid))
 
@@ -306,6 +308,22 @@ class GraphWalker:
                 walk.owners.setdefault(key, self.ids.tid(tensor))
         if found:
             walk.saved[nid] = found
+
+    def _meta(self, node: Any, nid: int, tid: int | None) -> tuple[tuple[int, ...], str]:
+        """Shape and dtype of the tensor a node produced: from the node, or where this torch's nodes
+        don't say (no ``_input_metadata``), from the op we saw make it or the tensor it made, if alive."""
+        meta = input_metadata(node)
+        if meta is NOT_AVAILABLE:
+            if nid in self._node_meta:
+                return self._node_meta[nid]
+            made = self.ids.get(tid) if tid is not None else None
+            if not isinstance(made, torch.Tensor):
+                return (), ""
+            return shape_of(made), str(made.dtype).removeprefix("torch.")
+        if not meta:
+            return (), ""
+        shape, dtype = meta
+        return shape, str(dtype).removeprefix("torch.")
 
     def _made_under_of(self, nid: int) -> Any:
         """The unpack hook active when ``nid``'s op ran (where saved-tensor handles don't say, old torch).
@@ -376,15 +394,6 @@ def _in_use(alone: dict[StorageKey, int]) -> int | None:
 
 def _version_of(t: torch.Tensor) -> int:
     return attempt(lambda: version_of(t), -1)
-
-
-def _node_meta(node: Any) -> tuple[tuple[int, ...], str]:
-    """Shape and dtype of the tensor a node produced (its gradient's metadata)."""
-    meta = input_metadata(node)
-    if not meta:
-        return (), ""
-    shape, dtype = meta
-    return shape, str(dtype).removeprefix("torch.")
 
 
 def _grad_fn_now(obj: Any, default: Any) -> Any:
