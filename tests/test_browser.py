@@ -89,7 +89,11 @@ UNUSED_CELL = "class TwoHeads(nn.Module)"
 
 # every text element of the widgets against the background it is drawn on: WCAG contrast ratios below 3
 LOW_CONTRAST = """() => {
-  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  // rgb(r, g, b[, a]) in 0-255, or color(srgb r g b[ / a]) in 0-1, as Chromium computes a color-mix()
+  const rgb = (c) => {
+    const v = (c.match(/[\\d.]+/g) || []).map(Number);
+    return c.startsWith('color(srgb') ? v.map((x, i) => (i < 3 ? x * 255 : x)) : v;
+  };
   const linear = (v) => (v /= 255, v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
   const lum = ([r, g, b]) => [r, g, b].map(linear)
     .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
@@ -456,9 +460,14 @@ SAVED_IS_CURRENT = """() => {
 
 
 def set_theme(lab: Lab, theme: str, light: bool) -> None:
-    lab.page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", theme)
-    lab.page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'")
-    lab.page.wait_for_timeout(500)  # the theme's CSS variables apply after the attribute
+    change_theme(lab.page, theme, light)
+
+
+def change_theme(page: Any, theme: str, light: bool) -> None:
+    page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", theme)
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'")
+    page.wait_for_timeout(500)  # the theme's CSS variables apply after the attribute
+    page.wait_for_function("() => document.getAnimations().length === 0")  # and buttons fade to them (transitions)
 
 
 @pytest.mark.parametrize(("theme", "light"), [("JupyterLab Light", True), ("JupyterLab Dark", False)])

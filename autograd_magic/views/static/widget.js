@@ -56,11 +56,11 @@ function sizeText(bytes) { // as report.model.size_text writes it
   return unit ? `${Number(size.toPrecision(3))} ${units[unit]}` : `${Math.floor(size)} bytes`;
 }
 
-// opaque, so the theme's text colour keeps its contrast: white to orange in a light theme, dark to deep orange
+// opaque, so the theme's text colour keeps its contrast: white to orange in a light theme, dark to deep orange.
+// The two ends are CSS variables of the theme (widget.css), so a fill follows a theme switched after it was set.
 function memoryFill(t) {
-  const dark = document.body.dataset.jpThemeLight === "false";
-  const [from, to] = dark ? [[48, 48, 48], [179, 71, 0]] : [[255, 255, 255], [255, 140, 26]];
-  return `rgb(${from.map((c, i) => Math.round(c + (to[i] - c) * t)).join(", ")})`;
+  const share = Math.round(100 * t);
+  return `color-mix(in srgb, var(--agm-kept-most) ${share}%, var(--agm-kept-least))`;
 }
 
 function flat(values, out = []) {
