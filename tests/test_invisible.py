@@ -409,7 +409,9 @@ def test_warnings_raised_during_backward_name_the_cell_line(ip: Any) -> None:
     run(ip, code)
     plain = ip.user_ns["where"]
     run(ip, "%%autograd -q\n" + code)
-    assert plain and ip.user_ns["where"] == plain
+    # newer torch warns here (2.9 and later do: a full backward hook on a module whose input needs no grad);
+    # 2.4 stays silent: then the recorded run must be silent too
+    assert ip.user_ns["where"] == plain
     assert not any("autograd_magic" in f for f in ip.user_ns["files"])
 
 
