@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -146,13 +147,17 @@ def drawn_text(svg: str) -> str:
 def hostile_reports(shell: Any) -> dict[str, Any]:
     """Each payload's cell recorded once, drawn plain and with its modules folded (--depth 0)."""
     reports = {}
-    for key, payload in PAYLOADS.items():
-        shell.run_cell("import torch", store_history=False)
-        for options in ("--torchviz", "--depth 0"):
-            report, cell = report_of(shell, cell_for(payload), options)
-            assert report is not None and report.error is not None, cell.stderr
-            assert report.error.type == "ValueError"
-            reports[f"{key} {options}"] = report
+    # the cells' warnings stay here: pytest would carry their payloads (lone surrogates) to its summary, which
+    # pytest-xdist cannot send from a worker as UTF-8
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        for key, payload in PAYLOADS.items():
+            shell.run_cell("import torch", store_history=False)
+            for options in ("--torchviz", "--depth 0"):
+                report, cell = report_of(shell, cell_for(payload), options)
+                assert report is not None and report.error is not None, cell.stderr
+                assert report.error.type == "ValueError"
+                reports[f"{key} {options}"] = report
     return reports
 
 
