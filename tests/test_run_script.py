@@ -82,7 +82,25 @@ t = torch.ones(2, requires_grad=True) * 2
 raise KeyboardInterrupt
 '''
 
-SCRIPTS = {"train.py": TRAIN, "raises.py": RAISES, "exits.py": EXITS, "as_main.py": AS_MAIN,
+IN_MAIN = '''\
+import torch
+
+
+def main():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(5):
+        loss = model(torch.randn(16, 4)).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    print("trained", float(loss))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+SCRIPTS = {"train.py": TRAIN, "in_main.py": IN_MAIN, "raises.py": RAISES, "exits.py": EXITS, "as_main.py": AS_MAIN,
            "interrupted.py": INTERRUPTED, "broken.py": "x = (\n", "sub/helper.py": "NAME = 'helper beside it'\n"}
 
 
@@ -131,6 +149,22 @@ def test_a_training_script_prints_as_plain_then_the_report_names_its_lines(scrip
     assert re.search(r"\n  pred +\(8, 1\) .* 15\n", report)
     assert "model.weight" in report and "Graph 1: root loss (line 16)" in report
     assert "(line 15: model(x))" in report and "[graph-break] line 19" in report
+
+
+def test_a_model_held_only_by_mains_locals_is_named_boxed_and_followed(scripts: Path, tmp_path: Path) -> None:
+    plain, ours = run_both(scripts, "in_main.py")
+    report = report_of(plain, ours)
+    assert "Training: 5 steps (backward at line 10)" in report
+    for name in ("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"):
+        assert re.search(rf"\n  {re.escape(name)} +[0-9.]+ ", report), name  # a row of the Training table
+    assert "model.0.weight AccumulateGrad" in report and "ReluBackward0 in model.1" in report
+    data = tmp_path / "report.json"
+    assert run(scripts, f"--save={data}", "-q", "in_main.py").returncode == 0
+    saved = json.loads(data.read_text())
+    boxes = {m["name"]: (m["cls"], m["parent"]) for m in saved["graphs"][0]["modules"]}
+    assert boxes == {"model": ("Sequential", None), "model.0": ("Linear", "model"), "model.1": ("ReLU", "model"),
+                     "model.2": ("Linear", "model")}
+    assert saved["training"]["parameters"] == ["model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"]
 
 
 def test_the_script_runs_as_main_with_its_argv_and_its_folder_first_on_the_path(scripts: Path) -> None:

@@ -154,6 +154,48 @@ def test_every_step_records_the_loss_and_each_named_parameters_grad_norm(ip: Any
     assert not [d for d in report.diagnostics if d.severity != "note"]
 
 
+IN_A_FUNCTION = """
+def train():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    losses = []
+    for step in range(30):
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model, losses
+trained, losses = train()
+"""
+
+
+def test_a_model_held_only_by_a_functions_locals_is_named_boxed_and_followed(ip: Any) -> None:
+    report, cell = report_of(ip, SETUP + IN_A_FUNCTION)
+    assert cell.error is None
+    training = report.training
+    assert training.parameters == ("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias")
+    assert [s.step for s in training.steps] == list(range(1, 31))
+    # the loop runs unwatched after its recorded steps: their losses are read from train()'s `loss`
+    assert [s.loss for s in training.steps] == pytest.approx(ip.user_ns["losses"], rel=1e-3)
+    last_norm = float(ip.user_ns["trained"][0].weight.grad.norm())
+    assert training.steps[-1].grad_norms["model.0.weight"] == pytest.approx(last_norm, rel=1e-3)
+    graph = report.graphs[0]
+    assert [(m.name, m.cls) for m in graph.modules] == [("model", "Sequential"), ("model.0", "Linear"),
+                                                        ("model.1", "ReLU"), ("model.2", "Linear")]
+    assert "model.0.weight" in render_text(report)
+    assert "train" in ip.user_ns and "model" not in ip.user_ns  # nothing of ours left in the namespace
+
+
+def test_a_global_wins_over_a_local_of_the_same_name(ip: Any) -> None:
+    body = IN_A_FUNCTION.replace("model = nn", "model = net = nn")
+    report, cell = report_of(ip, SETUP + "model = nn.Linear(2, 2)\n" + body)
+    assert cell.error is None  # `model` names the global Linear, so train()'s model goes by its other name
+    assert report.training.parameters == ("net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias")
+    assert {m.name for m in report.graphs[0].modules} == {"net", "net.0", "net.1", "net.2"}
+
+
 def test_training_json_lists_steps_with_loss_and_norms_by_name(ip: Any) -> None:
     report, _ = report_of(ip, SETUP + HEALTHY)
     data = json.loads(report.to_json())["training"]

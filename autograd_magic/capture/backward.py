@@ -44,6 +44,8 @@ class Recorder(Protocol):
 
     def named_tids(self) -> set[int]: ...
 
+    def note_held(self, depth: int, caller: FrameType | None = None) -> bool: ...
+
 MAX_BACKWARD_DETAIL = 3  # backward calls per call site that get a graph and hooks
 MAX_CUT_GRAPHS = 4  # graphs snapshotted where a value was cut out of them (detach, numpy, ...)
 BACKWARD_FUNCS = frozenset({torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad})
@@ -179,6 +181,8 @@ class BackwardRecorder:
                     return _Call(site)  # past the detail cap: recorded only if it fails
                 root = describe_tensor(roots[0], self._rec.ids) if roots else None
                 seq = self._rec.add_backward_op(func, site, root)
+                if count <= MAX_BACKWARD_DETAIL and self._rec.note_held(3, caller):
+                    self.training.note_optimizer()
                 prepared = self._prepare(roots, site) if count <= MAX_BACKWARD_DETAIL else None
                 return _Call(site, seq, root, prepared)
         except Exception:

@@ -92,6 +92,18 @@ _AUTOGRAD: Any = _lookup(_C, "_autograd")
 getframe: Callable[[int], FrameType] = sys._getframe
 
 
+def frame_locals(frame: FrameType) -> dict[str, Any]:
+    """A plain copy of a function frame's variables, read only. On 3.13+ ``f_locals`` is a write-through
+    proxy (PEP 667): copying it writes nothing. Before, reading it refreshes the frame's own snapshot
+    dict (what ``locals()`` in that frame would do), which the frame's fast variables still win over."""
+    return dict(frame.f_locals)
+
+
+def frame_local(frame: FrameType, name: str) -> Any:
+    """One variable of a function frame, read only (no copy of the others: this runs once per loop step)."""
+    return frame.f_locals.get(name)
+
+
 def positions(code: CodeType) -> list[tuple[int | None, int | None, int | None, int | None]]:
     """(line, end line, column, end column) per code unit (``f_lasti // 2``); columns need Python 3.11+."""
     if hasattr(code, "co_positions"):

@@ -22,6 +22,7 @@ from ..trace.names import identifiers
 from .backward import BackwardRecorder
 from .compat import function_of_forward
 from .finite import SCALER_FILE, non_finite, scaler_scales, scaler_update
+from .frames import user_local, user_locals
 from .gradcheck import FunctionCalls
 from .mode import RecordingMode, leave_mode
 from .modules import ModuleNames
@@ -113,10 +114,12 @@ class Recorder:
         # statement and calls `between_statements` after each (nothing else would put our mode back)
         self._leave_loops = leave_loops
         self._loss_name: str | None = None  # the name the last recorded backward's root was bound to
+        self._loss_local = False  # ... in a user function's locals (a script's main()), not the namespace
         self._left_after: int | None = None  # the loop was left after this many optimizer steps
         self._loop_unwatched = 0  # steps of a loop left: not one of their calls seen
         self._error_unwatched = False
         self._previous: dict[str, TensorInfo] = {}
+        self._held: set[tuple[str, int]] = set()  # (qualified name, tid) bound from a user function's locals
         self.modules = ModuleNames(self.namespace, self.sites.is_user_code)
         # --gradcheck: the custom Functions called, checked after the cell (None: off, nothing is looked at)
         self.functions = FunctionCalls(self.sites) if gradcheck else None
@@ -185,12 +188,24 @@ class Recorder:
             return
         self._loss_name = next((name for name, value in list(self.namespace.items())
                                 if value is root and not name.startswith("_")), None)
+        if self._loss_name is None:
+            held = user_locals(self.sites.user_frame(1), self.sites.is_user_code, self.namespace)
+            self._loss_name = next((name for name, value in held.items() if value is root), None)
+            self._loss_local = self._loss_name is not None
+            del held  # nothing of the frames' is kept
 
     def _unwatched_step(self) -> None:
         """Before an unwatched optimizer step: its backward ran, unseen; keep its loss and gradient norms."""
-        loss = self.namespace.get(self._loss_name) if self._loss_name is not None else None
+        loss = self._loss_now()
         self.backward.training.unwatched(loss if isinstance(loss, torch.Tensor) else None)
         self.backward.count_unwatched()
+
+    def _loss_now(self) -> Any:
+        if self._loss_name is None:
+            return None
+        if self._loss_local:
+            return user_local(self.sites.user_frame(2), self.sites.is_user_code, self._loss_name)
+        return self.namespace.get(self._loss_name)
 
     # -- the hot path (see mode.RecordingMode.__torch_function__) ------------------------
     def record(self, func: Any, args: tuple[Any, ...], kwargs: Any, result: Any,
@@ -323,6 +338,21 @@ class Recorder:
 
     def is_user_code(self, code: CodeType) -> bool:
         return self.sites.is_user_code(code)
+
+    def note_held(self, depth: int, caller: FrameType | None = None) -> bool:
+        """At a detailed backward call: bind the parameters of the modules the user's running functions hold
+        in their locals (a script's ``main()``: ``model.0.weight``). True when they hold an optimizer."""
+        frame = self.sites.user_frame(depth + 1) if caller is None else caller
+        held = user_locals(frame, self.sites.is_user_code, self.namespace)
+        modules = {name: value for name, value in held.items() if isinstance(value, torch.nn.Module)}
+        optimizer = any(isinstance(value, torch.optim.Optimizer) for value in held.values())
+        del held  # nothing of the frames' is kept
+        seq = len(self._ops)
+        for name, (info, qualified) in scan_namespace(modules, self.ids).items():
+            if (name, info.tid) not in self._held:
+                self._held.add((name, info.tid))
+                self._bindings.append(Binding(name, info.tid, seq, None, qualified))
+        return optimizer
 
     def bindings(self) -> list[Binding]:
         return list(self._bindings)

@@ -91,6 +91,10 @@ class TrainingRecorder:
         except Exception:
             internal.report_failure("choosing the parameters to follow")
 
+    def note_optimizer(self) -> None:
+        """A user function holds an optimizer in its locals (the namespace does not)."""
+        self._optimizer = True
+
     def _track(self, leaves: list[torch.Tensor], bindings: list[Binding]) -> None:
         reached = {self._ids.tid(leaf) for leaf in leaves}
         first_name: dict[int, Binding] = {}
