@@ -196,6 +196,34 @@ def test_a_global_wins_over_a_local_of_the_same_name(ip: Any) -> None:
     assert {m.name for m in report.graphs[0].modules} == {"net", "net.0", "net.1", "net.2"}
 
 
+FREED_IN_A_FUNCTION = """
+import weakref
+def train():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    alive = []
+    for step in range(4):
+        opt.zero_grad()
+        out = model(torch.randn(16, 4))
+        loss = out.pow(2).mean()
+        loss.backward()
+        opt.step()
+        gone = weakref.ref(out)
+        del out, loss
+        alive.append(gone() is not None)
+    return alive
+alive = train()
+"""
+
+
+def test_reading_a_functions_locals_keeps_none_of_its_tensors_alive(ip: Any) -> None:
+    plain = run(ip, SETUP + FREED_IN_A_FUNCTION)
+    assert plain.error is None and ip.user_ns["alive"] == [False] * 4
+    report, cell = report_of(ip, SETUP + FREED_IN_A_FUNCTION)
+    assert cell.error is None and report.training is not None and report.training.parameters
+    assert ip.user_ns["alive"] == [False] * 4  # a deleted local dies at once, as plain (no snapshot dict holds it)
+
+
 def test_training_json_lists_steps_with_loss_and_norms_by_name(ip: Any) -> None:
     report, _ = report_of(ip, SETUP + HEALTHY)
     data = json.loads(report.to_json())["training"]

@@ -92,16 +92,37 @@ _AUTOGRAD: Any = _lookup(_C, "_autograd")
 getframe: Callable[[int], FrameType] = sys._getframe
 
 
+_CO_OPTIMIZED = inspect.CO_OPTIMIZED  # a function's code: its variables live in the frame, not in a dict
+
+
 def frame_locals(frame: FrameType) -> dict[str, Any]:
-    """A plain copy of a function frame's variables, read only. On 3.13+ ``f_locals`` is a write-through
-    proxy (PEP 667): copying it writes nothing. Before, reading it refreshes the frame's own snapshot
-    dict (what ``locals()`` in that frame would do), which the frame's fast variables still win over."""
-    return dict(frame.f_locals)
+    """A plain copy of a function frame's variables, read only, leaving the frame holding nothing more.
+
+    On 3.13+ ``f_locals`` is a write-through proxy (PEP 667): copying it writes nothing. Before, reading it
+    fills a snapshot dict that lives on the frame (what ``locals()`` in that frame returns) and would keep
+    the values it saw alive until the function returns: a training step's tensors. So the snapshot is
+    emptied again after the copy; the frame's own variables are not in it and are untouched, and the next
+    ``locals()`` (or debugger) fills it afresh.
+    """
+    variables = frame.f_locals
+    copied = dict(variables)
+    _drop_snapshot(frame, variables)
+    return copied
 
 
 def frame_local(frame: FrameType, name: str) -> Any:
     """One variable of a function frame, read only (no copy of the others: this runs once per loop step)."""
-    return frame.f_locals.get(name)
+    variables = frame.f_locals
+    value = variables.get(name)
+    _drop_snapshot(frame, variables)
+    return value
+
+
+def _drop_snapshot(frame: FrameType, variables: Any) -> None:
+    # only a function's snapshot: a module's or class body's f_locals is its real namespace, and a PEP 667
+    # proxy (3.13+) would write through to the frame
+    if type(variables) is dict and frame.f_code.co_flags & _CO_OPTIMIZED and variables is not frame.f_globals:
+        variables.clear()
 
 
 def positions(code: CodeType) -> list[tuple[int | None, int | None, int | None, int | None]]:
