@@ -76,6 +76,31 @@ def test_the_statement_after_the_loop_is_recorded_again(ip: Any) -> None:
     assert report.tensors["final"].grad_fn == "MulBackward0"
 
 
+CNN_LOOP = """import torch.nn as nn
+torch.manual_seed(0)
+images = torch.randn(8, 1, 6, 6)
+labels = (images.mean(dim=(1, 2, 3)) > 0).long()
+model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+loss_fn = nn.CrossEntropyLoss()
+optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+for step in range(6):
+    optimizer.zero_grad()
+    loss = loss_fn(model(images), labels)
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_the_last_unwatched_loss_is_not_drawn_as_a_result_without_backward(ip: Any) -> None:
+    report, cell = report_of(ip, CNN_LOOP)
+    assert cell.error is None
+    assert len(report.graphs) == 1  # the loop's graph; the last step's loss had its backward, unseen
+    assert "no backward() from it" not in render_text(report)
+    report, cell = report_of(ip, CNN_LOOP + "check = loss_fn(model(images), labels)\n")
+    assert cell.error is None  # a result made after the loop, never backwarded, is still drawn as one
+    assert len(report.graphs) == 2 and "no backward() from it" in render_text(report)
+
+
 def test_unwatched_steps_keep_a_training_row_each_with_the_plain_loss(ip: Any) -> None:
     plain, _, report = _plain_and_recorded(ip, PROBED_LOOP)
     training = report.training

@@ -99,11 +99,15 @@ class BackwardRecorder:
             self._roots = {key: ref for key, ref in self._roots.items() if ref() is not None}
             self._roots_limit = max(64, 2 * len(self._roots))
 
-    def count_unwatched(self) -> None:
+    def count_unwatched(self, loss: torch.Tensor | None) -> None:
         """An optimizer step of a loop run unwatched: its backward is taken to be the loop's last one seen
-        (one backward per step; a loop that accumulates gradients over several is undercounted)."""
+        (one backward per step; a loop that accumulates gradients over several is undercounted), run from
+        ``loss`` (what the loss's name holds now), so the cell's end does not draw it as a result that
+        never had a backward."""
         if self._last_key is not None:
             self._calls[self._last_key] += 1
+        if loss is not None:
+            self._note_roots([loss])
 
     def last_root(self) -> torch.Tensor | None:
         """The tensor the last backward call ran from, while it lives."""

@@ -198,7 +198,7 @@ class Recorder:
         """Before an unwatched optimizer step: its backward ran, unseen; keep its loss and gradient norms."""
         loss = self._loss_now()
         self.backward.training.unwatched(loss if isinstance(loss, torch.Tensor) else None)
-        self.backward.count_unwatched()
+        self.backward.count_unwatched(loss if isinstance(loss, torch.Tensor) else None)
 
     def _loss_now(self) -> Any:
         if self._loss_name is None:
