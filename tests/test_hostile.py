@@ -189,7 +189,8 @@ def test_names_reach_the_drawings_as_written(hostile_reports: dict[str, Any]) ->
         torchviz = drawn_text(render_torchviz(report.torchviz_dot).svg or "")
         assert shown.replace('\\"', '"') + "Backward" in torchviz, key  # graphviz.quote takes \" as escaped
         ours = drawn_text(re.findall(r"<svg\b.*?</svg>", render_html(report), re.DOTALL)[0])
-        assert f"(B{shown}"[:24] in ours, key  # the module's cluster
+        # the module's cluster: "name (class)" clipped to one line, so a long module name leaves the class's start
+        assert f"(B{shown}"[:12] in ours, key
 
 
 @needs_renderer

@@ -107,7 +107,8 @@ class BackwardRecorder:
         if self._last_key is not None:
             self._calls[self._last_key] += 1
         if loss is not None:
-            self._note_roots([loss])
+            with quiet():  # the user's modes must not see our read of its grad_fn
+                self._note_roots([loss])
 
     def last_root(self) -> torch.Tensor | None:
         """The tensor the last backward call ran from, while it lives."""
