@@ -310,8 +310,9 @@ class GraphWalker:
             walk.saved[nid] = found
 
     def _meta(self, node: Any, nid: int, tid: int | None) -> tuple[tuple[int, ...], str]:
-        """Shape and dtype of the tensor a node produced: from the node, or where this torch's nodes
-        don't say (no ``_input_metadata``), from the op we saw make it or the tensor it made, if alive."""
+        """Shape and dtype of the tensor a node produced: from the node, or where this torch's nodes don't
+        carry their input metadata (compat.input_metadata), from the op we saw make it or the tensor it
+        made, if alive."""
         meta = input_metadata(node)
         if meta is NOT_AVAILABLE:
             if nid in self._node_meta:
