@@ -67,6 +67,51 @@ def test_an_unwatched_iteration_sees_what_a_plain_one_sees(ip: Any) -> None:
     assert report.loop_left_after == RECORDED_STEPS and report.loop_unwatched == 8 - RECORDED_STEPS
 
 
+def test_the_second_iteration_is_recorded_up_to_its_optimizer_step(ip: Any) -> None:
+    """The loop is left at the pre-hook of the optimizer's second step: that iteration's forward and backward
+    were recorded (the checks between two backward calls need them), its step's in-place updates were not
+    (the first step's already show them)."""
+    run(ip, SETUP + "data = torch.ones(4, 3)")
+    report, cell = report_of(ip, LOOP)
+    assert cell.error is None
+    assert [op.name for op in report.ops if op.code == "loss.backward()"] == ["backward", "backward"]
+    assert [op.name for op in report.ops if op.inplace] == ["add_", "add_"]  # step 1's weight and bias
+    assert report.loop_left_after == 2 and report.loop_unwatched == 18
+    assert report.ops_unwatched_steps == 19  # step 2's insides too, said as such
+    assert "not counting the insides of 1 later optimizer step" in summary_line(report)
+
+
+TWO_OPTIMIZERS = """for step in range(10):
+    opt.zero_grad()
+    loss = model(torch.rand(4, 3)).pow(2).mean()
+    loss.backward()
+    opt.step()
+    seen.append(torch._C._len_torch_function_stack())
+    other_opt.zero_grad()
+    other_loss = other(torch.rand(4, 3)).sum().abs()
+    other_loss.backward()
+    other_opt.step()
+    seen.append(torch._C._len_torch_function_stack())
+values = [p.tolist() for p in [*model.parameters(), *other.parameters()]] + [torch.rand(1).item()]
+"""
+
+
+def test_a_loop_of_two_optimizers_is_left_when_the_first_comes_round(ip: Any) -> None:
+    """A GAN-like loop: two optimizers of one class. Its first iteration is recorded whole (both steps),
+    the loop is left as the first optimizer steps again; the values and the RNG stream are the plain ones."""
+    base = torch._C._len_torch_function_stack()
+    other = "other = torch.nn.Linear(3, 1)\nother_opt = torch.optim.SGD(other.parameters(), lr=0.05)\n"
+    run(ip, SETUP + other)
+    assert run(ip, TWO_OPTIMIZERS).error is None
+    plain = ip.user_ns["values"]
+    run(ip, SETUP + other)
+    report, cell = report_of(ip, TWO_OPTIMIZERS)
+    assert cell.error is None and ip.user_ns["values"] == plain
+    assert ip.user_ns["seen"] == [base + 1, base + 1] + [base] * 18
+    assert report.loop_left_after == 3 and report.loop_unwatched == 17
+    assert {op.code for op in report.ops if op.inplace} == {"opt.step()", "other_opt.step()"}
+
+
 def test_the_statement_after_the_loop_is_recorded_again(ip: Any) -> None:
     run(ip, SETUP + "data = torch.ones(4, 3)")
     report, cell = report_of(ip, LOOP + "depth = torch._C._len_torch_function_stack()\nfinal = loss * 2\n")
@@ -217,9 +262,18 @@ def test_a_recorder_run_as_one_code_object_never_leaves_a_loop() -> None:
     assert recorder.trace is not None and recorder.trace.loop_unwatched == 0
 
 
+def test_a_short_unwatched_loop_keeps_a_row_for_every_step(ip: Any) -> None:
+    """20 steps of a tiny model: their reads fit the budget's first allowance (`READ_ALLOWANCE`), so a
+    learner's plot has every point."""
+    run(ip, SETUP + "data = torch.ones(4, 3)")
+    report, cell = report_of(ip, LOOP)
+    assert cell.error is None and report.training is not None
+    assert report.training.stride == 1 and [s.step for s in report.training.steps] == list(range(1, 21))
+
+
 def test_an_unwatched_loop_of_cheap_steps_is_thinned_to_its_read_budget(ip: Any) -> None:
-    """A 3-by-2 model's step costs about what reading its norms does: past MIN_ROWS kept steps the stride
-    doubles, over the loop's whole span, and the heading says why."""
+    """A 3-by-2 model's step costs about what reading its norms does: past the allowance the stride
+    doubles (at once as far as the budget needs), over the loop's whole span, and the heading says why."""
     from autograd_magic.capture.training import MIN_ROWS
     from autograd_magic.views.training import heading
 

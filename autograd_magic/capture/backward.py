@@ -68,6 +68,8 @@ class BackwardRecorder:
         self._roots_limit = 64  # a loop keeping every loss (losses.append(loss)) keeps them all alive
         self._last_root: weakref.ref[torch.Tensor] | None = None
         self._last_key: tuple[int | None, str, str] | None = None  # the site of the last backward call seen
+        # the loss of the last step of a loop run unwatched (see count_unwatched), not yet among _roots
+        self._unwatched_root: weakref.ref[torch.Tensor] | None = None
         self._noticed: _Noticed | None = None  # a backward the mode did not see, until it finishes
         self.training = TrainingRecorder(recorder.ids)  # every backward call: loss and gradient norms
 
@@ -82,9 +84,17 @@ class BackwardRecorder:
 
     def was_root(self, tensor: torch.Tensor) -> bool:
         """Backward (or autograd.grad) ran from this very tensor in this cell."""
+        self._note_unwatched_root()
         node = grad_fn_of(tensor)
         ref = self._roots.get(node_key(node)) if node is not None else None
         return ref is not None and ref() is tensor
+
+    def _note_unwatched_root(self) -> None:
+        pending = self._unwatched_root() if self._unwatched_root is not None else None
+        self._unwatched_root = None
+        if pending is not None:
+            with quiet():  # the user's modes must not see our read of its grad_fn
+                self._note_roots([pending])
 
     def _note_roots(self, roots: list[torch.Tensor]) -> None:
         # every call, past the detail cap too: a weak reference per root (kept with its node's key,
@@ -106,9 +116,8 @@ class BackwardRecorder:
         never had a backward."""
         if self._last_key is not None:
             self._calls[self._last_key] += 1
-        if loss is not None:
-            with quiet():  # the user's modes must not see our read of its grad_fn
-                self._note_roots([loss])
+        if loss is not None:  # noted when asked (`was_root`): only the last one can still be alive then
+            self._unwatched_root = self._last_root = weakref.ref(loss)
 
     def last_root(self) -> torch.Tensor | None:
         """The tensor the last backward call ran from, while it lives."""
@@ -338,7 +347,7 @@ class BackwardRecorder:
         self._hook_grads.clear()
         self._before_grads.clear()
         self._roots.clear()
-        self._last_root = None
+        self._last_root = self._unwatched_root = None
         self.walker.apply_sites.clear()
         self.training.close()
 

@@ -10,9 +10,12 @@ caused by a later step still names its line (checks/inplace.py prints torch's ow
 torch's global step hooks are the way out and back in: the pre-hook takes our mode off the stack,
 the post-hook puts it back.
 
-The loop: once `RECORDED_STEPS` steps of a library optimizer were recorded whole, the post-hook of the
-last one leaves our mode off (`loop`): the rest of the running top-level statement (the training loop's
-later iterations, forward and backward included) runs unwatched, at plain speed. The recorder puts the
+The loop (`loop`): when an optimizer steps a second time, the loop's body has run whole once (its first
+step recorded with its in-place updates) and its next forward and backward were recorded (what the checks
+between two backward calls need: a missing ``zero_grad``, a tensor saved by one graph and updated before the
+next). That step's pre-hook takes our mode off and leaves it off: the step itself and the rest of the running
+top-level statement (the training loop's later iterations, forward and backward included) run unwatched, at
+plain speed. (So does any library step past a class's `RECORDED_STEPS`.) The recorder puts the
 mode back before the cell's next top-level statement (`resume`), at the depth it was taken from. Each
 unwatched step's pre-hook hands over to ``on_unwatched`` (the recorder keeps the step's loss and gradient
 norms). ``loop=False`` (``--every-step``) keeps the step-by-step way: only the step's own calls go unseen.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import inspect
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from types import CodeType
 from typing import Any
@@ -55,6 +59,7 @@ class StepOut:
         self._mode = mode
         self._recorded = min(RECORDED_STEPS, max_repeats)
         self._steps: dict[type, int] = {}  # steps seen per library optimizer class
+        self._stepped: weakref.WeakSet[Any] = weakref.WeakSet()  # optimizers seen stepping (a loop's come round)
         self._handles: list[Any] = []
         # the thread whose stack our mode is off (the stack is per thread; the step hooks are global,
         # so another thread's steps call them too), or None
@@ -114,6 +119,8 @@ class StepOut:
             if self._suspended_in is None and self._may_step_out(optimizer, args, kwargs):
                 self._step_out()
                 self.stepped_out += 1
+                if self._loop:  # the last recorded iteration: its forward and backward were seen, the rest is not
+                    self._leave_loop()
         except Exception:
             internal.report_failure("stepping out of an optimizer step")
 
@@ -122,15 +129,16 @@ class StepOut:
             if is_compiling() or self._out_of_loop:
                 return
             self._resume()
-            if self._loop and self._may_leave_loop(optimizer, args, kwargs):
-                self._step_out()
-                self._out_of_loop = True
-                if self.left_after is None:
-                    self.left_after = self.steps
-                if self._on_leave is not None:
-                    self._on_leave()
         except Exception:
             internal.report_failure("stepping back in after an optimizer step")
+
+    def _leave_loop(self) -> None:
+        """Stay off the stack after this step (already stepped out of), until `resume`."""
+        self._out_of_loop = True
+        if self.left_after is None:
+            self.left_after = self.steps
+        if self._on_leave is not None:
+            self._on_leave()
 
     def _step_out(self) -> None:
         self._depth = len_function_stack() - 1
@@ -148,15 +156,6 @@ class StepOut:
             for other in reversed(above):
                 push_function_stack(other)
 
-    def _may_leave_loop(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        """After a whole recorded step of a library optimizer: its class has had its recorded steps."""
-        if len(args) > 1 or kwargs.get("closure") is not None:
-            return False
-        if self._steps.get(type(optimizer), -1) < self._recorded:
-            return False  # the user's own step (-1), or one still recorded
-        depth = len_function_stack()
-        return depth > 0 and function_stack_at(depth - 1) is self._mode
-
     def _may_step_out(self, optimizer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         if len(args) > 1 or kwargs.get("closure") is not None:
             return False  # the closure is the user's forward and backward
@@ -168,10 +167,21 @@ class StepOut:
             self._steps[kind] = seen
             return False  # the user's own step: always recorded
         self._steps[kind] = seen + 1
-        if seen < self._recorded:
+        if seen < self._recorded and not (self._loop and self._came_round(optimizer)):
             return False
         depth = len_function_stack()
         return depth > 0 and function_stack_at(depth - 1) is self._mode
+
+    def _came_round(self, optimizer: Any) -> bool:
+        """This optimizer has stepped before in this cell: the loop's body ran whole once and its next
+        forward and backward were recorded; the loop is left at this step (`_leave_loop`)."""
+        try:
+            if optimizer in self._stepped:
+                return True
+            self._stepped.add(optimizer)
+        except TypeError:  # an optimizer that cannot be weakly referenced: left by the class's count alone
+            pass
+        return False
 
     def _is_library_step(self, kind: type) -> bool:
         step = inspect.unwrap(getattr(kind, "step", None))  # type: ignore[arg-type]

@@ -14,8 +14,8 @@ Past a loop's recorded steps (optimizers.StepOut) backward runs unseen: each opt
 makes the step instead (`unwatched`), with the same norms and ratios; its loss is kept as a detached
 view of the tensor the loop's loss name holds, and all those are read at once after the cell
 (`result`), so a GPU loop is not synchronised at every step for its loss. There the reads are held to
-`READ_BUDGET` of the loop's time: a small model's step is cheap next to them, so past the budget the loop
-is thinned as past `MAX_STEPS`.
+`READ_BUDGET` of the loop's time (past a first `READ_ALLOWANCE`): a small model's step is cheap next to
+them, so past the budget the loop is thinned as past `MAX_STEPS`, at once to the stride the budget allows.
 Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
 are ours and freed with the cell) and none happens while a profiler records. Only weak references
 to parameters are kept.
@@ -49,10 +49,14 @@ MAX_RATIOS = 32
 DENSE_RATIOS = 8
 RATIO_EVERY = 4
 # an unwatched loop (see `unwatched`) spends at most this share of its time on our reads: past it, judged over
-# BUDGET_READS reads, only every 2nd (4th, ...) step is read, as past MAX_STEPS
+# BUDGET_READS reads, the stride jumps at once to the power of two that brings the reads within it (the stride
+# only grows, as past MAX_STEPS; a read of a small model's norms and ratios can cost half its step)
 READ_BUDGET = 0.02
-BUDGET_READS = 4
-MIN_ROWS = 32  # the budget never thins the loop to fewer kept steps: a plot needs its points
+BUDGET_READS = 2
+# ...and only past this much reading in all (seconds): a short loop of a small model keeps every step's row,
+# at a fixed cost of at most this, where 2% of it would leave a learner's plot a few points
+READ_ALLOWANCE = 0.002
+MIN_ROWS = 4  # the budget never thins the loop to fewer kept steps: a plot needs its points
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -78,6 +82,7 @@ class TrainingRecorder:
         self._losses: dict[int, torch.Tensor] = {}  # unwatched step -> its loss, detached, read in `result`
         self._unwatched_from: int | None = None
         self._window: list[Any] = [0.0, 0.0, 0]  # since the stride last changed: start, seconds reading, reads
+        self._budget_thinned = False  # the read budget has thinned the loop (its allowance is spent)
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -149,15 +154,24 @@ class TrainingRecorder:
 
     def _keep_to_budget(self, start: float, kept: bool) -> None:
         """Past `READ_BUDGET` of the loop's time spent reading (judged over the reads since the stride last
-        changed), the stride doubles while more than `MIN_ROWS` steps are kept: the reads of a small model's
-        step cost a large share of it."""
+        changed), the stride doubles until the reads fit, while more than `MIN_ROWS` steps are kept: the
+        reads of a small model's step cost a large share of it."""
         now = time.perf_counter()
         window = self._window
         window[1] += now - start
         window[2] += kept
-        if window[2] >= BUDGET_READS and len(self._steps) > MIN_ROWS and window[1] > READ_BUDGET * (now - window[0]):
+        if window[2] < BUDGET_READS or len(self._steps) <= MIN_ROWS:
+            return
+        elapsed = max(now - window[0], 1e-9)
+        allowance = READ_ALLOWANCE if not self._budget_thinned else 0.0
+        if window[1] <= max(READ_BUDGET * elapsed, allowance):
+            return
+        share = window[1] / elapsed  # doubling the stride halves it
+        while share > READ_BUDGET and len(self._steps) > MIN_ROWS:
             self._thin()
-            self._window = [now, 0.0, 0]
+            self._budget_thinned = True
+            share /= 2
+        self._window = [now, 0.0, 0]
 
     def _advance(self, loss: float | None) -> None:
         self._calls += 1
