@@ -30,6 +30,7 @@ import gc
 import statistics
 import time
 import tracemalloc
+from typing import Any
 
 import torch
 from IPython.core.interactiveshell import InteractiveShell
@@ -127,6 +128,80 @@ def measure(shell: InteractiveShell, name: str, repeats: int) -> tuple[float, fl
     return plain, magic, bare
 
 
+STEP_ROWS = {  # per-step cost: (cell, steps in the short run, steps in the long run), all run under -q
+    "step-transformer": ("transformer", 20, 100),
+    "step-cnn": ("cnn", 30, 150),
+    "step-mlp": ("mlp-ce", 100, 500),
+}
+STEP_TARGETS = {"step-transformer": 1.03, "step-cnn": 1.03}  # step-mlp: below the do-nothing mode's own slope
+
+
+def per_step(shell: InteractiveShell, name: str, repeats: int) -> dict[str, float]:
+    """The cost of one more step of a loop, after its recorded steps: the slope between a short and a long
+    run of the same loop, for plain, ``%%autograd -q`` and the do-nothing mode (interleaved medians). The
+    fixed cost of the cell (recording the first steps, the report) is the same in both runs and drops out;
+    what is left is the unwatched step with our reads at its optimizer step. Also the -q cell's fixed cost:
+    its extra time over plain at the short length, less the per-step extra of those steps."""
+    base, short, long = STEP_ROWS[name]
+    shell.run_cell(SETUP[base] + "\n" + BARE_MODE, store_history=False)
+    body = CELLS[base].replace("range(100)", "range({n})") if base == "mlp-ce" else \
+        "for step in range({n}):\n" + (_TRANSFORMER_STEP if base == "transformer" else _CNN_STEP)
+    cells = []
+    for n in (short, long):
+        loop = body.format(n=n)
+        cells += [loop, QUIET + loop, "with _BareMode():\n" + "\n".join("    " + ln for ln in loop.splitlines())]
+    for cell in cells:
+        timed(shell, cell)
+    runs: list[list[float]] = [[] for _ in cells]
+    for _ in range(repeats):
+        for times, cell in zip(runs, cells, strict=True):
+            times.append(timed(shell, cell))
+    plain_s, magic_s, bare_s, plain_l, magic_l, bare_l = (statistics.median(t) for t in runs)
+    steps = long - short
+    plain_step, magic_step, bare_step = ((b - a) / steps for a, b in
+                                         ((plain_s, plain_l), (magic_s, magic_l), (bare_s, bare_l)))
+    return {"plain_step": plain_step, "magic_step": magic_step, "bare_step": bare_step,
+            "fixed": (magic_s - plain_s) - (magic_step - plain_step) * short, "short": short, "long": long}
+
+
+def fixed_cost_breakdown(shell: InteractiveShell, repeats: int) -> dict[str, float]:
+    """Where the displayed 20-step transformer cell's time over plain goes: the report's build and its display
+    (timed around the magic's calls), the rest being the recording (the first steps in detail, the unwatched
+    steps' reads, the recorder's entry and exit). Medians over ``repeats`` runs, plain interleaved."""
+    from autograd_magic import magic as magic_module
+
+    spent: dict[str, list[float]] = {"build_report": [], "show_report": []}
+    originals = {name: getattr(magic_module, name) for name in spent}
+
+    def timed_call(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return originals[name](*args, **kwargs)
+            finally:
+                spent[name].append(time.perf_counter() - start)
+        return call
+
+    shell.run_cell(SETUP["transformer"], store_history=False)
+    plain_times, magic_times = [], []
+    for name in spent:
+        setattr(magic_module, name, timed_call(name))
+    try:
+        timed(shell, MAGIC + CELLS["transformer"])
+        for times in spent.values():
+            times.clear()
+        for _ in range(repeats):
+            plain_times.append(timed(shell, CELLS["transformer"]))
+            magic_times.append(timed(shell, MAGIC + CELLS["transformer"]))
+    finally:
+        for name, original in originals.items():
+            setattr(magic_module, name, original)
+    over = statistics.median(magic_times) - statistics.median(plain_times)
+    report, view = (statistics.median(spent[name]) for name in ("build_report", "show_report"))
+    return {"over": over, "report": report, "view": view, "recording": over - report - view,
+            "plain": statistics.median(plain_times)}
+
+
 def long_cell_ratio(shell: InteractiveShell, repeats: int) -> tuple[float, float]:
     """(magic long / magic short, plain long / plain short) for the loop with and without 5,000 filler lines."""
     shell.run_cell(SETUP["loop"], store_history=False)
@@ -191,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-memory", action="store_true")
-    parser.add_argument("--only", choices=[*CELLS, "long", "view"], nargs="+")
+    parser.add_argument("--only", choices=[*CELLS, *STEP_ROWS, "breakdown", "long", "view"], nargs="+")
     args = parser.parse_args()
     torch.set_num_threads(1)
     shell = InteractiveShell.instance()
@@ -205,6 +280,22 @@ def main() -> None:
         print(f"{name:13s} plain {plain * 1e3:8.1f} ms  magic {magic * 1e3:8.1f} ms  ratio {ratio:5.2f} "
               f"(target <= {TARGETS[name]}) {verdict:11s} [floor, a do-nothing mode: {bare / plain:4.2f}; "
               f"magic/floor {magic / bare:4.2f}]")
+    for name in [n for n in STEP_ROWS if n in only] if only else STEP_ROWS:
+        row = per_step(shell, name, args.repeats)
+        ratio, floor = row["magic_step"] / row["plain_step"], row["bare_step"] / row["plain_step"]
+        target = STEP_TARGETS.get(name)
+        ok = ratio <= target if target is not None else ratio < floor
+        print(f"{name:16s} per step after the recorded ones ({row['short']:.0f} vs {row['long']:.0f} steps, -q): "
+              f"plain {row['plain_step'] * 1e3:6.3f} ms  magic x{ratio:5.3f} "
+              f"(target {'<= ' + str(target) if target is not None else '< the floor'}) "
+              f"{'ok' if ok else 'OVER TARGET':11s} [floor x{floor:5.3f}]; fixed cost of the -q cell "
+              f"{row['fixed'] * 1e3:5.1f} ms")
+    if not only or "breakdown" in only:
+        parts = fixed_cost_breakdown(shell, args.repeats)
+        print(f"breakdown transformer (20 steps, displayed): plain {parts['plain'] * 1e3:5.1f} ms, over it "
+              f"{parts['over'] * 1e3:5.1f} ms = recording {parts['recording'] * 1e3:5.1f} + report "
+              f"{parts['report'] * 1e3:5.1f} + view {parts['view'] * 1e3:5.1f} ms "
+              f"(target: over <= {(TARGETS['transformer'] - 1) * parts['plain'] * 1e3:.0f} ms)")
     if not only or "long" in only:
         magic_growth, plain_growth = long_cell_ratio(shell, args.repeats)
         verdict = "ok" if magic_growth / plain_growth <= 1.10 else "OVER TARGET"

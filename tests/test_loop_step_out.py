@@ -263,8 +263,8 @@ def test_a_recorder_run_as_one_code_object_never_leaves_a_loop() -> None:
 
 
 def test_a_short_unwatched_loop_keeps_a_row_for_every_step(ip: Any) -> None:
-    """20 steps of a tiny model: their reads fit the budget's first allowance (`READ_ALLOWANCE`), so a
-    learner's plot has every point."""
+    """20 steps of a tiny model, whose reads cost as much as its steps: up to `MIN_ROWS` rows the budget
+    never thins, so a learner's plot has every point whatever the machine's speed."""
     run(ip, SETUP + "data = torch.ones(4, 3)")
     report, cell = report_of(ip, LOOP)
     assert cell.error is None and report.training is not None
@@ -272,7 +272,7 @@ def test_a_short_unwatched_loop_keeps_a_row_for_every_step(ip: Any) -> None:
 
 
 def test_an_unwatched_loop_of_cheap_steps_is_thinned_to_its_read_budget(ip: Any) -> None:
-    """A 3-by-2 model's step costs about what reading its norms does: past the allowance the stride
+    """A 3-by-2 model's step costs about what reading its norms does: past MIN_ROWS kept steps the stride
     doubles (at once as far as the budget needs), over the loop's whole span, and the heading says why."""
     from autograd_magic.capture.training import MIN_ROWS
     from autograd_magic.views.training import heading

@@ -6,7 +6,8 @@ the loss (when the root is one number) and the 2-norm of each tracked parameter'
 ``.grad`` — a handful of floats, bounded by `MAX_TRACKED` parameters. The parameters are
 the named leaves the recorded backward graphs reached, plus the other trainable
 parameters of the same modules (so one that never gets a gradient can be named).
-The first `DENSE_RATIOS` steps, then every `RATIO_EVERY`-th, also get their update/weight ratios, from
+The first `DENSE_RATIOS` steps, then every `RATIO_EVERY`-th (`UNWATCHED_RATIO_EVERY`-th in a loop run
+unwatched), also get their update/weight ratios, from
 copies of the small parameters taken at their backward and compared at the next one (`updates`); past
 `MAX_RATIOS` such steps, only every 2nd (4th, ...) of those gets one, as the steps themselves are thinned
 past `MAX_STEPS`.
@@ -14,8 +15,8 @@ Past a loop's recorded steps (optimizers.StepOut) backward runs unseen: each opt
 makes the step instead (`unwatched`), with the same norms and ratios; its loss is kept as a detached
 view of the tensor the loop's loss name holds, and all those are read at once after the cell
 (`result`), so a GPU loop is not synchronised at every step for its loss. There the reads are held to
-`READ_BUDGET` of the loop's time (past a first `READ_ALLOWANCE`): a small model's step is cheap next to
-them, so past the budget the loop is thinned as past `MAX_STEPS`, at once to the stride the budget allows.
+`READ_BUDGET` of the loop's time: a small model's step is cheap next to them, so past the budget (and past
+`MIN_ROWS` rows) the loop is thinned as past `MAX_STEPS`, at once to the stride the budget allows.
 Every read goes through `reads` (quiet, guarded, no copy but those capped weight copies, which
 are ours and freed with the cell) and none happens while a profiler records. Only weak references
 to parameters are kept.
@@ -48,15 +49,15 @@ MAX_RATIOS = 32
 # is off), then every RATIO_EVERY-th. Rating every step only to thin them later computed twice what was kept
 DENSE_RATIOS = 8
 RATIO_EVERY = 4
+# ...and every 8th in a loop run unwatched, not thinned yet, where our reads are all it costs: a ratio is the
+# dearest read (a copy of the weights, then a subtraction and two norms at the next step: ~4 reads of norms)
+UNWATCHED_RATIO_EVERY = 8
 # an unwatched loop (see `unwatched`) spends at most this share of its time on our reads: past it, judged over
 # BUDGET_READS reads, the stride jumps at once to the power of two that brings the reads within it (the stride
 # only grows, as past MAX_STEPS; a read of a small model's norms and ratios can cost half its step)
 READ_BUDGET = 0.02
 BUDGET_READS = 2
-# ...and only past this much reading in all (seconds): a short loop of a small model keeps every step's row,
-# at a fixed cost of at most this, where 2% of it would leave a learner's plot a few points
-READ_ALLOWANCE = 0.002
-MIN_ROWS = 4  # the budget never thins the loop to fewer kept steps: a plot needs its points
+MIN_ROWS = 32  # the budget never thins the loop to fewer kept steps: a plot needs its points
 STEP_FUNCS = frozenset({"backward"})  # torch.Tensor.backward and torch.autograd.backward write .grad
 
 
@@ -82,7 +83,6 @@ class TrainingRecorder:
         self._losses: dict[int, torch.Tensor] = {}  # unwatched step -> its loss, detached, read in `result`
         self._unwatched_from: int | None = None
         self._window: list[Any] = [0.0, 0.0, 0]  # since the stride last changed: start, seconds reading, reads
-        self._budget_thinned = False  # the read budget has thinned the loop (its allowance is spent)
 
     def track(self, leaves: list[torch.Tensor], bindings: list[Binding], namespace: dict[str, Any],
               line: int | None) -> None:
@@ -155,22 +155,23 @@ class TrainingRecorder:
     def _keep_to_budget(self, start: float, kept: bool) -> None:
         """Past `READ_BUDGET` of the loop's time spent reading (judged over the reads since the stride last
         changed), the stride doubles until the reads fit, while more than `MIN_ROWS` steps are kept: the
-        reads of a small model's step cost a large share of it."""
+        reads of a small model's step cost a large share of it. A loop of up to `MIN_ROWS` steps is never
+        thinned, whatever the machine's speed: what a short loop shows does not depend on timing."""
         now = time.perf_counter()
         window = self._window
         window[1] += now - start
         window[2] += kept
         if window[2] < BUDGET_READS or len(self._steps) <= MIN_ROWS:
             return
-        elapsed = max(now - window[0], 1e-9)
-        allowance = READ_ALLOWANCE if not self._budget_thinned else 0.0
-        if window[1] <= max(READ_BUDGET * elapsed, allowance):
+        share = window[1] / max(now - window[0], 1e-9)  # doubling the stride halves it
+        if share <= READ_BUDGET:
             return
-        share = window[1] / elapsed  # doubling the stride halves it
         while share > READ_BUDGET and len(self._steps) > MIN_ROWS:
             self._thin()
-            self._budget_thinned = True
             share /= 2
+        # a ratio costs two reads (a weight copy, then the comparison at the next step): past the budget it
+        # stays on every RATIO_EVERY-th kept step, where `_thin` alone would let it reach every kept step
+        self._ratio_stride = max(self._ratio_stride, self._stride * RATIO_EVERY)
         self._window = [now, 0.0, 0]
 
     def _advance(self, loss: float | None) -> None:
@@ -206,7 +207,9 @@ class TrainingRecorder:
         """This kept step copies the weights, so that the next backward call can measure the update."""
         if self._calls <= DENSE_RATIOS and self._ratio_stride == RATIO_EVERY:  # not thinned yet
             return True
-        return not (self._calls - 1) % self._ratio_stride
+        unthinned_unwatched = self._unwatched_from is not None and self._stride == 1
+        every = max(self._ratio_stride, UNWATCHED_RATIO_EVERY) if unthinned_unwatched else self._ratio_stride
+        return not (self._calls - 1) % every
 
     def _step(self, grads: list[torch.Tensor | None], norms: tuple[float | None, ...], loss: float | None) -> None:
         for i, grad in enumerate(grads):
