@@ -42,7 +42,7 @@ def note_unwatched(diagnostics: list[Diagnostic], trace: Trace) -> list[Diagnost
     error = trace.error
     if error is None or not error.unwatched or trace.loop_left_after is None:
         return diagnostics
-    note = (f"\nThis was raised after recording stopped: the loop ran unwatched after its first "
-            f"{trace.loop_left_after} optimizer steps, so it is explained from what those recorded steps showed "
+    note = (f"\nThis was raised after recording stopped: the loop ran unwatched from the optimizer step of "
+            f"step {trace.loop_left_after} on, so it is explained from what the steps recorded before showed "
             f"(--every-step watches every step).")
     return [replace(d, message=d.message + note) if d.severity == "error" else d for d in diagnostics]

@@ -49,6 +49,9 @@ def unwatched(report: Report) -> str:
         steps = f"step {first:,}" if first == last else f"steps {first:,}–{last:,}"
         said.append(f"{steps} ran unwatched: loss and gradient norms kept, their torch calls not counted")
     inside = report.ops_unwatched_steps - report.loop_unwatched
+    if inside > 0 and said:  # the loop was left at a step's pre-hook: that step ran unwatched, its backward seen
+        said.append(f"so did the optimizer step of step {report.loop_left_after:,}")
+        inside -= 1
     if inside > 0:
         said.append(f"not counting the insides of {plural(inside, 'later optimizer step')}")
     return "; ".join(said)
