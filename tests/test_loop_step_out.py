@@ -112,6 +112,19 @@ def test_a_loop_of_two_optimizers_is_left_when_the_first_comes_round(ip: Any) ->
     assert {op.code for op in report.ops if op.inplace} == {"opt.step()", "other_opt.step()"}
 
 
+def test_the_optimizers_own_hash_and_eq_are_not_called(ip: Any) -> None:
+    """Telling a loop has come round compares optimizers by identity: a subclass's __hash__/__eq__ (user code)
+    runs as often as plain, never."""
+    run(ip, SETUP + "data = torch.ones(4, 3)\ncalls = []\n"
+                    "class Mine(torch.optim.SGD):\n"
+                    "    def __hash__(self):\n        calls.append('hash')\n        return 1\n"
+                    "    def __eq__(self, other):\n        calls.append('eq')\n        return self is other\n"
+                    "opt = Mine(model.parameters(), lr=0.1)")
+    report, cell = report_of(ip, LOOP)
+    assert cell.error is None and report.loop_left_after == 2  # the loop was left as it came round
+    assert ip.user_ns["calls"] == []
+
+
 def test_the_statement_after_the_loop_is_recorded_again(ip: Any) -> None:
     run(ip, SETUP + "data = torch.ones(4, 3)")
     report, cell = report_of(ip, LOOP + "depth = torch._C._len_torch_function_stack()\nfinal = loss * 2\n")

@@ -29,6 +29,7 @@ reaches its post-hook: the next step's pre-hook, or the end of the cell, puts th
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -59,7 +60,8 @@ class StepOut:
         self._mode = mode
         self._recorded = min(RECORDED_STEPS, max_repeats)
         self._steps: dict[type, int] = {}  # steps seen per library optimizer class
-        self._stepped: weakref.WeakSet[Any] = weakref.WeakSet()  # optimizers seen stepping (a loop's come round)
+        # optimizers seen stepping (a loop's come round), by id: a set would call the user's __hash__/__eq__
+        self._stepped: dict[int, weakref.ref[Any]] = {}
         self._handles: list[Any] = []
         # the thread whose stack our mode is off (the stack is per thread; the step hooks are global,
         # so another thread's steps call them too), or None
@@ -175,12 +177,11 @@ class StepOut:
     def _came_round(self, optimizer: Any) -> bool:
         """This optimizer has stepped before in this cell: the loop's body ran whole once and its next
         forward and backward were recorded; the loop is left at this step (`_leave_loop`)."""
-        try:
-            if optimizer in self._stepped:
-                return True
-            self._stepped.add(optimizer)
-        except TypeError:  # an optimizer that cannot be weakly referenced: left by the class's count alone
-            pass
+        seen = self._stepped.get(id(optimizer))
+        if seen is not None and seen() is optimizer:
+            return True
+        with contextlib.suppress(TypeError):  # no weak reference: left by the class's count alone
+            self._stepped[id(optimizer)] = weakref.ref(optimizer)
         return False
 
     def _is_library_step(self, kind: type) -> bool:
