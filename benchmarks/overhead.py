@@ -112,20 +112,30 @@ class _BareMode(_TFM):
 """
 
 
+def interleaved_medians(shell: InteractiveShell, cells: list[str], repeats: int) -> list[float]:
+    """Each cell's median time over ``repeats`` rounds that run every cell once (so drift hits all alike),
+    after one warm-up run of each."""
+    for cell in cells:
+        timed(shell, cell)
+    runs: list[list[float]] = [[] for _ in cells]
+    for _ in range(repeats):
+        for times, cell in zip(runs, cells, strict=True):
+            times.append(timed(shell, cell))
+    return [statistics.median(t) for t in runs]
+
+
+def under_bare_mode(body: str) -> str:
+    """The cell run inside the do-nothing mode: the floor any mode-based recorder pays."""
+    return "with _BareMode():\n" + "\n".join("    " + ln for ln in body.splitlines())
+
+
 def measure(shell: InteractiveShell, name: str, repeats: int) -> tuple[float, float, float]:
     """Medians of plain, magic and a do-nothing TorchFunctionMode (the floor any mode pays)."""
     shell.run_cell(SETUP[name] + "\n" + BARE_MODE, store_history=False)
     body = CELLS[name]
     magic = QUIET if name.endswith("-q") else MAGIC
-    cells = [body, magic + body, "with _BareMode():\n" + "\n".join("    " + ln for ln in body.splitlines())]
-    for cell in cells:
-        timed(shell, cell)  # warm up every path
-    runs: list[list[float]] = [[], [], []]
-    for _ in range(repeats):  # interleaved, so drift hits all alike
-        for times, cell in zip(runs, cells, strict=True):
-            times.append(timed(shell, cell))
-    plain, magic, bare = (statistics.median(t) for t in runs)
-    return plain, magic, bare
+    plain, magic_time, bare = interleaved_medians(shell, [body, magic + body, under_bare_mode(body)], repeats)
+    return plain, magic_time, bare
 
 
 STEP_ROWS = {  # per-step cost: (cell, steps in the short run, steps in the long run), all run under -q
@@ -149,14 +159,8 @@ def per_step(shell: InteractiveShell, name: str, repeats: int) -> dict[str, floa
     cells = []
     for n in (short, long):
         loop = body.format(n=n)
-        cells += [loop, QUIET + loop, "with _BareMode():\n" + "\n".join("    " + ln for ln in loop.splitlines())]
-    for cell in cells:
-        timed(shell, cell)
-    runs: list[list[float]] = [[] for _ in cells]
-    for _ in range(repeats):
-        for times, cell in zip(runs, cells, strict=True):
-            times.append(timed(shell, cell))
-    plain_s, magic_s, bare_s, plain_l, magic_l, bare_l = (statistics.median(t) for t in runs)
+        cells += [loop, QUIET + loop, under_bare_mode(loop)]
+    plain_s, magic_s, bare_s, plain_l, magic_l, bare_l = interleaved_medians(shell, cells, repeats)
     steps = long - short
     plain_step, magic_step, bare_step = ((b - a) / steps for a, b in
                                          ((plain_s, plain_l), (magic_s, magic_l), (bare_s, bare_l)))
@@ -207,13 +211,7 @@ def long_cell_ratio(shell: InteractiveShell, repeats: int) -> tuple[float, float
     shell.run_cell(SETUP["loop"], store_history=False)
     loop = "for i in range(20000):\n    t = t * 1.0001 + 0.0001\n"
     cells = [loop, FILLER + loop, MAGIC + loop, MAGIC + FILLER + loop]
-    for cell in cells:
-        timed(shell, cell)
-    runs: list[list[float]] = [[] for _ in cells]
-    for _ in range(repeats):
-        for times, cell in zip(runs, cells, strict=True):
-            times.append(timed(shell, cell))
-    plain_short, plain_long, magic_short, magic_long = (statistics.median(t) for t in runs)
+    plain_short, plain_long, magic_short, magic_long = interleaved_medians(shell, cells, repeats)
     return magic_long / magic_short, plain_long / plain_short
 
 
